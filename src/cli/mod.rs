@@ -1,0 +1,280 @@
+//! The `singleton` command-line tool: a thin layer over the library.
+
+mod output;
+mod process;
+mod run;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use singleton_process::{Error, MAX_DURATION, Store};
+
+use output::Output;
+
+/// Exit codes of the tool's own outcomes. A wrapped command's own exit code passes through
+/// unchanged, and a command killed by signal N gives 128+N.
+pub mod exit {
+    /// `exists`/`status`: no live lease; `release --force`: nothing was held.
+    pub const NOT_HELD: i32 = 1;
+    /// Bad arguments or input: unknown flag, invalid name, duration or URL (like EX_USAGE).
+    pub const USAGE: i32 = 64;
+    /// The store could not be reached, refused us, or failed (like EX_UNAVAILABLE).
+    pub const STORE: i32 = 69;
+    /// Something unexpected inside the tool (like EX_SOFTWARE).
+    pub const INTERNAL: i32 = 70;
+    /// `run`: another holder has the lease (like EX_TEMPFAIL); change with `--conflict-exit`.
+    pub const CONFLICT: i32 = 75;
+    /// `run`: the lease was lost while the command ran; the command was terminated.
+    pub const LOST: i32 = 76;
+    /// `run --wait --timeout`: the lease did not come free in time (like timeout(1)).
+    pub const WAIT_TIMEOUT: i32 = 124;
+    /// `run`: the command was found but could not be executed.
+    pub const CANNOT_EXECUTE: i32 = 126;
+    /// `run`: the command was not found.
+    pub const NOT_FOUND: i32 = 127;
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "singleton",
+    version,
+    about = "Run at most one copy of a named job at a time, across processes and hosts.",
+    after_help = "Exit codes: the command's own code, or 128+N if it died of signal N; \
+                  64 usage, 69 store error, 70 internal error, 75 conflict, 76 lease lost, \
+                  124 wait timed out, 126 cannot execute, 127 command not found."
+)]
+struct Cli {
+    /// Where leases live: sqlite:///path.db, postgres://..., redis://..., etcd://..., mongodb://...
+    /// [default: sqlite://$XDG_STATE_HOME/singleton/locks.db, else ~/.local/state/singleton/locks.db]
+    #[arg(long, global = true, env = "SINGLETON_STORE", value_name = "URL")]
+    store: Option<String>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run COMMAND while holding the lease on NAME; exit 75 at once if somebody else holds it.
+    Run(RunArgs),
+    /// Show who holds NAME: holder, host, pid, since, expiry (store time), token.
+    /// Exits 0 if held, 1 if free.
+    Status {
+        /// The singleton's name.
+        name: String,
+        /// Print JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the live leases.
+    List {
+        /// Print a JSON array on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Exit 0 if a live lease on NAME exists, 1 if not (69 if the store cannot tell).
+    Exists {
+        /// The singleton's name.
+        name: String,
+    },
+    /// Operator override: free NAME whoever holds it (logged). The holder's supervisor notices at
+    /// its next renewal and stops its command.
+    Release {
+        /// The singleton's name.
+        name: String,
+        /// Required: confirms that you mean to take the lease from its holder.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The singleton's name [default: the command's file name].
+    #[arg(long)]
+    name: Option<String>,
+
+    /// Lease length; renewed every third of it.
+    #[arg(long, value_name = "DUR", default_value = "15s", value_parser = parse_duration)]
+    ttl: Duration,
+
+    /// Do not renew: the lease runs out after --ttl, and the command is then stopped as if the
+    /// lease were lost.
+    #[arg(long)]
+    no_renew: bool,
+
+    /// Wait for the lease instead of exiting with the conflict code.
+    #[arg(long)]
+    wait: bool,
+
+    /// With --wait: give up after this long and exit 124.
+    #[arg(long, value_name = "DUR", requires = "wait", value_parser = parse_duration)]
+    timeout: Option<Duration>,
+
+    /// When the lease is lost: time between SIGTERM and SIGKILL to the command [default: ttl/5].
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    grace: Option<Duration>,
+
+    /// Exit code when another holder has the lease.
+    #[arg(long, value_name = "CODE", default_value_t = exit::CONFLICT as u8)]
+    conflict_exit: u8,
+
+    /// Print every event as one JSON object per line on stderr.
+    #[arg(long)]
+    json: bool,
+
+    /// Print every event, not only conflicts, waits, losses and errors.
+    #[arg(long, short)]
+    verbose: bool,
+
+    /// The command and its arguments, run directly (no shell).
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
+    command: Vec<OsString>,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let duration =
+        humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 500ms, 15s, 5m)"))?;
+    if duration > MAX_DURATION {
+        return Err("longer than a year".into());
+    }
+    Ok(duration)
+}
+
+/// Parses the arguments, runs, and returns the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) if !err.use_stderr() => {
+            // --help and --version
+            let _ = err.print();
+            return 0;
+        }
+        Err(err) => {
+            let rendered = err.render().to_string();
+            let first = rendered.lines().next().unwrap_or("invalid arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("singleton: {first} (see --help)");
+            return exit::USAGE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("singleton: cannot start: {err}");
+            return exit::INTERNAL;
+        }
+    };
+    let code = runtime.block_on(dispatch(cli));
+    // Do not wait for blocking-pool threads (e.g. an SQLite call stuck on a dead file system).
+    runtime.shutdown_background();
+    code
+}
+
+async fn dispatch(cli: Cli) -> i32 {
+    let json = match &cli.command {
+        Command::Run(args) => args.json,
+        Command::Status { json, .. } | Command::List { json } => *json,
+        _ => false,
+    };
+    let verbose = matches!(&cli.command, Command::Run(args) if args.verbose);
+    let out = Output::new(json, verbose);
+    match execute(cli, &out).await {
+        Ok(code) => code,
+        Err(err) => {
+            out.error(&err);
+            exit_code(&err)
+        }
+    }
+}
+
+async fn execute(cli: Cli, out: &Output) -> Result<i32, Error> {
+    let store = open_store(cli.store.as_deref()).await?;
+    match cli.command {
+        Command::Run(args) => run::run(args, store, out).await,
+        Command::Status { name, json: _ } => {
+            singleton_process::store::validate_name(&name)?;
+            let lease = store.inspect(&name).await?;
+            out.status(&name, lease.as_ref());
+            Ok(if lease.is_some() { 0 } else { exit::NOT_HELD })
+        }
+        Command::List { json: _ } => {
+            out.list(&store.list().await?);
+            Ok(0)
+        }
+        Command::Exists { name } => {
+            singleton_process::store::validate_name(&name)?;
+            Ok(match store.inspect(&name).await? {
+                Some(_) => 0,
+                None => exit::NOT_HELD,
+            })
+        }
+        Command::Release { name, force } => {
+            singleton_process::store::validate_name(&name)?;
+            if !force {
+                return Err(Error::InvalidOptions {
+                    reason: format!(
+                        "`release` takes the lease from its holder; add --force to release {name:?}"
+                    ),
+                });
+            }
+            let removed = store.force_release(&name).await?;
+            out.force_released(&name, removed.as_ref());
+            Ok(if removed.is_some() { 0 } else { exit::NOT_HELD })
+        }
+    }
+}
+
+async fn open_store(url: Option<&str>) -> Result<Arc<dyn Store>, Error> {
+    let url = match url {
+        Some(url) => url.to_owned(),
+        None => default_store_url()?,
+    };
+    if url.trim().to_ascii_lowercase().starts_with("memory:") {
+        return Err(Error::InvalidUrl {
+            url,
+            reason: "the in-process memory: store cannot keep separate processes apart; use sqlite:// or a network store".into(),
+        });
+    }
+    singleton_process::connect(&url).await
+}
+
+/// `sqlite://` of the per-user state directory, which is created if missing.
+fn default_store_url() -> Result<String, Error> {
+    let state = std::env::var_os("XDG_STATE_HOME")
+        .filter(|dir| !dir.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/state")))
+        .ok_or_else(|| Error::InvalidOptions {
+            reason: "neither XDG_STATE_HOME nor HOME is set; pass --store or set SINGLETON_STORE"
+                .into(),
+        })?;
+    let dir = state.join("singleton");
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| Error::store(format!("sqlite://{}", dir.display()), "create directory", e))?;
+    Ok(format!("sqlite://{}", dir.join("locks.db").display()))
+}
+
+/// The documented exit code for a library error.
+fn exit_code(err: &Error) -> i32 {
+    match err {
+        Error::InvalidName { .. }
+        | Error::InvalidUrl { .. }
+        | Error::FeatureDisabled { .. }
+        | Error::InvalidOptions { .. } => exit::USAGE,
+        Error::Lost { .. } => exit::LOST,
+        Error::Store { .. } | Error::Timeout { .. } => exit::STORE,
+        _ => exit::INTERNAL,
+    }
+}

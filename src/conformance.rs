@@ -1,0 +1,442 @@
+//! The store conformance suite: plain async checks that every [`Store`] must pass, run unchanged
+//! against each backend by the project's tests. Write your own store? Run it too:
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let store = singleton_process::connect("memory:").await.unwrap();
+//! singleton_process::conformance::Suite::new(store).run_all().await;
+//! # }
+//! ```
+//!
+//! Each check panics with a message saying what the store did wrong. Every check uses names of
+//! its own, so checks may run in parallel against one store.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::Error;
+use crate::store::{Acquire, Holder, Lease, MAX_NAME_LEN, Released, Store};
+
+/// The suite, bound to one store.
+#[derive(Debug, Clone)]
+pub struct Suite {
+    store: Arc<dyn Store>,
+    short_ttl: Duration,
+}
+
+/// A lease long enough that no check sees it expire by accident.
+const LONG_TTL: Duration = Duration::from_secs(60);
+
+impl Suite {
+    /// The suite for `store`, using 500 ms leases where a check waits for expiry.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Suite {
+            store,
+            short_ttl: Duration::from_millis(500),
+        }
+    }
+
+    /// Uses `ttl` where a check waits for a lease to expire (for stores with a minimum lease).
+    pub fn short_ttl(mut self, ttl: Duration) -> Self {
+        self.short_ttl = ttl;
+        self
+    }
+
+    /// Runs every check.
+    pub async fn run_all(&self) {
+        self.exclusive().await;
+        self.conflict_names_the_holder().await;
+        self.renew_and_release_check_the_owner().await;
+        self.renew_extends_the_lease().await;
+        self.expired_lease_is_taken_over().await;
+        self.tokens_increase_across_release_and_expiry().await;
+        self.never_expiring_lease_stays().await;
+        self.exists_and_list().await;
+        self.force_release_frees_and_keeps_the_counter().await;
+        self.odd_names_work().await;
+        self.one_winner_among_contenders(16, 5).await;
+    }
+
+    fn store(&self) -> &dyn Store {
+        &*self.store
+    }
+
+    async fn acquire(&self, name: &str, holder: &Holder, ttl: Option<Duration>) -> Acquire {
+        self.store()
+            .acquire(name, holder, ttl)
+            .await
+            .unwrap_or_else(|e| panic!("acquire {name:?}: {e}"))
+    }
+
+    async fn must_acquire(&self, name: &str, holder: &Holder, ttl: Option<Duration>) -> Lease {
+        match self.acquire(name, holder, ttl).await {
+            Acquire::Acquired { lease, .. } => lease,
+            Acquire::Held(other) => panic!("{name:?} should be free, but is {other}"),
+        }
+    }
+
+    async fn must_be_held(&self, name: &str, holder: &Holder) -> Lease {
+        match self.acquire(name, holder, Some(LONG_TTL)).await {
+            Acquire::Held(other) => other,
+            Acquire::Acquired { lease, .. } => {
+                panic!("{name:?} should be held, but {} acquired it", lease.holder)
+            }
+        }
+    }
+
+    async fn release(&self, lease: &Lease) -> Released {
+        self.store()
+            .release(lease)
+            .await
+            .unwrap_or_else(|e| panic!("release {:?}: {e}", lease.name))
+    }
+
+    async fn inspect(&self, name: &str) -> Option<Lease> {
+        self.store()
+            .inspect(name)
+            .await
+            .unwrap_or_else(|e| panic!("inspect {name:?}: {e}"))
+    }
+
+    /// Waits until a short-lived lease has certainly expired by any sane store clock.
+    async fn outlive_short_ttl(&self) {
+        tokio::time::sleep(self.short_ttl + self.short_ttl / 2 + Duration::from_millis(100)).await;
+    }
+
+    /// A second acquisition of a held name is refused; after release it succeeds.
+    pub async fn exclusive(&self) {
+        let name = unique("exclusive");
+        let (a, b) = (holder("a"), holder("b"));
+        let lease = self.must_acquire(&name, &a, Some(LONG_TTL)).await;
+        assert_eq!(lease.name, name);
+        assert_eq!(lease.holder, a);
+        let seen = self.must_be_held(&name, &b).await;
+        assert_eq!(seen.holder.id, a.id, "the conflict must name the holder");
+        assert_eq!(self.release(&lease).await, Released::Released);
+        let lease_b = self.must_acquire(&name, &b, Some(LONG_TTL)).await;
+        assert_eq!(self.release(&lease_b).await, Released::Released);
+    }
+
+    /// A conflict reports the holder's id, host, pid and label, its token, and when it started.
+    pub async fn conflict_names_the_holder(&self) {
+        let name = unique("conflict");
+        let a = holder("first holder");
+        let before = std::time::SystemTime::now() - Duration::from_secs(5);
+        let lease = self.must_acquire(&name, &a, Some(LONG_TTL)).await;
+        let seen = self.must_be_held(&name, &holder("b")).await;
+        assert_eq!(
+            seen.holder, a,
+            "holder id, host, pid and label must round-trip"
+        );
+        assert_eq!(seen.token, lease.token);
+        let after = std::time::SystemTime::now() + Duration::from_secs(5);
+        assert!(
+            before <= seen.created && seen.created <= after,
+            "created {:?} should be about now",
+            seen.created
+        );
+        let expires = seen.expires.expect("a lease with a TTL reports its expiry");
+        assert!(
+            expires > seen.created,
+            "the lease must expire after it was created"
+        );
+        self.release(&lease).await;
+    }
+
+    /// Nobody but the holder (same id AND token) can renew or release a lease.
+    pub async fn renew_and_release_check_the_owner(&self) {
+        let name = unique("owner");
+        let a = holder("a");
+        let lease = self.must_acquire(&name, &a, Some(LONG_TTL)).await;
+
+        let mut forged = lease.clone();
+        forged.holder = holder("intruder");
+        match self.store().renew(&forged, LONG_TTL).await {
+            Err(Error::Lost { .. }) => {}
+            other => panic!("renewing with another holder id must fail with Lost, got {other:?}"),
+        }
+        assert_eq!(self.release(&forged).await, Released::NotHeld);
+
+        let mut stale = lease.clone();
+        stale.token.0 = lease.token.0.wrapping_sub(1);
+        assert_eq!(self.release(&stale).await, Released::NotHeld);
+
+        let still = self
+            .inspect(&name)
+            .await
+            .expect("the lease must survive others' attempts");
+        assert_eq!(still.holder.id, a.id);
+        self.store()
+            .renew(&lease, LONG_TTL)
+            .await
+            .unwrap_or_else(|e| panic!("the holder's own renew must succeed: {e}"));
+        assert_eq!(self.release(&lease).await, Released::Released);
+        assert_eq!(
+            self.release(&lease).await,
+            Released::NotHeld,
+            "release is not repeatable"
+        );
+        assert!(self.inspect(&name).await.is_none());
+        match self.store().renew(&lease, LONG_TTL).await {
+            Err(Error::Lost { .. }) => {}
+            other => panic!("renewing a released lease must fail with Lost, got {other:?}"),
+        }
+    }
+
+    /// A renewed lease outlives its first expiry.
+    pub async fn renew_extends_the_lease(&self) {
+        let name = unique("renew");
+        let lease = self
+            .must_acquire(&name, &holder("a"), Some(self.short_ttl))
+            .await;
+        for _ in 0..3 {
+            tokio::time::sleep(self.short_ttl / 3).await;
+            self.store()
+                .renew(&lease, self.short_ttl)
+                .await
+                .unwrap_or_else(|e| panic!("renew: {e}"));
+        }
+        self.must_be_held(&name, &holder("b")).await;
+        self.release(&lease).await;
+    }
+
+    /// A lease that has expired by the store's clock is taken over in one acquire, which reports
+    /// the expired lease; the old holder can then neither renew nor release.
+    pub async fn expired_lease_is_taken_over(&self) {
+        let name = unique("expiry");
+        let (a, b) = (holder("a"), holder("b"));
+        let old = self.must_acquire(&name, &a, Some(self.short_ttl)).await;
+        self.must_be_held(&name, &b).await;
+        self.outlive_short_ttl().await;
+        assert!(
+            self.inspect(&name).await.is_none(),
+            "an expired lease is not live"
+        );
+        let new = match self.acquire(&name, &b, Some(LONG_TTL)).await {
+            Acquire::Acquired { lease, took_over } => {
+                let previous = took_over.expect("the acquire must report the expired lease");
+                assert_eq!(previous.holder.id, a.id);
+                lease
+            }
+            Acquire::Held(other) => panic!("an expired lease must be taken over, but {other}"),
+        };
+        assert!(new.token > old.token);
+        assert!(
+            matches!(
+                self.store().renew(&old, LONG_TTL).await,
+                Err(Error::Lost { .. })
+            ),
+            "the old holder must not renew a taken-over lease"
+        );
+        assert_eq!(self.release(&old).await, Released::NotHeld);
+        assert_eq!(self.inspect(&name).await.map(|l| l.holder.id), Some(b.id));
+        self.release(&new).await;
+    }
+
+    /// Tokens strictly increase across release and expiry.
+    pub async fn tokens_increase_across_release_and_expiry(&self) {
+        let name = unique("tokens");
+        let first = self.must_acquire(&name, &holder("a"), Some(LONG_TTL)).await;
+        self.release(&first).await;
+        let second = self
+            .must_acquire(&name, &holder("b"), Some(self.short_ttl))
+            .await;
+        assert!(second.token > first.token, "token after release must grow");
+        self.outlive_short_ttl().await;
+        let third = self.must_acquire(&name, &holder("c"), Some(LONG_TTL)).await;
+        assert!(third.token > second.token, "token after expiry must grow");
+        self.release(&third).await;
+        let other = self
+            .must_acquire(&unique("tokens-other"), &holder("d"), Some(LONG_TTL))
+            .await;
+        self.release(&other).await;
+    }
+
+    /// A lease without TTL never expires and is still owner-checked.
+    pub async fn never_expiring_lease_stays(&self) {
+        let name = unique("forever");
+        let lease = self.must_acquire(&name, &holder("a"), None).await;
+        assert_eq!(lease.expires, None);
+        self.outlive_short_ttl().await;
+        let seen = self.must_be_held(&name, &holder("b")).await;
+        assert_eq!(seen.expires, None);
+        assert_eq!(self.release(&lease).await, Released::Released);
+    }
+
+    /// `inspect` and `list` show live leases only.
+    pub async fn exists_and_list(&self) {
+        let (x, y, gone) = (unique("list-x"), unique("list-y"), unique("list-gone"));
+        assert!(self.inspect(&x).await.is_none());
+        let lx = self.must_acquire(&x, &holder("a"), Some(LONG_TTL)).await;
+        let ly = self.must_acquire(&y, &holder("b"), Some(LONG_TTL)).await;
+        let lg = self.must_acquire(&gone, &holder("c"), Some(LONG_TTL)).await;
+        self.release(&lg).await;
+        assert_eq!(self.inspect(&x).await.map(|l| l.token), Some(lx.token));
+        let listed: BTreeSet<String> = self
+            .store()
+            .list()
+            .await
+            .unwrap_or_else(|e| panic!("list: {e}"))
+            .into_iter()
+            .map(|l| l.name)
+            .collect();
+        assert!(
+            listed.contains(&x) && listed.contains(&y),
+            "list must show live leases"
+        );
+        assert!(
+            !listed.contains(&gone),
+            "list must not show released leases"
+        );
+        self.release(&lx).await;
+        self.release(&ly).await;
+        assert!(self.inspect(&x).await.is_none());
+    }
+
+    /// An operator's force-release frees the name; the old holder cannot renew; tokens go on.
+    pub async fn force_release_frees_and_keeps_the_counter(&self) {
+        let name = unique("force");
+        let lease = self.must_acquire(&name, &holder("a"), Some(LONG_TTL)).await;
+        let removed = self
+            .store()
+            .force_release(&name)
+            .await
+            .unwrap_or_else(|e| panic!("force_release: {e}"))
+            .expect("force_release returns the lease it removed");
+        assert_eq!(removed.holder.id, lease.holder.id);
+        assert!(self.inspect(&name).await.is_none());
+        assert!(matches!(
+            self.store().renew(&lease, LONG_TTL).await,
+            Err(Error::Lost { .. })
+        ));
+        let next = self.must_acquire(&name, &holder("b"), Some(LONG_TTL)).await;
+        assert!(next.token > lease.token);
+        assert_eq!(self.release(&lease).await, Released::NotHeld);
+        self.release(&next).await;
+        let none = self
+            .store()
+            .force_release(&name)
+            .await
+            .expect("force_release");
+        assert!(
+            none.is_none(),
+            "force-releasing a free name removes nothing"
+        );
+    }
+
+    /// Names with quotes, wildcards, separators, spaces and non-ASCII work, and are compared
+    /// byte for byte.
+    pub async fn odd_names_work(&self) {
+        let base = unique("odd");
+        let longest = format!("{base}{}", "ü".repeat((MAX_NAME_LEN - base.len()) / 2));
+        let names = [
+            format!("{base}'; DROP TABLE x; --"),
+            format!("{base}\"quoted\""),
+            format!("{base}100%_off"),
+            format!("{base}*?[a-z]{{}}"),
+            format!("{base}/a/b\\c"),
+            format!("{base} with  spaces "),
+            format!("{base}名前-ñ-🦀"),
+            format!("{base}$where:{{}}.$"),
+            format!("{base}Job"),
+            format!("{base}job"),
+            format!("{base}a"),
+            format!("{base}a "),
+            longest,
+        ];
+        let mut leases = Vec::new();
+        for name in &names {
+            assert!(name.len() <= MAX_NAME_LEN, "{name:?} too long for the test");
+            let lease = self.must_acquire(name, &holder("a"), Some(LONG_TTL)).await;
+            assert_eq!(&lease.name, name);
+            leases.push(lease);
+        }
+        for name in &names {
+            let seen = self
+                .inspect(name)
+                .await
+                .unwrap_or_else(|| panic!("{name:?} is held"));
+            assert_eq!(&seen.name, name, "names must round-trip exactly");
+        }
+        let listed: BTreeSet<String> = self
+            .store()
+            .list()
+            .await
+            .unwrap_or_else(|e| panic!("list: {e}"))
+            .into_iter()
+            .map(|l| l.name)
+            .collect();
+        for name in &names {
+            assert!(listed.contains(name), "list must show {name:?}");
+        }
+        for lease in &leases {
+            assert_eq!(
+                self.release(lease).await,
+                Released::Released,
+                "{:?}",
+                lease.name
+            );
+        }
+        for name in &names {
+            assert!(self.inspect(name).await.is_none(), "{name:?} must be free");
+        }
+    }
+
+    /// `contenders` concurrent acquisitions of one name: exactly one wins each round, and tokens
+    /// grow from round to round.
+    pub async fn one_winner_among_contenders(&self, contenders: usize, rounds: usize) {
+        let name = unique("race");
+        let mut last_token = None;
+        for round in 0..rounds {
+            let attempts = (0..contenders).map(|i| {
+                let store = Arc::clone(&self.store);
+                let name = name.clone();
+                tokio::spawn(async move {
+                    store
+                        .acquire(&name, &holder(&format!("contender {i}")), Some(LONG_TTL))
+                        .await
+                })
+            });
+            let mut winners = Vec::new();
+            let mut holders_seen = BTreeSet::new();
+            for attempt in attempts.collect::<Vec<_>>() {
+                match attempt
+                    .await
+                    .expect("task")
+                    .unwrap_or_else(|e| panic!("acquire: {e}"))
+                {
+                    Acquire::Acquired { lease, .. } => winners.push(lease),
+                    Acquire::Held(other) => {
+                        holders_seen.insert(other.holder.id);
+                    }
+                }
+            }
+            assert_eq!(
+                winners.len(),
+                1,
+                "round {round}: exactly one contender must win"
+            );
+            let winner = winners.pop().expect("one winner");
+            assert!(
+                holders_seen.iter().all(|id| *id == winner.holder.id),
+                "round {round}: losers must all see the winner"
+            );
+            assert!(last_token.is_none_or(|last| winner.token > last));
+            last_token = Some(winner.token);
+            assert_eq!(self.release(&winner).await, Released::Released);
+        }
+    }
+}
+
+/// A name no other check or test run uses.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
+}
+
+fn holder(label: &str) -> Holder {
+    Holder::current(label)
+}

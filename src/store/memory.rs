@@ -1,0 +1,176 @@
+//! `memory:` — leases in this process only. For tests and for coordinating tasks inside one
+//! program; it protects nothing across processes, so the CLI refuses it.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
+
+use super::{Acquire, FencingToken, Holder, Lease, Released, Store};
+use crate::error::{Error, Result};
+
+/// An in-process store. Its clock is this process's monotonic clock.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    names: Mutex<BTreeMap<String, Slot>>,
+}
+
+/// One name's record. The token counter outlives the lease.
+#[derive(Debug)]
+struct Slot {
+    last_token: u64,
+    held: Option<Held>,
+}
+
+#[derive(Debug, Clone)]
+struct Held {
+    lease: Lease,
+    /// `None`: never expires.
+    deadline: Option<Instant>,
+}
+
+impl Held {
+    fn is_live(&self, now: Instant) -> bool {
+        self.deadline.is_none_or(|deadline| deadline > now)
+    }
+
+    /// The lease with its expiry translated to wall-clock time for display.
+    fn snapshot(&self, now: Instant) -> Lease {
+        let mut lease = self.lease.clone();
+        lease.expires = self
+            .deadline
+            .map(|deadline| SystemTime::now() + deadline.saturating_duration_since(now));
+        lease
+    }
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn names(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Slot>> {
+        // A panic while holding the lock cannot leave a slot half-written: every update below
+        // assigns whole values.
+        self.names
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+fn deadline(now: Instant, ttl: Duration) -> Result<Instant> {
+    now.checked_add(ttl)
+        .ok_or_else(|| Error::options(format!("lease length {ttl:?} is too large")))
+}
+
+fn lost(lease: &Lease, reason: &str) -> Error {
+    Error::Lost {
+        name: lease.name.clone(),
+        token: lease.token.0,
+        reason: reason.to_owned(),
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for MemoryStore {
+    fn describe(&self) -> &str {
+        "memory:"
+    }
+
+    async fn acquire(&self, name: &str, holder: &Holder, ttl: Option<Duration>) -> Result<Acquire> {
+        let now = Instant::now();
+        let deadline = ttl.map(|ttl| deadline(now, ttl)).transpose()?;
+        let mut names = self.names();
+        let slot = names.entry(name.to_owned()).or_insert(Slot {
+            last_token: 0,
+            held: None,
+        });
+        let took_over = match &slot.held {
+            Some(held) if held.is_live(now) => return Ok(Acquire::Held(held.snapshot(now))),
+            Some(held) => Some(held.snapshot(now)),
+            None => None,
+        };
+        slot.last_token += 1;
+        let held = Held {
+            lease: Lease {
+                name: name.to_owned(),
+                holder: holder.clone(),
+                token: FencingToken(slot.last_token),
+                created: SystemTime::now(),
+                expires: None,
+            },
+            deadline,
+        };
+        let lease = held.snapshot(now);
+        slot.held = Some(held);
+        Ok(Acquire::Acquired { lease, took_over })
+    }
+
+    async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Lease> {
+        let now = Instant::now();
+        let new_deadline = deadline(now, ttl)?;
+        let mut names = self.names();
+        let held = names
+            .get_mut(&lease.name)
+            .and_then(|slot| slot.held.as_mut())
+            .filter(|held| {
+                held.lease.holder.id == lease.holder.id && held.lease.token == lease.token
+            })
+            .ok_or_else(|| lost(lease, "another holder has it or it was released"))?;
+        if !held.is_live(now) {
+            return Err(lost(lease, "it expired before it could be renewed"));
+        }
+        if held.deadline.is_some() {
+            held.deadline = Some(new_deadline);
+        }
+        Ok(held.snapshot(now))
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<Released> {
+        let mut names = self.names();
+        let Some(slot) = names.get_mut(&lease.name) else {
+            return Ok(Released::NotHeld);
+        };
+        let ours = slot.held.as_ref().is_some_and(|held| {
+            held.lease.holder.id == lease.holder.id && held.lease.token == lease.token
+        });
+        if !ours {
+            return Ok(Released::NotHeld);
+        }
+        slot.held = None;
+        Ok(Released::Released)
+    }
+
+    async fn inspect(&self, name: &str) -> Result<Option<Lease>> {
+        let now = Instant::now();
+        Ok(self
+            .names()
+            .get(name)
+            .and_then(|slot| slot.held.as_ref())
+            .filter(|held| held.is_live(now))
+            .map(|held| held.snapshot(now)))
+    }
+
+    async fn list(&self) -> Result<Vec<Lease>> {
+        let now = Instant::now();
+        Ok(self
+            .names()
+            .values()
+            .filter_map(|slot| slot.held.as_ref())
+            .filter(|held| held.is_live(now))
+            .map(|held| held.snapshot(now))
+            .collect())
+    }
+
+    async fn force_release(&self, name: &str) -> Result<Option<Lease>> {
+        let now = Instant::now();
+        Ok(self
+            .names()
+            .get_mut(name)
+            .and_then(|slot| slot.held.take())
+            .filter(|held| held.is_live(now))
+            .map(|held| held.snapshot(now)))
+    }
+}

@@ -1,0 +1,321 @@
+//! Where leases live: the [`Store`] trait (the original package's "persister", made safe) and
+//! [`connect`], which picks a backend from a URL.
+//!
+//! Every method of [`Store`] is ONE atomic operation of the store, judged by the store's own clock.
+//! Everything above the trait (events, renewal, lost detection, the CLI) is written once.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+pub mod memory;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
+
+/// A fencing token: minted by the store at each successful acquisition, strictly greater than
+/// every token issued for the same name before, across release and expiry.
+///
+/// Hand it to whatever the job writes to, so that a stale holder's late writes can be rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct FencingToken(pub u64);
+
+impl fmt::Display for FencingToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Who holds (or asks for) a lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Holder {
+    /// Random and unique per acquisition; renew and release match on it.
+    pub id: String,
+    /// Host name of the holding process.
+    pub host: String,
+    /// Process id of the holding process.
+    pub pid: u32,
+    /// Free text, e.g. the command line the CLI runs.
+    pub label: String,
+}
+
+impl Holder {
+    /// A holder for this process with a fresh random id.
+    pub fn current(label: impl Into<String>) -> Self {
+        Holder {
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            host: host_name(),
+            pid: std::process::id(),
+            label: label.into(),
+        }
+    }
+}
+
+impl fmt::Display for Holder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} pid {}", self.host, self.pid)?;
+        if !self.label.is_empty() {
+            write!(f, " ({})", self.label)?;
+        }
+        Ok(())
+    }
+}
+
+fn host_name() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "unknown-host".to_owned())
+}
+
+/// A lease as the store reported it: what the holder got from `acquire`/`renew`, and what
+/// `status`/`list` show.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Lease {
+    /// The singleton's name.
+    pub name: String,
+    /// Who holds it.
+    pub holder: Holder,
+    /// The fencing token minted for this acquisition.
+    pub token: FencingToken,
+    /// When it was acquired, by the store's clock.
+    #[serde(with = "rfc3339")]
+    pub created: SystemTime,
+    /// When it expires, by the store's clock; `None` for a lease that never expires.
+    /// Informational only: the holder's safety comes from its own monotonic deadline.
+    #[serde(with = "rfc3339_opt")]
+    pub expires: Option<SystemTime>,
+}
+
+impl fmt::Display for Lease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "held by {} since {} (token {}",
+            self.holder,
+            humantime::format_rfc3339_millis(self.created),
+            self.token
+        )?;
+        match self.expires {
+            Some(at) => write!(f, ", expires {})", humantime::format_rfc3339_millis(at)),
+            None => write!(f, ", never expires)"),
+        }
+    }
+}
+
+/// The outcome of [`Store::acquire`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Acquire {
+    /// The lease is ours. `took_over` is the expired lease it replaced, if any.
+    Acquired {
+        /// The new lease.
+        lease: Lease,
+        /// The previous holder's lease, which had expired by the store's clock.
+        took_over: Option<Lease>,
+    },
+    /// Somebody else holds a live lease.
+    Held(Lease),
+}
+
+/// The outcome of [`Store::release`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Released {
+    /// Our lease was given back.
+    Released,
+    /// It was not ours any more (expired and taken over, or force-released); nothing was changed.
+    NotHeld,
+}
+
+/// A place where leases live. Implementations must make every method ONE atomic operation of the
+/// store, decide expiry by the store's clock, and never change a lease that another holder owns.
+///
+/// [`crate::conformance`] checks an implementation against this contract.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + fmt::Debug {
+    /// The store's URL with any password masked, for messages.
+    fn describe(&self) -> &str;
+
+    /// Creates the lease, or takes over one that has expired by the store's clock, in one atomic
+    /// step. `ttl: None` asks for a lease that never expires. The new lease's token is greater
+    /// than every token issued for `name` before.
+    async fn acquire(&self, name: &str, holder: &Holder, ttl: Option<Duration>) -> Result<Acquire>;
+
+    /// Extends a live lease we hold to `ttl` from now (store clock), matching holder id and token.
+    /// Returns [`Error::Lost`] when the lease is no longer ours or has already expired.
+    async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Lease>;
+
+    /// Gives back a lease we hold, matching holder id and token. The fencing counter survives.
+    async fn release(&self, lease: &Lease) -> Result<Released>;
+
+    /// The live (held and unexpired) lease on `name`, if any.
+    async fn inspect(&self, name: &str) -> Result<Option<Lease>>;
+
+    /// All live leases, ordered by name.
+    async fn list(&self) -> Result<Vec<Lease>>;
+
+    /// Operator override: frees `name` whoever holds it and returns the lease that was removed.
+    /// The fencing counter survives. Callers should log this.
+    async fn force_release(&self, name: &str) -> Result<Option<Lease>>;
+}
+
+/// Opens the store named by `url`:
+///
+/// | URL | store |
+/// |---|---|
+/// | `sqlite:///abs/path.db`, `sqlite://rel/path.db` | one SQLite file shared by the processes of one host (feature `sqlite`) |
+/// | `memory:` | a fresh in-process store |
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> singleton_process::Result<()> {
+/// let store = singleton_process::connect("memory:").await?;
+/// assert_eq!(store.describe(), "memory:");
+/// # Ok(()) }
+/// ```
+pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
+    let scheme = url.split_once(':').map(|(scheme, _)| scheme).unwrap_or("");
+    match scheme.to_ascii_lowercase().as_str() {
+        "memory" => Ok(Arc::new(memory::MemoryStore::new())),
+        #[cfg(feature = "sqlite")]
+        "sqlite" => Ok(Arc::new(sqlite::SqliteStore::open_url(url).await?)),
+        #[cfg(not(feature = "sqlite"))]
+        "sqlite" => Err(disabled("sqlite", "sqlite")),
+        "mongodb" | "mongodb+srv" => Err(disabled(scheme, "mongodb")),
+        "postgres" | "postgresql" => Err(disabled(scheme, "postgres")),
+        "mysql" => Err(disabled(scheme, "mysql")),
+        "redis" | "rediss" => Err(disabled(scheme, "redis")),
+        "etcd" => Err(disabled(scheme, "etcd")),
+        "" => Err(Error::InvalidUrl {
+            url: mask_password(url),
+            reason: "expected SCHEME:..., e.g. sqlite:///var/lib/singleton/locks.db".into(),
+        }),
+        _ => Err(Error::InvalidUrl {
+            url: mask_password(url),
+            reason: format!(
+                "unknown scheme {scheme:?}; known: sqlite, memory, mongodb, postgres, mysql, redis, etcd"
+            ),
+        }),
+    }
+}
+
+fn disabled(scheme: &str, feature: &'static str) -> Error {
+    Error::FeatureDisabled {
+        scheme: scheme.to_owned(),
+        feature,
+    }
+}
+
+/// Returns `url` with the password of its `user:password@` part replaced by `***`, so that it
+/// can be shown in messages and logs.
+pub fn mask_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rfind('@') {
+        Some(at) => {
+            let userinfo = &authority[..at];
+            match userinfo.split_once(':') {
+                Some((user, _password)) => {
+                    format!("{scheme}://{user}:***{}{tail}", &authority[at..])
+                }
+                None => url.to_owned(),
+            }
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// Longest name in bytes.
+pub const MAX_NAME_LEN: usize = 255;
+
+/// Checks that `name` is 1..=255 bytes of UTF-8 without control characters.
+pub fn validate_name(name: &str) -> Result<()> {
+    let reason = if name.is_empty() {
+        "it is empty"
+    } else if name.len() > MAX_NAME_LEN {
+        "it is longer than 255 bytes"
+    } else if name.chars().any(char::is_control) {
+        "it contains a control character"
+    } else {
+        return Ok(());
+    };
+    Err(Error::InvalidName {
+        name: truncate(name, 64),
+        reason,
+    })
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => format!("{}...", &text[..end]),
+        None => text.to_owned(),
+    }
+}
+
+mod rfc3339 {
+    use std::time::SystemTime;
+
+    pub fn serialize<S: serde::Serializer>(time: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_rfc3339_millis(*time))
+    }
+}
+
+mod rfc3339_opt {
+    use std::time::SystemTime;
+
+    pub fn serialize<S: serde::Serializer>(
+        time: &Option<SystemTime>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match time {
+            Some(time) => super::rfc3339::serialize(time, s),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_only_the_password() {
+        assert_eq!(
+            mask_password("redis://user:s3cret@host:6379/0?x=1"),
+            "redis://user:***@host:6379/0?x=1"
+        );
+        assert_eq!(
+            mask_password("postgres://u:p@ss@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(mask_password("redis://host:6379"), "redis://host:6379");
+        assert_eq!(mask_password("redis://user@host"), "redis://user@host");
+        assert_eq!(
+            mask_password("sqlite:///tmp/a@b:c.db"),
+            "sqlite:///tmp/a@b:c.db"
+        );
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(validate_name("nightly").is_ok());
+        assert!(validate_name("ü/%*' \"x").is_ok());
+        assert!(validate_name(&"a".repeat(255)).is_ok());
+        assert!(validate_name("").is_err());
+        assert!(validate_name(&"a".repeat(256)).is_err());
+        assert!(validate_name("a\nb").is_err());
+    }
+
+    #[tokio::test]
+    async fn unknown_and_missing_schemes_are_refused() {
+        let err = connect("bogus://x").await.unwrap_err();
+        assert!(matches!(err, Error::InvalidUrl { .. }), "{err}");
+        let err = connect("/tmp/x.db").await.unwrap_err();
+        assert!(matches!(err, Error::InvalidUrl { .. }), "{err}");
+    }
+}

@@ -1,0 +1,410 @@
+//! `sqlite://PATH` — the embedded default store: one SQLite file shared by every process of one
+//! host (`sqlite:///abs/path.db` is absolute, `sqlite://rel/path.db` relative to the working
+//! directory).
+//!
+//! The "store clock" here is the host's `CLOCK_MONOTONIC`, which every process on the host shares
+//! and which wall-clock steps (NTP, an operator's `date -s`) cannot move. A lease records the
+//! kernel's boot id beside its monotonic expiry; a lease written during an earlier boot has
+//! expired, since every process that could hold it is gone. The file must live on a local file
+//! system: SQLite's locking does not work over NFS, and other hosts do not share this clock.
+//!
+//! Every operation is one `BEGIN IMMEDIATE … COMMIT` transaction, so it takes SQLite's write lock
+//! before it reads the clock and the row, and its outcome is known only once the COMMIT succeeded.
+//! The connection is used from tokio's blocking pool, never on an async worker.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use super::{Acquire, FencingToken, Holder, Lease, Released, Store};
+use crate::error::{BoxError, Error, Result};
+
+/// How long an operation waits for another process's write transaction before it fails.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS singleton_leases (
+    name            TEXT PRIMARY KEY,   -- default BINARY collation: compared byte for byte
+    last_token      INTEGER NOT NULL,   -- the fencing counter; survives release and expiry
+    holder_id       TEXT,               -- NULL while nobody holds the name
+    host            TEXT NOT NULL,
+    pid             INTEGER NOT NULL,
+    label           TEXT NOT NULL,
+    created_unix_ms INTEGER NOT NULL,   -- wall clock, for display only
+    boot_id         TEXT NOT NULL,      -- the boot during which expires_mono_us was taken
+    expires_mono_us INTEGER             -- CLOCK_MONOTONIC deadline; NULL: never expires
+)";
+
+const SELECT_ROW: &str =
+    "SELECT last_token, holder_id, host, pid, label, created_unix_ms, boot_id, expires_mono_us
+     FROM singleton_leases WHERE name = ?1";
+
+/// The SQLite store. Cheap to share: one connection, used by one operation at a time.
+#[derive(Debug)]
+pub struct SqliteStore {
+    url: String,
+    clock: HostClock,
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store named by a `sqlite://PATH` URL.
+    pub async fn open_url(url: &str) -> Result<Self> {
+        let path = url
+            .split_once("://")
+            .map(|(_, path)| path)
+            .filter(|path| !path.is_empty())
+            .ok_or_else(|| Error::InvalidUrl {
+                url: url.to_owned(),
+                reason: "expected sqlite:///absolute/path.db or sqlite://relative/path.db".into(),
+            })?;
+        Self::open(Path::new(path)).await
+    }
+
+    /// Opens (creating if needed) the store in the SQLite file at `path`. The directory must exist.
+    pub async fn open(path: &Path) -> Result<Self> {
+        let url = format!("sqlite://{}", path.display());
+        let clock = HostClock::new().map_err(|e| Error::store(&url, "connect", e))?;
+        let path = path.to_path_buf();
+        let conn = tokio::task::spawn_blocking(move || open_connection(&path))
+            .await
+            .map_err(|e| Error::store(&url, "connect", e))?
+            .map_err(|e| Error::store(&url, "connect", e))?;
+        Ok(SqliteStore {
+            url,
+            clock,
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Runs `op` on the connection in tokio's blocking pool.
+    async fn with_conn<T: Send + 'static>(
+        &self,
+        operation: &'static str,
+        op: impl FnOnce(&mut Connection, &HostClock) -> Result<T, BoxError> + Send + 'static,
+    ) -> Result<T> {
+        let conn = Arc::clone(&self.conn);
+        let clock = self.clock.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conn
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            op(&mut conn, &clock)
+        })
+        .await
+        .map_err(|e| Error::store(&self.url, operation, e))?
+        .map_err(|e| Error::store(&self.url, operation, e))
+    }
+}
+
+fn open_connection(path: &PathBuf) -> Result<Connection, BoxError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    // WAL lets readers run beside the one writer. FULL makes every committed token durable
+    // across a power cut, so a token is never issued twice.
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(format!(
+            "the database refused WAL mode (got {mode:?}); is it on a network file system?"
+        )
+        .into());
+    }
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.execute_batch(SCHEMA)?;
+    // Fail now, not at the first acquire, if an existing table has another shape.
+    conn.prepare_cached(SELECT_ROW)?;
+    Ok(conn)
+}
+
+/// The host clock this store judges expiry by.
+#[derive(Debug, Clone)]
+struct HostClock {
+    boot_id: Arc<str>,
+}
+
+impl HostClock {
+    fn new() -> std::io::Result<Self> {
+        let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")?;
+        Ok(HostClock {
+            boot_id: boot_id.trim().into(),
+        })
+    }
+
+    /// Microseconds of `CLOCK_MONOTONIC`.
+    fn now_us(&self) -> i64 {
+        let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+            .expect("CLOCK_MONOTONIC is always available on Linux");
+        now.tv_sec() * 1_000_000 + now.tv_nsec() / 1_000
+    }
+}
+
+/// One row as read from the table.
+struct Row {
+    last_token: i64,
+    holder_id: Option<String>,
+    host: String,
+    pid: i64,
+    label: String,
+    created_unix_ms: i64,
+    boot_id: String,
+    expires_mono_us: Option<i64>,
+}
+
+impl Row {
+    fn read(conn: &Connection, name: &str) -> rusqlite::Result<Option<Row>> {
+        conn.prepare_cached(SELECT_ROW)?
+            .query_row([name], |r| {
+                Ok(Row {
+                    last_token: r.get(0)?,
+                    holder_id: r.get(1)?,
+                    host: r.get(2)?,
+                    pid: r.get(3)?,
+                    label: r.get(4)?,
+                    created_unix_ms: r.get(5)?,
+                    boot_id: r.get(6)?,
+                    expires_mono_us: r.get(7)?,
+                })
+            })
+            .optional()
+    }
+
+    fn is_live(&self, clock: &HostClock, now_us: i64) -> bool {
+        self.holder_id.is_some()
+            && *self.boot_id == *clock.boot_id
+            && self.expires_mono_us.is_none_or(|at| at > now_us)
+    }
+
+    /// The lease this row records, if somebody holds it (live or expired).
+    fn lease(self, name: &str, now_us: i64) -> Option<Lease> {
+        let id = self.holder_id?;
+        Some(Lease {
+            name: name.to_owned(),
+            holder: Holder {
+                id,
+                host: self.host,
+                pid: u32::try_from(self.pid).unwrap_or(0),
+                label: self.label,
+            },
+            token: FencingToken(u64::try_from(self.last_token).unwrap_or(0)),
+            created: SystemTime::UNIX_EPOCH
+                + Duration::from_millis(u64::try_from(self.created_unix_ms).unwrap_or(0)),
+            expires: self.expires_mono_us.map(|at| wall_time_of(at, now_us)),
+        })
+    }
+}
+
+/// The wall-clock time at which the monotonic clock will read `at_us`, for display.
+fn wall_time_of(at_us: i64, now_us: i64) -> SystemTime {
+    let now = SystemTime::now();
+    let delta = Duration::from_micros(at_us.abs_diff(now_us));
+    if at_us >= now_us {
+        now + delta
+    } else {
+        now.checked_sub(delta).unwrap_or(now)
+    }
+}
+
+fn micros(ttl: Duration) -> Result<i64, BoxError> {
+    i64::try_from(ttl.as_micros()).map_err(|_| format!("lease length {ttl:?} is too large").into())
+}
+
+fn unix_ms(time: SystemTime) -> i64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    fn describe(&self) -> &str {
+        &self.url
+    }
+
+    async fn acquire(&self, name: &str, holder: &Holder, ttl: Option<Duration>) -> Result<Acquire> {
+        let name = name.to_owned();
+        let holder = holder.clone();
+        let ttl_us = ttl
+            .map(micros)
+            .transpose()
+            .map_err(|e| Error::store(&self.url, "acquire", e))?;
+        self.with_conn("acquire", move |conn, clock| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let now_us = clock.now_us();
+            let (last_token, previous) = match Row::read(&tx, &name)? {
+                Some(row) => {
+                    let live = row.is_live(clock, now_us);
+                    let last_token = row.last_token;
+                    match row.lease(&name, now_us) {
+                        Some(held) if live => {
+                            tx.commit()?;
+                            return Ok(Acquire::Held(held));
+                        }
+                        previous => (last_token, previous),
+                    }
+                }
+                None => (0, None),
+            };
+            let token = last_token + 1;
+            let created = SystemTime::now();
+            let expires_us = ttl_us.map(|ttl| now_us.saturating_add(ttl));
+            tx.prepare_cached(
+                "INSERT INTO singleton_leases
+                     (name, last_token, holder_id, host, pid, label, created_unix_ms, boot_id, expires_mono_us)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT (name) DO UPDATE SET
+                     last_token = excluded.last_token, holder_id = excluded.holder_id,
+                     host = excluded.host, pid = excluded.pid, label = excluded.label,
+                     created_unix_ms = excluded.created_unix_ms, boot_id = excluded.boot_id,
+                     expires_mono_us = excluded.expires_mono_us",
+            )?
+            .execute(params![
+                name,
+                token,
+                holder.id,
+                holder.host,
+                holder.pid,
+                holder.label,
+                unix_ms(created),
+                &*clock.boot_id,
+                expires_us,
+            ])?;
+            tx.commit()?;
+            let lease = Lease {
+                name,
+                holder,
+                token: FencingToken(u64::try_from(token).unwrap_or(0)),
+                created,
+                expires: expires_us.map(|at| wall_time_of(at, now_us)),
+            };
+            Ok(Acquire::Acquired {
+                lease,
+                took_over: previous,
+            })
+        })
+        .await
+    }
+
+    async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Lease> {
+        let mut renewed = lease.clone();
+        let ttl_us = micros(ttl).map_err(|e| Error::store(&self.url, "renew", e))?;
+        let expires = self
+            .with_conn("renew", move |conn, clock| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let now_us = clock.now_us();
+                let expires_us = now_us.saturating_add(ttl_us);
+                let changed = tx
+                    .prepare_cached(
+                        "UPDATE singleton_leases
+                         SET expires_mono_us = CASE WHEN expires_mono_us IS NULL THEN NULL ELSE ?1 END
+                         WHERE name = ?2 AND holder_id = ?3 AND last_token = ?4 AND boot_id = ?5
+                           AND (expires_mono_us IS NULL OR expires_mono_us > ?6)",
+                    )?
+                    .execute(params![
+                        expires_us,
+                        renewed.name,
+                        renewed.holder.id,
+                        renewed.token.0 as i64,
+                        &*clock.boot_id,
+                        now_us
+                    ])?;
+                tx.commit()?;
+                Ok((changed == 1).then(|| {
+                    renewed.expires = renewed.expires.map(|_| wall_time_of(expires_us, now_us));
+                    renewed
+                }))
+            })
+            .await?;
+        expires.ok_or_else(|| Error::Lost {
+            name: lease.name.clone(),
+            token: lease.token.0,
+            reason: "it expired or another holder has it".into(),
+        })
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<Released> {
+        let lease = lease.clone();
+        self.with_conn("release", move |conn, _clock| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let changed = tx
+                .prepare_cached(
+                    "UPDATE singleton_leases SET holder_id = NULL, expires_mono_us = NULL
+                     WHERE name = ?1 AND holder_id = ?2 AND last_token = ?3",
+                )?
+                .execute(params![lease.name, lease.holder.id, lease.token.0 as i64])?;
+            tx.commit()?;
+            Ok(if changed == 1 {
+                Released::Released
+            } else {
+                Released::NotHeld
+            })
+        })
+        .await
+    }
+
+    async fn inspect(&self, name: &str) -> Result<Option<Lease>> {
+        let name = name.to_owned();
+        self.with_conn("inspect", move |conn, clock| {
+            let row = Row::read(conn, &name)?;
+            let now_us = clock.now_us();
+            Ok(row
+                .filter(|row| row.is_live(clock, now_us))
+                .and_then(|row| row.lease(&name, now_us)))
+        })
+        .await
+    }
+
+    async fn list(&self) -> Result<Vec<Lease>> {
+        self.with_conn("list", move |conn, clock| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT name, last_token, holder_id, host, pid, label, created_unix_ms, boot_id, expires_mono_us
+                 FROM singleton_leases WHERE holder_id IS NOT NULL ORDER BY name",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    Row {
+                        last_token: r.get(1)?,
+                        holder_id: r.get(2)?,
+                        host: r.get(3)?,
+                        pid: r.get(4)?,
+                        label: r.get(5)?,
+                        created_unix_ms: r.get(6)?,
+                        boot_id: r.get(7)?,
+                        expires_mono_us: r.get(8)?,
+                    },
+                ))
+            })?;
+            let now_us = clock.now_us();
+            let mut leases = Vec::new();
+            for row in rows {
+                let (name, row) = row?;
+                if row.is_live(clock, now_us) {
+                    leases.extend(row.lease(&name, now_us));
+                }
+            }
+            Ok(leases)
+        })
+        .await
+    }
+
+    async fn force_release(&self, name: &str) -> Result<Option<Lease>> {
+        let name = name.to_owned();
+        self.with_conn("force-release", move |conn, clock| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let now_us = clock.now_us();
+            let Some(row) = Row::read(&tx, &name)? else {
+                return Ok(None);
+            };
+            let live = row.is_live(clock, now_us);
+            tx.prepare_cached(
+                "UPDATE singleton_leases SET holder_id = NULL, expires_mono_us = NULL WHERE name = ?1",
+            )?
+            .execute([&name])?;
+            tx.commit()?;
+            Ok(if live { row.lease(&name, now_us) } else { None })
+        })
+        .await
+    }
+}
