@@ -100,16 +100,57 @@ impl SqliteStore {
 }
 
 fn open_connection(path: &PathBuf) -> Result<Connection, BoxError> {
+    // Setting up a new file takes locks for which SQLite does not call the busy handler (the
+    // switch to WAL, WAL recovery), so several processes opening one new file at once can get
+    // SQLITE_BUSY at once: retry those within the busy timeout.
+    let started = std::time::Instant::now();
+    loop {
+        match try_open_connection(path) {
+            Err(OpenError::Sql(err)) if is_busy(&err) && started.elapsed() < BUSY_TIMEOUT => {
+                std::thread::sleep(Duration::from_millis(5 + fastrand::u64(0..20)));
+            }
+            Err(OpenError::Sql(err)) => return Err(err.into()),
+            Err(OpenError::NotWal(mode)) => {
+                return Err(format!(
+                    "the database refused WAL mode (got {mode:?}); is it on a network file system?"
+                )
+                .into());
+            }
+            Ok(conn) => return Ok(conn),
+        }
+    }
+}
+
+enum OpenError {
+    Sql(rusqlite::Error),
+    NotWal(String),
+}
+
+impl From<rusqlite::Error> for OpenError {
+    fn from(err: rusqlite::Error) -> Self {
+        OpenError::Sql(err)
+    }
+}
+
+fn is_busy(err: &rusqlite::Error) -> bool {
+    matches!(
+        err.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
+fn try_open_connection(path: &PathBuf) -> Result<Connection, OpenError> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
-    // WAL lets readers run beside the one writer. FULL makes every committed token durable
-    // across a power cut, so a token is never issued twice.
-    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+    // WAL lets readers run beside the one writer; the mode is stored in the file, so only the
+    // first opener switches it. FULL makes every committed token durable across a power cut,
+    // so a token is never issued twice.
+    let mode: String = conn.query_row("PRAGMA journal_mode", [], |row| row.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
-        return Err(format!(
-            "the database refused WAL mode (got {mode:?}); is it on a network file system?"
-        )
-        .into());
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(OpenError::NotWal(mode));
+        }
     }
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.execute_batch(SCHEMA)?;

@@ -1,0 +1,207 @@
+//! The library API: events, renewal, loss, waiting and release, on the memory store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use singleton_process::{Error, Event, Holder, Lock, Options, Singleton, Store};
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+
+use crate::support::unique;
+
+async fn memory() -> Arc<dyn Store> {
+    singleton_process::connect("memory:").await.expect("memory store")
+}
+
+fn kinds(events: &mut broadcast::Receiver<Event>) -> Vec<&'static str> {
+    let mut kinds = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        assert!(!event.to_string().is_empty());
+        kinds.push(event.kind());
+    }
+    kinds
+}
+
+fn locked(lock: Lock) -> singleton_process::LeaseGuard {
+    match lock {
+        Lock::Locked(guard) => guard,
+        Lock::Conflict(lease) => panic!("expected to lock, but {lease}"),
+    }
+}
+
+#[tokio::test]
+async fn lock_conflict_and_release_emit_the_original_events() {
+    let store = memory().await;
+    let name = unique("events");
+    let a = Singleton::new(&name, store.clone(), Options::default().label("job a")).unwrap();
+    let b = Singleton::new(&name, store.clone(), Options::default()).unwrap();
+    let (mut ea, mut eb) = (a.events(), b.events());
+
+    let guard = locked(a.lock().await.unwrap());
+    assert_eq!(kinds(&mut ea), ["locking", "locked"]);
+    assert!(a.exists().await.unwrap());
+
+    match b.lock().await.unwrap() {
+        Lock::Conflict(lease) => {
+            assert_eq!(lease.holder.label, "job a");
+            assert_eq!(lease.token, guard.token());
+        }
+        Lock::Locked(_) => panic!("two holders"),
+    }
+    let conflict = {
+        let mut last = None;
+        while let Ok(event) = eb.try_recv() {
+            last = Some(event);
+        }
+        last.expect("events")
+    };
+    assert_eq!(conflict.kind(), "conflict");
+    assert!(conflict.to_string().contains("job a"), "{conflict}");
+
+    assert!(guard.release().await.unwrap());
+    assert_eq!(kinds(&mut ea), ["releasing", "released"]);
+    assert!(!a.exists().await.unwrap());
+}
+
+#[tokio::test]
+async fn singleton_release_gives_back_the_current_lease() {
+    let store = memory().await;
+    let s = Singleton::new(unique("release"), store, Options::default()).unwrap();
+    assert!(!s.release().await.unwrap(), "nothing held yet");
+    let guard = locked(s.lock().await.unwrap());
+    assert!(s.release().await.unwrap());
+    assert!(!s.exists().await.unwrap());
+    assert!(!guard.release().await.unwrap(), "already released");
+}
+
+#[tokio::test]
+async fn renewal_keeps_the_lease_past_its_length() {
+    let store = memory().await;
+    let name = unique("renew");
+    let options = Options::default().lock_expire(Duration::from_secs(1));
+    let a = Singleton::new(&name, store.clone(), options.clone()).unwrap();
+    let mut events = a.events();
+    let guard = locked(a.lock().await.unwrap());
+    let first_token = guard.token();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(!guard.is_lost());
+    let b = Singleton::new(&name, store, options).unwrap();
+    assert!(matches!(b.lock().await.unwrap(), Lock::Conflict(_)));
+    assert!(kinds(&mut events).contains(&"renewed"));
+    assert_eq!(guard.token(), first_token, "renewal keeps the token");
+    guard.release().await.unwrap();
+}
+
+#[tokio::test]
+async fn without_renewal_the_lease_is_lost_before_it_expires() {
+    let store = memory().await;
+    let s = Singleton::new(
+        unique("norenew"),
+        store,
+        Options::default().lock_expire(Duration::from_secs(1)).renew(false),
+    )
+    .unwrap();
+    let mut events = s.events();
+    let started = Instant::now();
+    let guard = locked(s.lock().await.unwrap());
+    let safe_until = guard.safe_until().expect("a deadline");
+    tokio::time::timeout(Duration::from_secs(5), guard.lost()).await.expect("lost fires");
+    let lost_after = started.elapsed();
+    assert!(guard.is_lost());
+    assert!(Instant::now() <= safe_until, "lost must fire before the safe deadline");
+    assert!(lost_after < Duration::from_secs(1), "lost after {lost_after:?}: too late");
+    assert!(kinds(&mut events).contains(&"lost"));
+}
+
+#[tokio::test]
+async fn force_release_makes_the_holder_lose_at_its_next_renewal() {
+    let store = memory().await;
+    let name = unique("forced");
+    let s = Singleton::new(&name, store.clone(), Options::default().lock_expire(Duration::from_secs(1))).unwrap();
+    let guard = locked(s.lock().await.unwrap());
+    let token = guard.lost_token();
+    store.force_release(&name).await.unwrap().expect("was held");
+    tokio::time::timeout(Duration::from_secs(2), token.cancelled()).await.expect("lost fires");
+    assert!(guard.is_lost());
+    assert!(!guard.release().await.unwrap(), "release reports the lease was not ours");
+}
+
+#[tokio::test]
+async fn lock_wait_waits_for_release_and_times_out() {
+    let store = memory().await;
+    let name = unique("wait");
+    let a = Singleton::new(&name, store.clone(), Options::default()).unwrap();
+    let b = Singleton::new(&name, store.clone(), Options::default()).unwrap();
+    let mut eb = b.events();
+    let guard = locked(a.lock().await.unwrap());
+
+    let timed_out = b.lock_wait(Some(Duration::from_millis(300))).await.unwrap();
+    assert!(matches!(timed_out, Lock::Conflict(_)));
+    let seen = kinds(&mut eb);
+    assert_eq!(seen.first(), Some(&"locking"));
+    assert!(seen.contains(&"waiting"), "{seen:?}");
+    assert_eq!(seen.last(), Some(&"conflict"));
+
+    let waiter = tokio::spawn(async move { b.lock_wait(None).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let first = guard.token();
+    guard.release().await.unwrap();
+    let next = locked(tokio::time::timeout(Duration::from_secs(5), waiter).await.unwrap().unwrap().unwrap());
+    assert!(next.token() > first);
+    next.release().await.unwrap();
+}
+
+#[tokio::test]
+async fn taking_over_an_expired_lease_emits_expired() {
+    let store = memory().await;
+    let name = unique("expired");
+    store
+        .acquire(&name, &Holder::current("crashed"), Some(Duration::from_millis(100)))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let s = Singleton::new(&name, store, Options::default()).unwrap();
+    let mut events = s.events();
+    let guard = locked(s.lock().await.unwrap());
+    assert_eq!(kinds(&mut events), ["locking", "expired", "locked"]);
+    guard.release().await.unwrap();
+}
+
+#[tokio::test]
+async fn dropping_the_guard_releases() {
+    let store = memory().await;
+    let s = Singleton::new(unique("drop"), store, Options::default()).unwrap();
+    drop(locked(s.lock().await.unwrap()));
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while s.exists().await.unwrap() {
+        assert!(Instant::now() < deadline, "the dropped guard's lease was not released");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_lagging_subscriber_never_blocks() {
+    let store = memory().await;
+    let s = Singleton::new(unique("lag"), store, Options::default()).unwrap();
+    let mut never_read = s.events();
+    for _ in 0..200 {
+        locked(s.lock().await.unwrap()).release().await.unwrap();
+    }
+    assert!(matches!(never_read.try_recv(), Err(broadcast::error::TryRecvError::Lagged(_))));
+}
+
+#[tokio::test]
+async fn bad_names_and_options_are_refused() {
+    let store = memory().await;
+    for name in ["", "a\tb", &"x".repeat(256)] {
+        let err = Singleton::new(name, store.clone(), Options::default()).unwrap_err();
+        assert!(matches!(err, Error::InvalidName { .. }), "{err}");
+    }
+    let err = Singleton::new("ok", store.clone(), Options::default().lock_expire(Duration::ZERO)).unwrap_err();
+    assert!(matches!(err, Error::InvalidOptions { .. }), "{err}");
+    let forever = Singleton::new("forever", store, Options::default().lock_expire(None)).unwrap();
+    let guard = locked(forever.lock().await.unwrap());
+    assert_eq!(guard.safe_until(), None);
+    assert_eq!(guard.lease().expires, None);
+    guard.release().await.unwrap();
+}

@@ -1,0 +1,7 @@
+use singleton_process::conformance::Suite;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_store_conforms() {
+    let store = singleton_process::connect("memory:").await.expect("connect");
+    Suite::new(store).run_all().await;
+}

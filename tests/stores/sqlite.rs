@@ -1,0 +1,88 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use singleton_process::conformance::Suite;
+use singleton_process::{Acquire, Error, Holder, Store};
+
+use crate::support::SqliteStore;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_store_conforms() {
+    let file = SqliteStore::new();
+    let store = singleton_process::connect(&file.url).await.expect("connect");
+    Suite::new(store).run_all().await;
+}
+
+/// Sixteen separate connections to one file (as sixteen processes would have): one winner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn separate_connections_to_one_file_have_one_winner() {
+    let file = SqliteStore::new();
+    // All opened at once on a new file, as sixteen processes started together would.
+    let opening: Vec<_> = (0..16)
+        .map(|_| {
+            let url = file.url.clone();
+            tokio::spawn(async move { singleton_process::connect(&url).await })
+        })
+        .collect();
+    let mut stores: Vec<Arc<dyn Store>> = Vec::new();
+    for open in opening {
+        stores.push(open.await.unwrap().expect("connect to a new file concurrently"));
+    }
+    let name = crate::support::unique("conns");
+    for round in 0..5 {
+        let attempts: Vec<_> = stores
+            .iter()
+            .map(|store| {
+                let (store, name) = (Arc::clone(store), name.clone());
+                tokio::spawn(async move {
+                    store.acquire(&name, &Holder::current("t"), Some(Duration::from_secs(30))).await
+                })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for attempt in attempts {
+            if let Acquire::Acquired { lease, .. } = attempt.await.unwrap().unwrap() {
+                winners.push(lease);
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}");
+        stores[0].release(&winners[0]).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn relative_and_absolute_paths() {
+    let file = SqliteStore::new();
+    let abs = format!("sqlite://{}", file.path("abs.db").display());
+    singleton_process::connect(&abs).await.expect("absolute path");
+    assert!(file.path("abs.db").exists());
+    // A relative path is taken from the working directory; the test may not change it, so
+    // check only that the URL parses to the relative path.
+    let err = singleton_process::connect("sqlite://").await.unwrap_err();
+    assert!(matches!(err, Error::InvalidUrl { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn unwritable_path_is_a_store_error() {
+    let err = singleton_process::connect("sqlite:///proc/singleton-test/locks.db")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Store { operation: "connect", .. }), "{err}");
+    let message = err.to_string();
+    assert!(message.contains("sqlite:///proc/singleton-test/locks.db"), "{message}");
+    assert!(!message.contains('\n'), "{message}");
+}
+
+#[tokio::test]
+async fn a_table_of_another_shape_is_reported() {
+    let file = SqliteStore::new();
+    let path = file.path("other.db");
+    rusqlite::Connection::open(&path)
+        .and_then(|conn| conn.execute_batch("CREATE TABLE singleton_leases (name TEXT PRIMARY KEY, owner TEXT)"))
+        .expect("create a foreign table");
+    let err = singleton_process::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Store { .. }), "{err}");
+    assert!(err.to_string().contains("no such column"), "{err}");
+}
