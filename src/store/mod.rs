@@ -160,6 +160,19 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Operator override: frees `name` whoever holds it and returns the lease that was removed.
     /// The fencing counter survives. Callers should log this.
     async fn force_release(&self, name: &str) -> Result<Option<Lease>>;
+
+    /// For `singleton bench`: the store's raw equivalent of an acquire+release, the floor we
+    /// measure ourselves against. It writes one plain record under `scratch_key` and deletes it
+    /// again (e.g. SQL INSERT + DELETE, Redis SET NX + DEL), in two round trips, on the same
+    /// connection type acquire and release use, outside the lease data.
+    async fn benchmark_floor(&self, scratch_key: &str) -> Result<()> {
+        let _ = scratch_key;
+        Err(Error::store(
+            self.describe(),
+            "benchmark",
+            "this store has no raw write pair to compare with",
+        ))
+    }
 }
 
 /// Opens the store named by `url`:
