@@ -1,5 +1,6 @@
 //! The `singleton` command-line tool: a thin layer over the library.
 
+mod bench;
 mod output;
 mod process;
 mod run;
@@ -79,6 +80,15 @@ enum Command {
     Exists {
         /// The singleton's name.
         name: String,
+    },
+    /// Measure our acquire+release cycle against the store's raw write pair (see BENCHMARKS.md).
+    Bench {
+        /// Cycles to measure (after 20 warm-up cycles).
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        iterations: u32,
+        /// Print one JSON object on stdout.
+        #[arg(long)]
+        json: bool,
     },
     /// Operator override: free NAME whoever holds it (logged). The holder's supervisor notices at
     /// its next renewal and stops its command.
@@ -185,7 +195,9 @@ pub fn main() -> i32 {
 async fn dispatch(cli: Cli) -> i32 {
     let json = match &cli.command {
         Command::Run(args) => args.json,
-        Command::Status { json, .. } | Command::List { json } => *json,
+        Command::Status { json, .. } | Command::List { json } | Command::Bench { json, .. } => {
+            *json
+        }
         _ => false,
     };
     let verbose = matches!(&cli.command, Command::Run(args) if args.verbose);
@@ -211,6 +223,10 @@ async fn execute(cli: Cli, out: &Output) -> Result<i32, Error> {
         }
         Command::List { json: _ } => {
             out.list(&store.list().await?);
+            Ok(0)
+        }
+        Command::Bench { iterations, json } => {
+            bench::run(store, iterations as usize).await?.print(json);
             Ok(0)
         }
         Command::Exists { name } => {

@@ -37,6 +37,9 @@ impl Output {
     }
 
     fn line(&self, fields: Value, message: &str, notable: bool) {
+        // Some drivers' errors span lines; a message is always one line.
+        let message = message.split_whitespace().collect::<Vec<_>>().join(" ");
+        let message = message.as_str();
         let mut stderr = std::io::stderr().lock();
         if self.json {
             let mut object = Map::new();

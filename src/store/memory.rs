@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     names: Mutex<BTreeMap<String, Slot>>,
+    scratch: Mutex<BTreeMap<String, ()>>,
 }
 
 /// One name's record. The token counter outlives the lease.
@@ -162,6 +163,17 @@ impl Store for MemoryStore {
             .filter(|held| held.is_live(now))
             .map(|held| held.snapshot(now))
             .collect())
+    }
+
+    async fn benchmark_floor(&self, scratch_key: &str) -> Result<()> {
+        let lock = || {
+            self.scratch
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        lock().insert(scratch_key.to_owned(), ());
+        lock().remove(scratch_key);
+        Ok(())
     }
 
     async fn force_release(&self, name: &str) -> Result<Option<Lease>> {

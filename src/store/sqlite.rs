@@ -13,6 +13,7 @@
 //! The connection is used from tokio's blocking pool, never on an async worker.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -47,6 +48,8 @@ pub struct SqliteStore {
     url: String,
     clock: HostClock,
     conn: Arc<Mutex<Connection>>,
+    /// Whether `benchmark_floor`'s scratch table exists.
+    scratch_ready: AtomicBool,
 }
 
 impl SqliteStore {
@@ -76,6 +79,7 @@ impl SqliteStore {
             url,
             clock,
             conn: Arc::new(Mutex::new(conn)),
+            scratch_ready: AtomicBool::new(false),
         })
     }
 
@@ -428,6 +432,34 @@ impl Store for SqliteStore {
             Ok(leases)
         })
         .await
+    }
+
+    async fn benchmark_floor(&self, scratch_key: &str) -> Result<()> {
+        if !self.scratch_ready.load(Ordering::Relaxed) {
+            self.with_conn("benchmark", |conn, _clock| {
+                conn.execute_batch(
+                    "CREATE TABLE IF NOT EXISTS singleton_benchmark_scratch (key TEXT PRIMARY KEY, value TEXT)",
+                )?;
+                Ok(())
+            })
+            .await?;
+            self.scratch_ready.store(true, Ordering::Relaxed);
+        }
+        // Two write transactions through the blocking pool, as an acquire and a release are.
+        for sql in [
+            "INSERT INTO singleton_benchmark_scratch (key, value) VALUES (?1, 'x')",
+            "DELETE FROM singleton_benchmark_scratch WHERE key = ?1",
+        ] {
+            let key = scratch_key.to_owned();
+            self.with_conn("benchmark", move |conn, _clock| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                tx.prepare_cached(sql)?.execute([&key])?;
+                tx.commit()?;
+                Ok(())
+            })
+            .await?;
+        }
+        Ok(())
     }
 
     async fn force_release(&self, name: &str) -> Result<Option<Lease>> {
