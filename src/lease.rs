@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
@@ -124,7 +125,7 @@ impl Timing {
 #[derive(Debug)]
 pub(crate) struct Held {
     lease: Mutex<Lease>,
-    safe_until: Mutex<Option<Instant>>,
+    safe_until: watch::Sender<Option<Instant>>,
     lost: CancellationToken,
     stop: CancellationToken,
     releasing: AtomicBool,
@@ -136,7 +137,7 @@ impl Held {
     pub(crate) fn start(inner: &Arc<Inner>, lease: Lease, sent: Instant) -> Arc<Held> {
         let held = Arc::new(Held {
             lease: Mutex::new(lease),
-            safe_until: Mutex::new(inner.timing.safe_until(sent)),
+            safe_until: watch::Sender::new(inner.timing.safe_until(sent)),
             lost: CancellationToken::new(),
             stop: CancellationToken::new(),
             releasing: AtomicBool::new(false),
@@ -235,7 +236,7 @@ async fn keep(inner: Arc<Inner>, held: Arc<Held>, sent: Instant) {
                 if let Some(at) = timing.lost_at(sent) {
                     lost_at = at;
                 }
-                *lock(&held.safe_until) = timing.safe_until(sent);
+                held.safe_until.send_replace(timing.safe_until(sent));
                 *lock(&held.lease) = lease.clone();
                 next_renewal = timing.renew_every.map(|every| sent + every);
                 retry_pause = RETRY_MIN;
@@ -301,7 +302,13 @@ impl LeaseGuard {
     /// The monotonic instant until which the lease is certainly ours, as of the last successful
     /// acquire or renew; `None` for a lease that never expires.
     pub fn safe_until(&self) -> Option<Instant> {
-        *lock(&self.held.safe_until)
+        *self.held.safe_until.borrow()
+    }
+
+    /// Follows [`safe_until`](Self::safe_until) as renewals move it, e.g. to hand the deadline to
+    /// a process that must enforce it even if this one stalls.
+    pub fn safe_until_changes(&self) -> watch::Receiver<Option<Instant>> {
+        self.held.safe_until.subscribe()
     }
 
     /// Whether the lease has been lost.

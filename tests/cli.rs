@@ -265,6 +265,49 @@ fn sigkill_of_the_supervisor_kills_the_command_and_the_lease_expires_on_time() {
 }
 
 #[test]
+fn a_stalled_supervisor_cannot_keep_its_command_running_past_the_lease() {
+    let store = SqliteStore::new();
+    let name = unique("stalled");
+    let pid_file = store.path("pid");
+    let script = format!("echo $$ > {}; exec sleep 30", pid_file.display());
+    let supervisor = Test::new()
+        .store(&store.url)
+        .args([
+            "run", "--name", &name, "--ttl", "1s", "--json", "--", "sh", "-c", &script,
+        ])
+        .spawn();
+    wait_until(5 * SECOND, "the command started", || {
+        std::fs::read_to_string(&pid_file).is_ok_and(|s| s.ends_with('\n'))
+    });
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let status = Test::new()
+        .store(&store.url)
+        .args(["status", &name, "--json"])
+        .status(0);
+    let status: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    let expires = humantime::parse_rfc3339(status["lease"]["expires"].as_str().unwrap()).unwrap();
+
+    // The supervisor can neither renew nor stop its command while it is stopped.
+    supervisor.signal(Signal::SIGSTOP);
+    wait_until(3 * SECOND, "the watchdog killed the command", || {
+        !alive(pid)
+    });
+    let died = std::time::SystemTime::now();
+    assert!(
+        died < expires,
+        "the command died at {died:?}, after the lease expired at {expires:?}"
+    );
+
+    supervisor.signal(Signal::SIGCONT);
+    let done = supervisor.finish(5 * SECOND);
+    assert_eq!(done.code, 76, "a lost lease: {}", done.stderr);
+}
+
+#[test]
 fn without_renewal_the_command_is_stopped_before_the_lease_runs_out() {
     let store = SqliteStore::new();
     let name = unique("norenew");

@@ -2,12 +2,15 @@
 //! outlive a supervisor that was killed.
 
 use std::ffi::OsString;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigHandler, Signal, killpg, signal};
+use nix::time::{ClockId, clock_gettime};
 use nix::unistd::{ForkResult, Pid, fork, pipe2};
 use tokio::process::{Child, Command};
+use tokio::time::Instant;
 
 /// Spawns `command` directly (no shell) as the leader of a new process group. On Linux the
 /// command is killed by the kernel if the supervisor dies.
@@ -49,38 +52,86 @@ pub fn group_exists(group: Pid) -> bool {
     !matches!(killpg(group, None), Err(Errno::ESRCH))
 }
 
-/// A watchdog process that SIGKILLs the command's whole process group if the supervisor dies
-/// without standing it down. The kernel's parent-death signal reaches only the direct child; a
-/// shell script's own children would otherwise run on unsupervised after a `kill -9` or an OOM
-/// kill of the supervisor, while the lease expires and another host starts the job.
+/// A watchdog process that enforces the lease's safe deadline on the command's whole process
+/// group, independently of the supervisor:
+///
+/// - if the supervisor dies (`kill -9`, OOM) without standing it down, it SIGKILLs the group at
+///   once. The kernel's parent-death signal reaches only the direct child; a shell script's own
+///   children would otherwise run on unsupervised while the lease expires and another host starts
+///   the job;
+/// - if the safe deadline passes while the group still runs, because the supervisor is stalled
+///   (stopped, starved, swapped out) and could not renew or stop the command, it SIGKILLs the group
+///   then, before the store can hand the lease to anyone else.
+///
+/// The supervisor sends each new deadline (after every renewal) through a pipe.
 #[derive(Debug)]
 pub struct Watchdog {
-    /// Writing a byte stands the watchdog down; closing this end without one makes it kill.
-    stand_down: Option<OwnedFd>,
+    /// Deadlines go in as 8-byte CLOCK_MONOTONIC nanoseconds; closing it without a stand-down
+    /// message makes the watchdog kill.
+    pipe: Option<OwnedFd>,
 }
 
+/// The message that stands the watchdog down.
+const STAND_DOWN: u64 = 0;
+/// The deadline of a lease that never expires.
+const NO_DEADLINE: u64 = u64::MAX;
+
 impl Watchdog {
-    /// Forks the watchdog for `group`.
-    pub fn start(group: Pid) -> nix::Result<Watchdog> {
+    /// Forks the watchdog for `group`, enforcing `deadline` (`None`: no deadline).
+    pub fn start(group: Pid, deadline: Option<Instant>) -> nix::Result<Watchdog> {
         let (read_end, write_end) = pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-        // SAFETY: the child only calls async-signal-safe functions (setpgid, signal, close,
-        // read, kill, _exit) and never returns into Rust code that could allocate or lock.
+        let first = monotonic_ns(deadline);
+        // SAFETY: the child only calls async-signal-safe functions (setpgid, signal, close, poll,
+        // read, clock_gettime, kill, _exit) and never returns into code that could allocate or
+        // take a lock another thread held at fork time.
         match unsafe { fork() }? {
-            ForkResult::Child => unsafe { watch(group, read_end, write_end) },
+            ForkResult::Child => unsafe { watch(group, first, read_end, write_end) },
             ForkResult::Parent { .. } => {
                 drop(read_end);
                 Ok(Watchdog {
-                    stand_down: Some(write_end),
+                    pipe: Some(write_end),
                 })
             }
         }
     }
 
+    /// Moves the deadline (after a renewal).
+    pub fn set_deadline(&self, deadline: Option<Instant>) {
+        self.send(monotonic_ns(deadline));
+    }
+
     /// Tells the watchdog that the group is finished with; it exits without killing.
     pub fn stand_down(mut self) {
-        if let Some(fd) = self.stand_down.take() {
-            let _ = nix::unistd::write(&fd, b"x");
+        self.send(STAND_DOWN);
+        self.pipe = None;
+    }
+
+    fn send(&self, message: u64) {
+        if let Some(fd) = &self.pipe {
+            // 8 bytes are below PIPE_BUF, so the write is atomic.
+            let _ = nix::unistd::write(fd, &message.to_le_bytes());
         }
+    }
+}
+
+/// `deadline` as CLOCK_MONOTONIC nanoseconds, the clock tokio's `Instant` is based on.
+fn monotonic_ns(deadline: Option<Instant>) -> u64 {
+    let Some(deadline) = deadline else {
+        return NO_DEADLINE;
+    };
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    now_ns()
+        .saturating_add(u64::try_from(remaining.as_nanos()).unwrap_or(u64::MAX))
+        .clamp(1, NO_DEADLINE - 1)
+}
+
+fn now_ns() -> u64 {
+    match clock_gettime(ClockId::CLOCK_MONOTONIC) {
+        Ok(now) => (now.tv_sec() as u64)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(now.tv_nsec() as u64),
+        // Cannot happen for CLOCK_MONOTONIC; "now" makes the watchdog act rather than wait.
+        Err(_) => 0,
     }
 }
 
@@ -88,7 +139,7 @@ impl Watchdog {
 ///
 /// # Safety
 /// Must only be called in a freshly forked child of a possibly multi-threaded process.
-unsafe fn watch(group: Pid, read_end: OwnedFd, write_end: OwnedFd) -> ! {
+unsafe fn watch(group: Pid, mut deadline: u64, read_end: OwnedFd, write_end: OwnedFd) -> ! {
     // Our own process group keeps a terminal's Ctrl-C (meant for the supervisor) away from us.
     let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
     for sig in [
@@ -105,16 +156,37 @@ unsafe fn watch(group: Pid, read_end: OwnedFd, write_end: OwnedFd) -> ! {
     std::mem::forget(write_end);
     // SAFETY: `raw_write` is a descriptor we own and no longer use.
     unsafe { nix::libc::close(raw_write) };
-    let mut byte = [0u8; 1];
-    let stood_down = loop {
-        match nix::unistd::read(&read_end, &mut byte) {
-            Ok(1) => break true,
+
+    let kill = loop {
+        let now = now_ns();
+        if deadline != NO_DEADLINE && now >= deadline {
+            break true;
+        }
+        let timeout = if deadline == NO_DEADLINE {
+            PollTimeout::NONE
+        } else {
+            // Round up so that we never wake just before the deadline and spin.
+            let ms = (deadline - now).div_ceil(1_000_000);
+            PollTimeout::try_from(ms.min(i32::MAX as u64) as i32).unwrap_or(PollTimeout::MAX)
+        };
+        let mut fds = [PollFd::new(read_end.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, timeout) {
+            Ok(0) | Err(Errno::EINTR) => continue,
+            Ok(_) => {}
+            Err(_) => break true,
+        }
+        let mut message = [0u8; 8];
+        match nix::unistd::read(&read_end, &mut message) {
+            Ok(8) => match u64::from_le_bytes(message) {
+                STAND_DOWN => break false,
+                next => deadline = next,
+            },
             Err(Errno::EINTR) => continue,
             // End of file: the supervisor died without standing us down.
-            _ => break false,
+            _ => break true,
         }
     };
-    if !stood_down {
+    if kill {
         let _ = killpg(group, Signal::SIGKILL);
     }
     // SAFETY: `_exit` skips atexit handlers and destructors, as required after fork.

@@ -121,7 +121,15 @@ async fn supervise(
         ),
         false,
     );
-    let watchdog = Watchdog::start(group);
+    let mut deadlines = guard.safe_until_changes();
+    let watchdog = match Watchdog::start(group, *deadlines.borrow_and_update()) {
+        Ok(watchdog) => Some(watchdog),
+        Err(err) => {
+            out.note("watchdog_failed", json!({ "error": err.to_string() }),
+                &format!("cannot start the watchdog ({err}); the command is protected only by the parent-death signal"), true);
+            None
+        }
+    };
 
     let mut lost = false;
     let mut kill_at: Option<Instant> = None;
@@ -150,12 +158,17 @@ async fn supervise(
                     "the command did not stop in time: sending SIGKILL", true);
                 process::signal_group(group, Signal::SIGKILL);
             }
+            Ok(()) = deadlines.changed(), if watchdog.is_some() => {
+                if let Some(watchdog) = &watchdog {
+                    watchdog.set_deadline(*deadlines.borrow_and_update());
+                }
+            }
             Ok(event) = events.recv() => out.event(&event),
         }
     };
     // The lease must not outlive the command's group: whatever it left behind stops too.
     stop_leftovers(group, singleton.grace(), out).await;
-    if let Ok(watchdog) = watchdog {
+    if let Some(watchdog) = watchdog {
         watchdog.stand_down();
     }
     let code = match status {
@@ -176,6 +189,13 @@ async fn supervise(
         &format!("command exited with code {code}"),
         false,
     );
+    // A supervisor that was stalled past its deadline may see the command's death (by the
+    // watchdog) before its own keeper has declared the loss.
+    let lost = lost
+        || guard.is_lost()
+        || guard
+            .safe_until()
+            .is_some_and(|safe| safe <= Instant::now());
     if lost { exit::LOST } else { code }
 }
 
