@@ -86,6 +86,10 @@ enum Command {
         /// Cycles to measure (after 20 warm-up cycles).
         #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
         iterations: u32,
+        /// Contenders hammering one name for the throughput measurement, each with its own
+        /// connection.
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
+        contenders: u32,
         /// Print one JSON object on stdout.
         #[arg(long)]
         json: bool,
@@ -212,7 +216,11 @@ async fn dispatch(cli: Cli) -> i32 {
 }
 
 async fn execute(cli: Cli, out: &Output) -> Result<i32, Error> {
-    let store = open_store(cli.store.as_deref()).await?;
+    let url = match cli.store {
+        Some(url) => url,
+        None => default_store_url()?,
+    };
+    let store = open_store(&url).await?;
     match cli.command {
         Command::Run(args) => run::run(args, store, out).await,
         Command::Status { name, json: _ } => {
@@ -225,9 +233,30 @@ async fn execute(cli: Cli, out: &Output) -> Result<i32, Error> {
             out.list(&store.list().await?);
             Ok(0)
         }
-        Command::Bench { iterations, json } => {
-            bench::run(store, iterations as usize).await?.print(json);
-            Ok(0)
+        Command::Bench {
+            iterations,
+            contenders,
+            json,
+        } => {
+            let plan = bench::Plan {
+                iterations: iterations as usize,
+                contenders: contenders as usize,
+                hammer_for: Duration::from_secs(2),
+                handoffs: (iterations as usize / 10).clamp(10, 100),
+            };
+            let report = bench::run(&url, store, plan).await?;
+            report.print(json);
+            if report.exclusive() {
+                Ok(0)
+            } else {
+                out.note(
+                    "violation",
+                    serde_json::json!({}),
+                    "two contenders held the lease at once",
+                    true,
+                );
+                Ok(exit::INTERNAL)
+            }
         }
         Command::Exists { name } => {
             singleton_process::store::validate_name(&name)?;
@@ -252,18 +281,14 @@ async fn execute(cli: Cli, out: &Output) -> Result<i32, Error> {
     }
 }
 
-async fn open_store(url: Option<&str>) -> Result<Arc<dyn Store>, Error> {
-    let url = match url {
-        Some(url) => url.to_owned(),
-        None => default_store_url()?,
-    };
+async fn open_store(url: &str) -> Result<Arc<dyn Store>, Error> {
     if url.trim().to_ascii_lowercase().starts_with("memory:") {
         return Err(Error::InvalidUrl {
-            url,
+            url: url.to_owned(),
             reason: "the in-process memory: store cannot keep separate processes apart; use sqlite:// or a network store".into(),
         });
     }
-    singleton_process::connect(&url).await
+    singleton_process::connect(url).await
 }
 
 /// `sqlite://` of the per-user state directory, which is created if missing.
