@@ -560,3 +560,30 @@ fn exists_reports_store_errors_with_their_own_code() {
 fn args<const N: usize>(items: [&str; N]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
+
+#[test]
+fn bench_measures_the_cycle_against_the_floor_and_checks_exclusivity() {
+    let store = SqliteStore::new();
+    let done = Test::new()
+        .store(&store.url)
+        .args(["bench", "--iterations", "20", "--contenders", "4", "--json"])
+        .status(0);
+    let report: serde_json::Value = serde_json::from_str(&done.stdout).unwrap();
+    assert_eq!(report["iterations"], 20);
+    assert!(report["floor_us"]["p50"].as_f64().unwrap() > 0.0);
+    assert!(
+        report["cycle_us"]["p99"].as_f64().unwrap() >= report["cycle_us"]["p50"].as_f64().unwrap()
+    );
+    assert!(report["contended"]["acquisitions"].as_u64().unwrap() > 0);
+    assert_eq!(report["contended"]["overlaps"], 0);
+    assert!(report["handoff_us"]["p50"].as_f64().unwrap() > 0.0);
+    let listed = Test::new()
+        .store(&store.url)
+        .args(["list", "--json"])
+        .status(0);
+    assert_eq!(
+        listed.stdout.trim(),
+        "[]",
+        "the benchmark leaves no lease behind"
+    );
+}
