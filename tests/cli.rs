@@ -491,7 +491,7 @@ fn status_exists_list_and_forced_release() {
     let free = Test::new()
         .store(&store.url)
         .args(["status", &name])
-        .status(1);
+        .status(0);
     assert!(free.stdout.contains("free"), "{}", free.stdout);
 
     let mut running = Test::new()

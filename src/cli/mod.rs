@@ -18,7 +18,7 @@ use output::Output;
 /// Exit codes of the tool's own outcomes. A wrapped command's own exit code passes through
 /// unchanged, and a command killed by signal N gives 128+N.
 pub mod exit {
-    /// `exists`/`status`: no live lease; `release --force`: nothing was held.
+    /// `exists`: no live lease; `release --force`: nothing was held.
     pub const NOT_HELD: i32 = 1;
     /// Bad arguments or input: unknown flag, invalid name, duration or URL (like EX_USAGE).
     pub const USAGE: i32 = 64;
@@ -62,7 +62,7 @@ enum Command {
     /// Run COMMAND while holding the lease on NAME; exit 75 at once if somebody else holds it.
     Run(RunArgs),
     /// Show who holds NAME: holder, host, pid, since, expiry (store time), token.
-    /// Exits 0 if held, 1 if free.
+    /// Exits 0 whether held or free (use `exists` to test), 69 if the store cannot tell.
     Status {
         /// The singleton's name.
         name: String,
@@ -227,7 +227,7 @@ async fn execute(cli: Cli, out: &Output) -> Result<i32, Error> {
             singleton_process::store::validate_name(&name)?;
             let lease = store.inspect(&name).await?;
             out.status(&name, lease.as_ref());
-            Ok(if lease.is_some() { 0 } else { exit::NOT_HELD })
+            Ok(0)
         }
         Command::List { json: _ } => {
             out.list(&store.list().await?);

@@ -65,7 +65,25 @@ impl Output {
             println!("{value}");
         } else {
             match lease {
-                Some(lease) => println!("{name}: {lease}"),
+                Some(lease) => {
+                    let expires = match lease.expires {
+                        Some(at) => {
+                            format!("{} (store time)", humantime::format_rfc3339_millis(at))
+                        }
+                        None => "never".to_owned(),
+                    };
+                    println!("{name}: held");
+                    println!("  holder:  {}", lease.holder.id);
+                    println!("  label:   {}", lease.holder.label);
+                    println!("  host:    {}", lease.holder.host);
+                    println!("  pid:     {}", lease.holder.pid);
+                    println!(
+                        "  since:   {}",
+                        humantime::format_rfc3339_millis(lease.created)
+                    );
+                    println!("  expires: {expires}");
+                    println!("  token:   {}", lease.token);
+                }
                 None => println!("{name}: free"),
             }
         }
