@@ -587,3 +587,36 @@ fn bench_measures_the_cycle_against_the_floor_and_checks_exclusivity() {
         "the benchmark leaves no lease behind"
     );
 }
+
+#[test]
+fn an_interactive_command_reads_from_the_terminal() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let store = SqliteStore::new();
+    // `script` gives the supervisor a terminal, as an operator's shell would.
+    let line = format!(
+        "{} run --store {} --name tty -- sh -c 'read answer; echo got:$answer'",
+        crate::support::bin(),
+        store.url
+    );
+    let mut script = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script(1) from util-linux");
+    script.stdin.take().unwrap().write_all(b"hello\n").unwrap();
+    let started = std::time::Instant::now();
+    while script.try_wait().unwrap().is_none() {
+        if started.elapsed() > 10 * SECOND {
+            let _ = script.kill();
+            panic!("the command could not read from the terminal (stopped by SIGTTIN?)");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = script.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("got:hello"), "{stdout}");
+    assert!(output.status.success(), "{stdout}");
+}

@@ -6,15 +6,21 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::signal::{SigHandler, Signal, killpg, signal};
+use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal, killpg, signal, sigprocmask};
 use nix::time::{ClockId, clock_gettime};
 use nix::unistd::{ForkResult, Pid, fork, pipe2};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
 /// Spawns `command` directly (no shell) as the leader of a new process group. On Linux the
-/// command is killed by the kernel if the supervisor dies.
-pub fn spawn(command: &[OsString], env: &[(&str, String)]) -> std::io::Result<Child> {
+/// command is killed by the kernel if the supervisor dies. With `terminal`, the new group becomes
+/// the terminal's foreground group, so that an interactive command can read from it (and gets
+/// Ctrl-C directly), as a shell would do for it.
+pub fn spawn(
+    command: &[OsString],
+    env: &[(&str, String)],
+    terminal: bool,
+) -> std::io::Result<Child> {
     let (program, args) = command
         .split_first()
         .ok_or_else(|| std::io::Error::other("no command given"))?;
@@ -22,6 +28,18 @@ pub fn spawn(command: &[OsString], env: &[(&str, String)]) -> std::io::Result<Ch
     cmd.args(args).process_group(0);
     for (key, value) in env {
         cmd.env(key, value);
+    }
+    if terminal {
+        // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
+        // system calls (sigprocmask, tcsetpgrp, getpid).
+        unsafe {
+            cmd.pre_exec(|| {
+                with_sigttou_blocked(|| {
+                    nix::unistd::tcsetpgrp(std::io::stdin(), nix::unistd::getpid())
+                })?;
+                Ok(())
+            });
+        }
     }
     #[cfg(target_os = "linux")]
     {
@@ -40,6 +58,31 @@ pub fn spawn(command: &[OsString], env: &[(&str, String)]) -> std::io::Result<Ch
         }
     }
     cmd.spawn()
+}
+
+/// Whether we run in the foreground of the terminal on stdin, and should hand it to the command.
+pub fn owns_terminal() -> bool {
+    let stdin = std::io::stdin();
+    nix::unistd::isatty(&stdin).unwrap_or(false)
+        && nix::unistd::tcgetpgrp(&stdin).is_ok_and(|group| group == nix::unistd::getpgrp())
+}
+
+/// Takes the terminal's foreground back after the command's group had it.
+pub fn reclaim_terminal() {
+    let _ =
+        with_sigttou_blocked(|| nix::unistd::tcsetpgrp(std::io::stdin(), nix::unistd::getpgrp()));
+}
+
+/// Runs `f` with SIGTTOU blocked: a background process group may then take the terminal's
+/// foreground instead of being stopped for trying.
+fn with_sigttou_blocked<T>(f: impl FnOnce() -> nix::Result<T>) -> nix::Result<T> {
+    let mut ttou = SigSet::empty();
+    ttou.add(Signal::SIGTTOU);
+    let mut previous = SigSet::empty();
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&ttou), Some(&mut previous))?;
+    let result = f();
+    sigprocmask(SigmaskHow::SIG_SETMASK, Some(&previous), None)?;
+    result
 }
 
 /// Sends `signal` to every process of the group; `false` if the group no longer exists.

@@ -90,7 +90,9 @@ async fn supervise(
         ("SINGLETON_TOKEN", guard.token().to_string()),
         ("SINGLETON_HOLDER", guard.holder().id),
     ];
-    let mut child = match process::spawn(&args.command, &env) {
+    let terminal = process::owns_terminal();
+    let spawned = process::spawn(&args.command, &env, terminal);
+    let mut child = match spawned {
         Ok(child) => child,
         Err(err) => {
             let program = args.command[0].to_string_lossy();
@@ -166,6 +168,9 @@ async fn supervise(
             Ok(event) = events.recv() => out.event(&event),
         }
     };
+    if terminal {
+        process::reclaim_terminal();
+    }
     // The lease must not outlive the command's group: whatever it left behind stops too.
     stop_leftovers(group, singleton.grace(), out).await;
     if let Some(watchdog) = watchdog {
