@@ -157,6 +157,18 @@ fn try_open_connection(path: &PathBuf) -> Result<Connection, OpenError> {
         }
     }
     conn.pragma_update(None, "synchronous", "FULL")?;
+    // A short-lived process (`singleton run -- job`) would otherwise checkpoint the WAL into the
+    // database and delete it at every exit, only for the next one to create it again: two
+    // extra fsyncs and a file creation per run. Committed data is in the WAL either way, and
+    // SQLite's automatic checkpoints keep it small.
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+        true,
+    )?;
+    conn.file_control(
+        Some(rusqlite::MAIN_DB),
+        rusqlite::FileControl::PersistWal(&mut 1),
+    )?;
     conn.execute_batch(SCHEMA)?;
     // Fail now, not at the first acquire, if an existing table has another shape.
     conn.prepare_cached(SELECT_ROW)?;
