@@ -67,3 +67,27 @@ fn unreachable_hosts_fail_within_the_connect_timeout() {
 fn bad_table_names_are_refused() {
     super::sql::bad_table_names_are_refused(&shared().url());
 }
+
+#[tokio::test]
+async fn a_never_expiring_lease_renews() {
+    let store = singleton_process::connect(&shared().url())
+        .await
+        .expect("connect");
+    super::sql::never_expiring_lease_renews(store).await;
+}
+
+#[tokio::test]
+async fn a_table_of_another_shape_is_reported() {
+    use mysql_async::prelude::Queryable;
+    let mut conn = mysql_async::Conn::from_url(shared().raw_url())
+        .await
+        .expect("connect");
+    let table = unique("shape").replace('-', "_");
+    conn.query_drop(format!(
+        "CREATE TABLE {table} (name VARBINARY(255) PRIMARY KEY, owner TEXT)"
+    ))
+    .await
+    .expect("create a foreign table");
+    drop(conn);
+    super::sql::a_table_of_another_shape_is_reported(&shared().url(), &table).await;
+}

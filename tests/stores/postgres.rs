@@ -67,3 +67,27 @@ fn unreachable_hosts_fail_within_the_connect_timeout() {
 fn bad_table_names_are_refused() {
     super::sql::bad_table_names_are_refused(&shared().url());
 }
+
+#[tokio::test]
+async fn a_never_expiring_lease_renews() {
+    let store = singleton_process::connect(&shared().url())
+        .await
+        .expect("connect");
+    super::sql::never_expiring_lease_renews(store).await;
+}
+
+#[tokio::test]
+async fn a_table_of_another_shape_is_reported() {
+    let (client, connection) = tokio_postgres::connect(&shared().raw_url(), tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    let table = unique("shape").replace('-', "_");
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {table} (name text PRIMARY KEY, owner text)"
+        ))
+        .await
+        .expect("create a foreign table");
+    super::sql::a_table_of_another_shape_is_reported(&shared().url(), &table).await;
+}

@@ -1,10 +1,14 @@
 //! Checks the PostgreSQL and MySQL stores share: what the CLI says about refused credentials,
-//! hosts that do not answer and table names that are not identifiers.
+//! hosts that do not answer and table names that are not identifiers; renewing a lease without
+//! expiry; a table of another shape.
 
 use std::net::TcpListener;
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support::{Test, servers::free_port};
+use singleton_process::{Acquire, Error, Holder, Released, Store};
+
+use crate::support::{Test, servers::free_port, unique};
 
 /// A wrong password: one line naming the store with the password masked, the store exit code.
 pub fn wrong_password_is_one_masked_line(url_with_wrong_password: &str, password: &str) {
@@ -62,4 +66,50 @@ pub fn bad_table_names_are_refused(url: &str) {
         assert!(line.contains("is not a plain identifier"), "{line}");
         assert!(line.contains(":***@"), "{line}");
     }
+}
+
+/// A lease without expiry can be renewed (nothing changes in its row, which the MySQL store
+/// must still recognise as ours) and stays without expiry.
+pub async fn never_expiring_lease_renews(store: Arc<dyn Store>) {
+    let name = unique("forever-renew");
+    let Acquire::Acquired { lease, .. } = store
+        .acquire(&name, &Holder::current("t"), None)
+        .await
+        .expect("acquire")
+    else {
+        panic!("{name} is new");
+    };
+    for _ in 0..2 {
+        let renewed = store
+            .renew(&lease, Duration::from_secs(1))
+            .await
+            .expect("renewing our own lease");
+        assert_eq!(renewed.expires, None);
+        assert_eq!(renewed.token, lease.token);
+    }
+    assert_eq!(
+        store.release(&lease).await.expect("release"),
+        Released::Released
+    );
+}
+
+/// A table of another shape under the configured name is reported at connect, naming what
+/// is wrong.
+pub async fn a_table_of_another_shape_is_reported(url: &str, table: &str) {
+    let err = singleton_process::connect(&format!("{url}&table={table}"))
+        .await
+        .expect_err("a foreign table must be refused");
+    assert!(
+        matches!(
+            err,
+            Error::Store {
+                operation: "prepare",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let message = err.to_string();
+    assert!(message.contains("column"), "{message}");
+    assert!(!message.contains('\n'), "{message}");
 }

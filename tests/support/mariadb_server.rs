@@ -27,6 +27,14 @@ impl Mariadb {
         self.url_with(PASSWORD)
     }
 
+    /// The URL without our options, for the driver itself.
+    pub fn raw_url(&self) -> String {
+        format!(
+            "mysql://{USER}:{PASSWORD}@127.0.0.1:{}/{DATABASE}?prefer_socket=false",
+            self.server.port
+        )
+    }
+
     /// The same URL with `password`. The connect timeout is generous: the test machine may be
     /// busy compiling.
     pub fn url_with(&self, password: &str) -> String {

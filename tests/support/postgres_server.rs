@@ -27,6 +27,14 @@ impl Postgres {
         self.url_with(PASSWORD)
     }
 
+    /// The URL without our options, for the driver itself.
+    pub fn raw_url(&self) -> String {
+        format!(
+            "postgres://postgres:{PASSWORD}@127.0.0.1:{}/postgres",
+            self.server.port
+        )
+    }
+
     /// The same URL with `password`. The connect timeout is generous: the test machine may be
     /// busy compiling.
     pub fn url_with(&self, password: &str) -> String {
