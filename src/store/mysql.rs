@@ -23,8 +23,12 @@ use super::{Acquire, Holder, Lease, Released, Store};
 use crate::error::{Error, Result};
 
 /// How often acquire tries again when a held lease was released before we could read its
-/// holder, and how often force-release tries to catch a lease that keeps changing hands.
+/// holder or InnoDB chose it as a deadlock victim, and how often force-release tries to catch
+/// a lease that keeps changing hands.
 const ATTEMPTS: usize = 5;
+
+/// The server's "Deadlock found when trying to get lock" error.
+const ER_LOCK_DEADLOCK: u16 = 1213;
 
 /// `expires_at` of a free row: long past by any clock.
 const FREE: &str = "'1970-01-01 00:00:00'";
@@ -286,14 +290,27 @@ impl MysqlStore {
         statement: &str,
         params: Vec<Value>,
     ) -> Result<Outcome> {
+        self.try_execute(operation, statement, params)
+            .await?
+            .map_err(|e| self.url.error(operation, e))
+    }
+
+    /// Like [`Self::execute`], but hands back the server's own error so that the caller can
+    /// decide to try again.
+    async fn try_execute(
+        &self,
+        operation: &'static str,
+        statement: &str,
+        params: Vec<Value>,
+    ) -> Result<Result<Outcome, mysql_async::Error>> {
         let mut conn = self.conn(operation).await?;
-        conn.exec_drop(statement, Params::Positional(params))
+        Ok(conn
+            .exec_drop(statement, Params::Positional(params))
             .await
-            .map_err(|e| self.url.error(operation, e))?;
-        Ok(Outcome {
-            affected_rows: conn.affected_rows(),
-            last_insert_id: conn.last_insert_id(),
-        })
+            .map(|()| Outcome {
+                affected_rows: conn.affected_rows(),
+                last_insert_id: conn.last_insert_id(),
+            }))
     }
 
     /// Runs one prepared statement and converts its rows (an unexpected column type is an
@@ -373,9 +390,16 @@ impl Store for MysqlStore {
             // Times as this host sees them: display only (the holder's safety comes from its
             // monotonic deadline); the server's own values are in the table.
             let created = SystemTime::now();
-            let outcome = self
-                .execute("acquire", &self.sql.acquire, params.clone())
-                .await?;
+            let outcome = match self
+                .try_execute("acquire", &self.sql.acquire, params.clone())
+                .await?
+            {
+                Ok(outcome) => outcome,
+                // InnoDB may pick concurrent upserts of one new name as deadlock victims; the
+                // victim's statement changed nothing, so running it again is safe.
+                Err(mysql_async::Error::Server(err)) if err.code == ER_LOCK_DEADLOCK => continue,
+                Err(err) => return Err(self.url.error("acquire", err)),
+            };
             let lease = |token| Lease {
                 name: name.to_owned(),
                 holder: holder.clone(),
