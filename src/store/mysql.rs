@@ -217,6 +217,20 @@ type PreviousRow = (
     Option<i64>,
 );
 
+/// Microseconds since the Unix epoch, as the statements read times, as a time.
+fn from_unix_micros(micros: i64) -> SystemTime {
+    let delta = Duration::from_micros(micros.unsigned_abs());
+    if micros >= 0 {
+        SystemTime::UNIX_EPOCH
+            .checked_add(delta)
+            .unwrap_or(SystemTime::UNIX_EPOCH)
+    } else {
+        SystemTime::UNIX_EPOCH
+            .checked_sub(delta)
+            .unwrap_or(SystemTime::UNIX_EPOCH)
+    }
+}
+
 fn text(bytes: Vec<u8>) -> String {
     String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
@@ -232,8 +246,8 @@ fn lease_of(name: &str, row: LeaseRow) -> Option<Lease> {
             label: text(label),
         },
         token: sql::token(token),
-        created: sql::from_unix_micros(created),
-        expires: expires.map(sql::from_unix_micros),
+        created: from_unix_micros(created),
+        expires: expires.map(from_unix_micros),
     })
 }
 

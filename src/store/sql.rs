@@ -2,7 +2,7 @@
 //! table-name validation, one-line driver errors, and conversions of stored numbers.
 
 use std::fmt;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use super::{FencingToken, mask_password};
 use crate::error::{Error, Result};
@@ -193,20 +193,6 @@ pub(crate) fn micros(ttl: Duration) -> Result<i64, String> {
 /// A stored pid.
 pub(crate) fn pid(stored: impl TryInto<u32>) -> u32 {
     stored.try_into().unwrap_or(0)
-}
-
-/// Microseconds since the Unix epoch (as the MySQL store reads its times) as a time.
-pub(crate) fn from_unix_micros(micros: i64) -> SystemTime {
-    let delta = Duration::from_micros(micros.unsigned_abs());
-    if micros >= 0 {
-        SystemTime::UNIX_EPOCH
-            .checked_add(delta)
-            .unwrap_or(SystemTime::UNIX_EPOCH)
-    } else {
-        SystemTime::UNIX_EPOCH
-            .checked_sub(delta)
-            .unwrap_or(SystemTime::UNIX_EPOCH)
-    }
 }
 
 #[cfg(test)]
