@@ -13,6 +13,12 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 
 pub mod memory;
+#[cfg(feature = "mysql")]
+pub mod mysql;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+mod sql;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 
@@ -197,7 +203,13 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
         #[cfg(not(feature = "sqlite"))]
         "sqlite" => Err(disabled("sqlite", "sqlite")),
         "mongodb" | "mongodb+srv" => Err(disabled(scheme, "mongodb")),
+        #[cfg(feature = "postgres")]
+        "postgres" | "postgresql" => Ok(Arc::new(postgres::PostgresStore::connect(url).await?)),
+        #[cfg(not(feature = "postgres"))]
         "postgres" | "postgresql" => Err(disabled(scheme, "postgres")),
+        #[cfg(feature = "mysql")]
+        "mysql" => Ok(Arc::new(mysql::MysqlStore::connect(url).await?)),
+        #[cfg(not(feature = "mysql"))]
         "mysql" => Err(disabled(scheme, "mysql")),
         "redis" | "rediss" => Err(disabled(scheme, "redis")),
         "etcd" => Err(disabled(scheme, "etcd")),

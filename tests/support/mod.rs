@@ -4,6 +4,8 @@
 #![allow(dead_code)]
 
 pub mod history;
+pub mod mariadb_server;
+pub mod postgres_server;
 pub mod servers;
 
 use std::ffi::OsStr;

@@ -1,0 +1,568 @@
+//! `mysql://` — leases in a MySQL or MariaDB table (feature `mysql`).
+//!
+//! One row per name holds the fencing counter, the holder and `expires_at`, all times by the
+//! server's `UTC_TIMESTAMP(6)`. A row is free for the taking when `expires_at` is past; release
+//! sets it to the Unix epoch instead of deleting the row, so the counter survives. Every
+//! operation is one prepared statement in autocommit mode, so it works through a
+//! transaction-mode proxy; nothing is session-bound (no `GET_LOCK`).
+//!
+//! Acquire is one `INSERT … ON DUPLICATE KEY UPDATE` whose assignments each keep the old value
+//! unless the row was free, so the server reports 1 affected row for a new row, 2 for a row
+//! taken over and 0 when it is held. It hands the new token back in the OK packet through
+//! `LAST_INSERT_ID(expr)`, with one bit that says whether the row had an (expired) holder.
+//! Only a conflict or a take-over of an expired lease costs a second, read-only statement that
+//! fetches the holder to report; it never changes the outcome. See docs/mysql.md.
+
+use std::time::{Duration, SystemTime};
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Opts, OptsBuilder, Params, Pool, Row, Value};
+
+use super::sql::{self, SqlUrl};
+use super::{Acquire, Holder, Lease, Released, Store};
+use crate::error::{Error, Result};
+
+/// How often acquire tries again when a held lease was released before we could read its
+/// holder or InnoDB chose it as a deadlock victim, and how often force-release tries to catch
+/// a lease that keeps changing hands.
+const ATTEMPTS: usize = 5;
+
+/// The server's "Deadlock found when trying to get lock" error.
+const ER_LOCK_DEADLOCK: u16 = 1213;
+
+/// `expires_at` of a free row: long past by any clock.
+const FREE: &str = "'1970-01-01 00:00:00'";
+
+/// True when the row is free for the taking: released, or expired by the server's clock. A
+/// lease that never expires has `expires_at` NULL, which is never "past".
+const TAKEABLE: &str = "expires_at <= UTC_TIMESTAMP(6)";
+
+/// True when the row is held and unexpired by the server's clock.
+const LIVE: &str =
+    "holder_id IS NOT NULL AND (expires_at IS NULL OR expires_at > UTC_TIMESTAMP(6))";
+
+/// A `DATETIME(6)` column as microseconds since the Unix epoch (all times are UTC).
+fn unix_micros(column: &str) -> String {
+    format!("TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', {column})")
+}
+
+/// The statements, built once from the validated, quoted table names.
+#[derive(Debug)]
+struct Statements {
+    create: String,
+    create_scratch: String,
+    acquire: String,
+    taken_over: String,
+    renew: String,
+    release: String,
+    inspect: String,
+    list: String,
+    floor_insert: String,
+    floor_delete: String,
+}
+
+impl Statements {
+    fn new(table: &str, scratch: &str) -> Self {
+        let t = format!("`{table}`");
+        let s = format!("`{scratch}`");
+        let lease_columns = format!(
+            "token, holder_id, host, pid, label, {}, {}",
+            unix_micros("created"),
+            unix_micros("expires_at")
+        );
+        // Each assignment keeps the old value unless the row is takeable. MySQL applies them
+        // left to right and later ones see earlier results, so the previous holder is saved
+        // first and `expires_at`, which TAKEABLE reads, is assigned last.
+        let take = |column: &str, new: &str| format!("{column} = IF({TAKEABLE}, {new}, {column})");
+        let update = [
+            take("prev_holder_id", "holder_id"),
+            take("prev_host", "host"),
+            take("prev_pid", "pid"),
+            take("prev_label", "label"),
+            take("prev_created", "created"),
+            take("prev_expires_at", "expires_at"),
+            // LAST_INSERT_ID(expr) puts the new token, and whether the row had an (expired)
+            // holder, into the OK packet: no second round trip to learn them.
+            take(
+                "token",
+                "LAST_INSERT_ID((token + 1) * 2 + (holder_id IS NOT NULL)) DIV 2",
+            ),
+            take("holder_id", "?"),
+            take("host", "?"),
+            take("pid", "?"),
+            take("label", "?"),
+            take("created", "UTC_TIMESTAMP(6)"),
+            take("expires_at", "UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND"),
+        ]
+        .join(",\n    ");
+        Statements {
+            create: format!(
+                "CREATE TABLE IF NOT EXISTS {t} (
+                     name            VARBINARY(255) NOT NULL PRIMARY KEY, -- byte for byte
+                     token           BIGINT UNSIGNED NOT NULL, -- fencing counter; survives release
+                     holder_id       VARBINARY(255) NULL,      -- NULL while the name is free
+                     host            VARBINARY(255) NOT NULL,
+                     pid             BIGINT UNSIGNED NOT NULL,
+                     label           BLOB NOT NULL,
+                     created         DATETIME(6) NOT NULL,     -- UTC, server clock
+                     expires_at      DATETIME(6) NULL,         -- UTC, server clock; NULL: never
+                     prev_holder_id  VARBINARY(255) NULL,      -- the lease last taken over
+                     prev_host       VARBINARY(255) NULL,
+                     prev_pid        BIGINT UNSIGNED NULL,
+                     prev_label      BLOB NULL,
+                     prev_created    DATETIME(6) NULL,
+                     prev_expires_at DATETIME(6) NULL
+                 ) ENGINE = InnoDB"
+            ),
+            create_scratch: format!(
+                "CREATE TABLE IF NOT EXISTS {s} (
+                     name    VARBINARY(255) NOT NULL PRIMARY KEY,
+                     value   VARBINARY(255) NOT NULL,
+                     created DATETIME(6) NOT NULL
+                 ) ENGINE = InnoDB"
+            ),
+            acquire: format!(
+                "INSERT INTO {t} (name, token, holder_id, host, pid, label, created, expires_at)
+                 VALUES (?, 1, ?, ?, ?, ?, UTC_TIMESTAMP(6),
+                         UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND)
+                 ON DUPLICATE KEY UPDATE\n    {update}"
+            ),
+            taken_over: format!(
+                "SELECT prev_holder_id, prev_host, prev_pid, prev_label, {}, {}
+                 FROM {t} WHERE name = ? AND token = ?",
+                unix_micros("prev_created"),
+                unix_micros("prev_expires_at")
+            ),
+            renew: format!(
+                "UPDATE {t}
+                 SET token = LAST_INSERT_ID(token),
+                     expires_at = IF(expires_at IS NULL, NULL,
+                                     UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND)
+                 WHERE name = ? AND holder_id = ? AND token = ?
+                   AND (expires_at IS NULL OR expires_at > UTC_TIMESTAMP(6))"
+            ),
+            release: format!(
+                "UPDATE {t} SET holder_id = NULL, expires_at = {FREE}
+                 WHERE name = ? AND holder_id = ? AND token = ?"
+            ),
+            inspect: format!("SELECT {lease_columns} FROM {t} WHERE name = ? AND {LIVE}"),
+            list: format!("SELECT name, {lease_columns} FROM {t} WHERE {LIVE} ORDER BY name"),
+            floor_insert: format!(
+                "INSERT INTO {s} (name, value, created) VALUES (?, ?, UTC_TIMESTAMP(6))"
+            ),
+            floor_delete: format!("DELETE FROM {s} WHERE name = ?"),
+        }
+    }
+
+    /// Every statement an operation runs, prepared at connect so that a table of another shape
+    /// is reported at once.
+    fn all(&self) -> [&str; 8] {
+        [
+            &self.acquire,
+            &self.taken_over,
+            &self.renew,
+            &self.release,
+            &self.inspect,
+            &self.list,
+            &self.floor_insert,
+            &self.floor_delete,
+        ]
+    }
+}
+
+/// The MySQL/MariaDB store: a connection pool whose connections cache the prepared statements.
+#[derive(Debug)]
+pub struct MysqlStore {
+    url: SqlUrl,
+    pool: Pool,
+    sql: Statements,
+}
+
+/// What one statement did, from the OK packet.
+struct Outcome {
+    affected_rows: u64,
+    last_insert_id: Option<u64>,
+}
+
+/// The lease columns: token, holder id, host, pid, label, created and expiry in µs.
+type LeaseRow = (
+    u64,
+    Option<Vec<u8>>,
+    Vec<u8>,
+    u64,
+    Vec<u8>,
+    i64,
+    Option<i64>,
+);
+
+/// A name and its lease columns, as `list` reads them.
+type ListRow = (
+    Vec<u8>,
+    u64,
+    Option<Vec<u8>>,
+    Vec<u8>,
+    u64,
+    Vec<u8>,
+    i64,
+    Option<i64>,
+);
+
+/// The previous holder's columns, as `taken_over` reads them.
+type PreviousRow = (
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+    Option<u64>,
+    Option<Vec<u8>>,
+    Option<i64>,
+    Option<i64>,
+);
+
+/// Microseconds since the Unix epoch, as the statements read times, as a time.
+fn from_unix_micros(micros: i64) -> SystemTime {
+    let delta = Duration::from_micros(micros.unsigned_abs());
+    if micros >= 0 {
+        SystemTime::UNIX_EPOCH
+            .checked_add(delta)
+            .unwrap_or(SystemTime::UNIX_EPOCH)
+    } else {
+        SystemTime::UNIX_EPOCH
+            .checked_sub(delta)
+            .unwrap_or(SystemTime::UNIX_EPOCH)
+    }
+}
+
+fn text(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+fn lease_of(name: &str, row: LeaseRow) -> Option<Lease> {
+    let (token, id, host, pid, label, created, expires) = row;
+    Some(Lease {
+        name: name.to_owned(),
+        holder: Holder {
+            id: text(id?),
+            host: text(host),
+            pid: sql::pid(pid),
+            label: text(label),
+        },
+        token: sql::token(token),
+        created: from_unix_micros(created),
+        expires: expires.map(from_unix_micros),
+    })
+}
+
+impl MysqlStore {
+    /// Connects to the server named by a `mysql://` URL, creates the table (`?table=`, default
+    /// `singleton_locks`) if missing and prepares the statements. Connecting gives up after
+    /// `?connect_timeout=` (default 5 s).
+    pub async fn connect(url: &str) -> Result<Self> {
+        let url = SqlUrl::parse(url)?;
+        // Over TCP as the URL says, rather than switching to the server's unix socket when the
+        // host is local; keep prepared statements when a connection goes back to the pool.
+        let driver_url =
+            url.driver_url(&[("prefer_socket", "false"), ("reset_connection", "false")]);
+        let opts = Opts::from_url(&driver_url).map_err(|e| Error::InvalidUrl {
+            url: url.masked.clone(),
+            reason: sql::OneLine::of(&e).to_string(),
+        })?;
+        // Affected rows must say 0 for an unchanged row: that is how acquire tells "held".
+        let opts = OptsBuilder::from_opts(opts).client_found_rows(false);
+        let pool = Pool::new(opts);
+        let sql = Statements::new(&url.table, &url.scratch_table());
+        let store = MysqlStore { url, pool, sql };
+        store.set_up().await?;
+        Ok(store)
+    }
+
+    async fn set_up(&self) -> Result<()> {
+        let mut conn = self.conn("connect").await?;
+        for create in [&self.sql.create, &self.sql.create_scratch] {
+            conn.query_drop(create.as_str())
+                .await
+                .map_err(|e| self.url.error("create table", e))?;
+        }
+        for statement in self.sql.all() {
+            conn.prep(statement)
+                .await
+                .map_err(|e| self.url.error("prepare", e))?;
+        }
+        Ok(())
+    }
+
+    /// A pooled connection; a new one is made within the connect timeout.
+    async fn conn(&self, operation: &'static str) -> Result<Conn> {
+        match tokio::time::timeout(self.url.connect_timeout, self.pool.get_conn()).await {
+            Ok(conn) => conn.map_err(|e| self.url.error(operation, e)),
+            Err(_) => Err(self.url.connect_timed_out(operation)),
+        }
+    }
+
+    /// Runs one prepared statement that returns no rows.
+    async fn execute(
+        &self,
+        operation: &'static str,
+        statement: &str,
+        params: Vec<Value>,
+    ) -> Result<Outcome> {
+        self.try_execute(operation, statement, params)
+            .await?
+            .map_err(|e| self.url.error(operation, e))
+    }
+
+    /// Like [`Self::execute`], but hands back the server's own error so that the caller can
+    /// decide to try again.
+    async fn try_execute(
+        &self,
+        operation: &'static str,
+        statement: &str,
+        params: Vec<Value>,
+    ) -> Result<Result<Outcome, mysql_async::Error>> {
+        let mut conn = self.conn(operation).await?;
+        Ok(conn
+            .exec_drop(statement, Params::Positional(params))
+            .await
+            .map(|()| Outcome {
+                affected_rows: conn.affected_rows(),
+                last_insert_id: conn.last_insert_id(),
+            }))
+    }
+
+    /// Runs one prepared statement and converts its rows (an unexpected column type is an
+    /// error, not a panic).
+    async fn rows<T: mysql_async::prelude::FromRow>(
+        &self,
+        operation: &'static str,
+        statement: &str,
+        params: Vec<Value>,
+    ) -> Result<Vec<T>> {
+        let mut conn = self.conn(operation).await?;
+        let rows: Vec<Row> = conn
+            .exec(statement, Params::Positional(params))
+            .await
+            .map_err(|e| self.url.error(operation, e))?;
+        rows.into_iter()
+            .map(|row| {
+                mysql_async::from_row_opt::<T>(row).map_err(|e| self.url.error(operation, e))
+            })
+            .collect()
+    }
+
+    /// The lease that an acquire with `token` took over, read after the fact for reporting.
+    async fn taken_over(&self, name: &str, token: u64) -> Result<Option<Lease>> {
+        let rows: Vec<PreviousRow> = self
+            .rows(
+                "acquire",
+                &self.sql.taken_over,
+                vec![name.into(), token.into()],
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .next()
+            .and_then(|(id, host, pid, label, created, expires)| {
+                lease_of(
+                    name,
+                    (
+                        token.saturating_sub(1),
+                        id,
+                        host.unwrap_or_default(),
+                        pid.unwrap_or(0),
+                        label.unwrap_or_default(),
+                        created.unwrap_or(0),
+                        expires,
+                    ),
+                )
+            }))
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for MysqlStore {
+    fn describe(&self) -> &str {
+        &self.url.masked
+    }
+
+    async fn acquire(&self, name: &str, holder: &Holder, ttl: Option<Duration>) -> Result<Acquire> {
+        super::validate_name(name)?;
+        let ttl_us = ttl
+            .map(sql::micros)
+            .transpose()
+            .map_err(|e| Error::store(&self.url.masked, "acquire", e))?;
+        let new_values = || -> [Value; 5] {
+            [
+                holder.id.as_str().into(),
+                holder.host.as_str().into(),
+                holder.pid.into(),
+                holder.label.as_str().into(),
+                ttl_us.into(),
+            ]
+        };
+        let mut params = vec![Value::from(name)];
+        params.extend(new_values());
+        params.extend(new_values());
+        for _ in 0..ATTEMPTS {
+            // Times as this host sees them: display only (the holder's safety comes from its
+            // monotonic deadline); the server's own values are in the table.
+            let created = SystemTime::now();
+            let outcome = match self
+                .try_execute("acquire", &self.sql.acquire, params.clone())
+                .await?
+            {
+                Ok(outcome) => outcome,
+                // InnoDB may pick concurrent upserts of one new name as deadlock victims; the
+                // victim's statement changed nothing, so running it again is safe.
+                Err(mysql_async::Error::Server(err)) if err.code == ER_LOCK_DEADLOCK => continue,
+                Err(err) => return Err(self.url.error("acquire", err)),
+            };
+            let lease = |token| Lease {
+                name: name.to_owned(),
+                holder: holder.clone(),
+                token: sql::token(token),
+                created,
+                expires: ttl.and_then(|ttl| created.checked_add(ttl)),
+            };
+            match (outcome.affected_rows, outcome.last_insert_id) {
+                (1, _) => {
+                    return Ok(Acquire::Acquired {
+                        lease: lease(1u64),
+                        took_over: None,
+                    });
+                }
+                (2, Some(packed)) => {
+                    let token = packed / 2;
+                    let had_holder = packed % 2 == 1;
+                    let took_over = if had_holder {
+                        self.taken_over(name, token).await?
+                    } else {
+                        None
+                    };
+                    return Ok(Acquire::Acquired {
+                        lease: lease(token),
+                        took_over,
+                    });
+                }
+                (0, _) => {
+                    // Held when the statement ran. The holder is read separately, for the
+                    // report only; if it let go meanwhile, try again.
+                    if let Some(held) = self.inspect(name).await? {
+                        return Ok(Acquire::Held(held));
+                    }
+                }
+                (rows, id) => {
+                    return Err(Error::store(
+                        &self.url.masked,
+                        "acquire",
+                        format!(
+                            "unexpected answer from the server: {rows} affected rows, insert id {id:?}"
+                        ),
+                    ));
+                }
+            }
+        }
+        Err(Error::store(
+            &self.url.masked,
+            "acquire",
+            "the lease changed hands under every attempt; try again",
+        ))
+    }
+
+    async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Lease> {
+        let ttl_us = sql::micros(ttl).map_err(|e| Error::store(&self.url.masked, "renew", e))?;
+        let sent = SystemTime::now();
+        let outcome = self
+            .execute(
+                "renew",
+                &self.sql.renew,
+                vec![
+                    ttl_us.into(),
+                    lease.name.as_str().into(),
+                    lease.holder.id.as_str().into(),
+                    lease.token.0.into(),
+                ],
+            )
+            .await?;
+        // The renewed row sets LAST_INSERT_ID to its token even when nothing changed (a lease
+        // that never expires), which affected rows would not show.
+        if outcome.last_insert_id != Some(lease.token.0) {
+            return Err(Error::Lost {
+                name: lease.name.clone(),
+                token: lease.token.0,
+                reason: "it expired or another holder has it".into(),
+            });
+        }
+        Ok(Lease {
+            expires: lease.expires.and_then(|_| sent.checked_add(ttl)),
+            ..lease.clone()
+        })
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<Released> {
+        let outcome = self
+            .execute(
+                "release",
+                &self.sql.release,
+                vec![
+                    lease.name.as_str().into(),
+                    lease.holder.id.as_str().into(),
+                    lease.token.0.into(),
+                ],
+            )
+            .await?;
+        Ok(if outcome.affected_rows == 1 {
+            Released::Released
+        } else {
+            Released::NotHeld
+        })
+    }
+
+    async fn inspect(&self, name: &str) -> Result<Option<Lease>> {
+        let rows: Vec<LeaseRow> = self
+            .rows("inspect", &self.sql.inspect, vec![name.into()])
+            .await?;
+        Ok(rows.into_iter().next().and_then(|row| lease_of(name, row)))
+    }
+
+    async fn list(&self) -> Result<Vec<Lease>> {
+        let rows: Vec<ListRow> = self.rows("list", &self.sql.list, Vec::new()).await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(name, token, id, host, pid, label, created, expires)| {
+                lease_of(&text(name), (token, id, host, pid, label, created, expires))
+            })
+            .collect())
+    }
+
+    async fn force_release(&self, name: &str) -> Result<Option<Lease>> {
+        // Read the live lease, then release exactly that one (holder id and token): if it
+        // changed hands in between, nothing is changed and we look again.
+        for _ in 0..ATTEMPTS {
+            let Some(lease) = self.inspect(name).await? else {
+                return Ok(None);
+            };
+            if self.release(&lease).await? == Released::Released {
+                return Ok(Some(lease));
+            }
+        }
+        Err(Error::store(
+            &self.url.masked,
+            "force-release",
+            "the lease changed hands under every attempt; try again",
+        ))
+    }
+
+    async fn benchmark_floor(&self, scratch_key: &str) -> Result<()> {
+        self.execute(
+            "benchmark",
+            &self.sql.floor_insert,
+            vec![scratch_key.into(), "holder".into()],
+        )
+        .await?;
+        self.execute(
+            "benchmark",
+            &self.sql.floor_delete,
+            vec![scratch_key.into()],
+        )
+        .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,461 @@
+//! `postgres://` and `postgresql://` — leases in a PostgreSQL table (feature `postgres`).
+//!
+//! One row per name holds the fencing counter, the holder and `expires_at`, all times by the
+//! server's `now()`. Release marks the row free (`holder_id IS NULL`) instead of deleting it, so
+//! the counter survives. Every operation is ONE prepared statement in autocommit mode, so it
+//! works through a transaction-mode pooler; nothing is session-bound (no advisory locks).
+//!
+//! Acquire is one statement that locks the name's row (`SELECT … FOR UPDATE`, which in READ
+//! COMMITTED returns the newest committed version), takes it over if it is free or expired, or
+//! inserts it if it does not exist, and returns both the new lease and the row as it was: the
+//! holder on a conflict, or the expired lease that was taken over. See docs/postgres.md.
+
+use std::time::{Duration, SystemTime};
+
+use deadpool_postgres::{Manager, Object, Pool, PoolError, Runtime};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{NoTls, Row};
+
+use super::sql::{self, SqlUrl};
+use super::{Acquire, Holder, Lease, Released, Store};
+use crate::error::{Error, Result};
+
+/// Connections kept at most; each operation holds one for one round trip.
+const POOL_SIZE: usize = 16;
+
+/// How often acquire re-runs its statement when it could not decide (two first-ever inserts of
+/// one name at once, or a serialization failure under a stricter default isolation level).
+const ACQUIRE_ATTEMPTS: usize = 5;
+
+/// The lease row's columns in the order every statement returns them.
+const LEASE_COLUMNS: &str = "token, holder_id, host, pid, label, created, expires_at";
+
+/// True when the row is held and unexpired by the server's clock.
+const LIVE: &str = "holder_id IS NOT NULL AND (expires_at IS NULL OR expires_at > now())";
+
+/// The statements, built once from the validated, quoted table names.
+#[derive(Debug)]
+struct Statements {
+    create: String,
+    acquire: String,
+    renew: String,
+    release: String,
+    inspect: String,
+    list: String,
+    force_release: String,
+    floor_insert: String,
+    floor_delete: String,
+}
+
+impl Statements {
+    fn new(table: &str, scratch: &str) -> Self {
+        let t = format!("\"{table}\"");
+        let s = format!("\"{scratch}\"");
+        // $6 is the lease length in microseconds; NULL makes expires_at NULL: never expires.
+        let expiry = "now() + $6::bigint * interval '1 microsecond'";
+        Statements {
+            create: format!(
+                "CREATE TABLE IF NOT EXISTS {t} (
+                     name       text COLLATE \"C\" PRIMARY KEY, -- byte-for-byte comparison
+                     token      bigint NOT NULL,       -- fencing counter; survives release
+                     holder_id  text,                  -- NULL while the name is free
+                     host       text NOT NULL,
+                     pid        bigint NOT NULL,
+                     label      text NOT NULL,
+                     created    timestamptz NOT NULL,  -- server clock
+                     expires_at timestamptz            -- server clock; NULL: never expires
+                 );
+                 CREATE TABLE IF NOT EXISTS {s} (
+                     key     text COLLATE \"C\" PRIMARY KEY,
+                     value   text NOT NULL,
+                     created timestamptz NOT NULL DEFAULT now()
+                 )"
+            ),
+            acquire: format!(
+                "WITH old AS (
+                     SELECT {LEASE_COLUMNS}, {LIVE} AS live FROM {t} WHERE name = $1 FOR UPDATE
+                 ), taken AS (
+                     UPDATE {t} AS l
+                     SET token = old.token + 1, holder_id = $2, host = $3, pid = $4, label = $5,
+                         created = now(), expires_at = {expiry}
+                     FROM old WHERE l.name = $1 AND NOT old.live
+                     RETURNING l.token, l.created, l.expires_at
+                 ), inserted AS (
+                     INSERT INTO {t} (name, token, holder_id, host, pid, label, created, expires_at)
+                     SELECT $1, 1, $2, $3, $4, $5, now(), {expiry}
+                     WHERE NOT EXISTS (SELECT FROM old)
+                     ON CONFLICT (name) DO NOTHING
+                     RETURNING token, created, expires_at
+                 ), new AS (
+                     SELECT * FROM taken UNION ALL SELECT * FROM inserted
+                 )
+                 SELECT new.token, new.created, new.expires_at,
+                        old.token, old.holder_id, old.host, old.pid, old.label, old.created,
+                        old.expires_at, old.live
+                 FROM (VALUES (1)) AS one (x) LEFT JOIN new ON true LEFT JOIN old ON true"
+            ),
+            renew: format!(
+                "UPDATE {t}
+                 SET expires_at = CASE WHEN expires_at IS NULL THEN NULL
+                                       ELSE now() + $4::bigint * interval '1 microsecond' END
+                 WHERE name = $1 AND holder_id = $2 AND token = $3
+                   AND (expires_at IS NULL OR expires_at > now())
+                 RETURNING expires_at"
+            ),
+            release: format!(
+                "UPDATE {t} SET holder_id = NULL, expires_at = NULL
+                 WHERE name = $1 AND holder_id = $2 AND token = $3"
+            ),
+            inspect: format!("SELECT {LEASE_COLUMNS} FROM {t} WHERE name = $1 AND {LIVE}"),
+            list: format!("SELECT {LEASE_COLUMNS}, name FROM {t} WHERE {LIVE} ORDER BY name"),
+            force_release: format!(
+                "UPDATE {t} AS l SET holder_id = NULL, expires_at = NULL
+                 FROM (SELECT name, {LEASE_COLUMNS}, {LIVE} AS live FROM {t}
+                       WHERE name = $1 AND holder_id IS NOT NULL FOR UPDATE) AS old
+                 WHERE l.name = old.name
+                 RETURNING old.token, old.holder_id, old.host, old.pid, old.label, old.created,
+                           old.expires_at, old.live"
+            ),
+            floor_insert: format!("INSERT INTO {s} (key, value) VALUES ($1, $2)"),
+            floor_delete: format!("DELETE FROM {s} WHERE key = $1"),
+        }
+    }
+
+    /// Every statement an operation runs, prepared at connect so that a table of another shape
+    /// is reported at once.
+    fn all(&self) -> [&str; 8] {
+        [
+            &self.acquire,
+            &self.renew,
+            &self.release,
+            &self.inspect,
+            &self.list,
+            &self.force_release,
+            &self.floor_insert,
+            &self.floor_delete,
+        ]
+    }
+}
+
+/// The PostgreSQL store: a connection pool and the prepared statements of its table.
+#[derive(Debug)]
+pub struct PostgresStore {
+    url: SqlUrl,
+    pool: Pool,
+    sql: Statements,
+}
+
+impl PostgresStore {
+    /// Connects to the server named by a `postgres://` or `postgresql://` URL, creates the table
+    /// (`?table=`, default `singleton_locks`) if missing and prepares the statements. Connecting
+    /// gives up after `?connect_timeout=` (default 5 s).
+    pub async fn connect(url: &str) -> Result<Self> {
+        let url = SqlUrl::parse(url)?;
+        let mut config: tokio_postgres::Config =
+            url.driver_url(&[]).parse().map_err(|e| Error::InvalidUrl {
+                url: url.masked.clone(),
+                reason: sql::OneLine::of(&e).to_string(),
+            })?;
+        config.connect_timeout(url.connect_timeout);
+        let pool = Pool::builder(Manager::new(config, NoTls))
+            .max_size(POOL_SIZE)
+            .runtime(Runtime::Tokio1)
+            // Bounds the whole of connecting and authenticating, which the driver's own
+            // connect_timeout (TCP only) does not.
+            .create_timeout(Some(url.connect_timeout))
+            .build()
+            .map_err(|e| url.error("connect", e))?;
+        let sql = Statements::new(&url.table, &url.scratch_table());
+        let store = PostgresStore { url, pool, sql };
+        store.set_up().await?;
+        Ok(store)
+    }
+
+    async fn set_up(&self) -> Result<()> {
+        let client = self.client("connect").await?;
+        // CREATE TABLE IF NOT EXISTS is not safe against itself: two sessions creating the
+        // same new table can fail with a duplicate; the loser finds the table on retry.
+        let mut attempts = 0;
+        while let Err(err) = client.batch_execute(&self.sql.create).await {
+            attempts += 1;
+            let duplicate = matches!(
+                err.code(),
+                Some(
+                    &SqlState::UNIQUE_VIOLATION
+                        | &SqlState::DUPLICATE_TABLE
+                        | &SqlState::T_R_DEADLOCK_DETECTED
+                )
+            );
+            if !duplicate || attempts >= 5 {
+                return Err(self.url.error("create table", err));
+            }
+        }
+        for statement in self.sql.all() {
+            client
+                .prepare_cached(statement)
+                .await
+                .map_err(|e| self.url.error("prepare", e))?;
+        }
+        Ok(())
+    }
+
+    /// A pooled connection; a new one is made within the connect timeout.
+    async fn client(&self, operation: &'static str) -> Result<Object> {
+        self.pool.get().await.map_err(|err| match err {
+            PoolError::Timeout(_) => self.url.connect_timed_out(operation),
+            PoolError::Backend(err) => self.url.error(operation, err),
+            other => self.url.error(operation, other),
+        })
+    }
+
+    /// Runs one prepared statement and returns its rows.
+    async fn query(
+        &self,
+        operation: &'static str,
+        statement: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<Row>, QueryError> {
+        let client = self.client(operation).await.map_err(QueryError::Other)?;
+        let statement = client
+            .prepare_cached(statement)
+            .await
+            .map_err(QueryError::Driver)?;
+        client
+            .query(&statement, params)
+            .await
+            .map_err(QueryError::Driver)
+    }
+
+    async fn rows(
+        &self,
+        operation: &'static str,
+        statement: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<Row>> {
+        self.query(operation, statement, params)
+            .await
+            .map_err(|e| e.into_error(&self.url, operation))
+    }
+
+    /// Runs one prepared statement and returns the number of rows it changed.
+    async fn execute(
+        &self,
+        operation: &'static str,
+        statement: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<u64> {
+        let client = self.client(operation).await?;
+        let statement = client
+            .prepare_cached(statement)
+            .await
+            .map_err(|e| self.url.error(operation, e))?;
+        client
+            .execute(&statement, params)
+            .await
+            .map_err(|e| self.url.error(operation, e))
+    }
+
+    fn read_error(&self, operation: &'static str, err: tokio_postgres::Error) -> Error {
+        self.url.error(operation, err)
+    }
+}
+
+/// A failed statement: the driver's error (which acquire may retry) or one already mapped.
+enum QueryError {
+    Driver(tokio_postgres::Error),
+    Other(Error),
+}
+
+impl QueryError {
+    fn into_error(self, url: &SqlUrl, operation: &'static str) -> Error {
+        match self {
+            QueryError::Driver(err) => url.error(operation, err),
+            QueryError::Other(err) => err,
+        }
+    }
+
+    /// Whether running the statement again may succeed: the transaction lost a race that a
+    /// stricter isolation level than READ COMMITTED turns into an error.
+    fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            QueryError::Driver(err) if matches!(
+                err.code(),
+                Some(&SqlState::T_R_SERIALIZATION_FAILURE | &SqlState::T_R_DEADLOCK_DETECTED)
+            )
+        )
+    }
+}
+
+/// The lease in the seven lease columns starting at `at`, if somebody holds the row.
+fn lease_at(name: &str, row: &Row, at: usize) -> Result<Option<Lease>, tokio_postgres::Error> {
+    let Some(id) = row.try_get::<_, Option<String>>(at + 1)? else {
+        return Ok(None);
+    };
+    Ok(Some(Lease {
+        name: name.to_owned(),
+        holder: Holder {
+            id,
+            host: row.try_get(at + 2)?,
+            pid: sql::pid(row.try_get::<_, i64>(at + 3)?),
+            label: row.try_get(at + 4)?,
+        },
+        token: sql::token(row.try_get::<_, i64>(at)?),
+        created: row.try_get(at + 5)?,
+        expires: row.try_get(at + 6)?,
+    }))
+}
+
+#[async_trait::async_trait]
+impl Store for PostgresStore {
+    fn describe(&self) -> &str {
+        &self.url.masked
+    }
+
+    async fn acquire(&self, name: &str, holder: &Holder, ttl: Option<Duration>) -> Result<Acquire> {
+        super::validate_name(name)?;
+        let ttl_us = ttl
+            .map(sql::micros)
+            .transpose()
+            .map_err(|e| Error::store(&self.url.masked, "acquire", e))?;
+        let pid = i64::from(holder.pid);
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
+            &name,
+            &holder.id,
+            &holder.host,
+            &pid,
+            &holder.label,
+            &ttl_us,
+        ];
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let rows = match self.query("acquire", &self.sql.acquire, &params).await {
+                Err(err) if err.is_retryable() && attempt < ACQUIRE_ATTEMPTS => continue,
+                other => other.map_err(|e| e.into_error(&self.url, "acquire"))?,
+            };
+            let Some(row) = rows.first() else {
+                return Err(Error::store(&self.url.masked, "acquire", "no result row"));
+            };
+            let read = |e| self.read_error("acquire", e);
+            let old = lease_at(name, row, 3).map_err(read)?;
+            if let Some(token) = row.try_get::<_, Option<i64>>(0).map_err(read)? {
+                let lease = Lease {
+                    name: name.to_owned(),
+                    holder: holder.clone(),
+                    token: sql::token(token),
+                    created: row.try_get(1).map_err(read)?,
+                    expires: row.try_get(2).map_err(read)?,
+                };
+                // A row we took over was free or expired; only an expired one had a holder.
+                return Ok(Acquire::Acquired {
+                    lease,
+                    took_over: old,
+                });
+            }
+            let live = row.try_get::<_, Option<bool>>(10).map_err(read)?;
+            match old {
+                Some(held) if live == Some(true) => return Ok(Acquire::Held(held)),
+                // Another session inserted the name's first row after our snapshot was taken:
+                // the row exists now, so the next run sees and decides on it.
+                _ if attempt < ACQUIRE_ATTEMPTS => continue,
+                _ => {
+                    return Err(Error::store(
+                        &self.url.masked,
+                        "acquire",
+                        "the lease row changed under every attempt; try again",
+                    ));
+                }
+            }
+        }
+    }
+
+    async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Lease> {
+        let ttl_us = sql::micros(ttl).map_err(|e| Error::store(&self.url.masked, "renew", e))?;
+        let token = i64::try_from(lease.token.0).unwrap_or(i64::MAX);
+        let rows = self
+            .rows(
+                "renew",
+                &self.sql.renew,
+                &[&lease.name, &lease.holder.id, &token, &ttl_us],
+            )
+            .await?;
+        let Some(row) = rows.first() else {
+            return Err(Error::Lost {
+                name: lease.name.clone(),
+                token: lease.token.0,
+                reason: "it expired or another holder has it".into(),
+            });
+        };
+        let expires: Option<SystemTime> =
+            row.try_get(0).map_err(|e| self.read_error("renew", e))?;
+        Ok(Lease {
+            expires,
+            ..lease.clone()
+        })
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<Released> {
+        let token = i64::try_from(lease.token.0).unwrap_or(i64::MAX);
+        let changed = self
+            .execute(
+                "release",
+                &self.sql.release,
+                &[&lease.name, &lease.holder.id, &token],
+            )
+            .await?;
+        Ok(if changed == 1 {
+            Released::Released
+        } else {
+            Released::NotHeld
+        })
+    }
+
+    async fn inspect(&self, name: &str) -> Result<Option<Lease>> {
+        let rows = self.rows("inspect", &self.sql.inspect, &[&name]).await?;
+        match rows.first() {
+            Some(row) => lease_at(name, row, 0).map_err(|e| self.read_error("inspect", e)),
+            None => Ok(None),
+        }
+    }
+
+    async fn list(&self) -> Result<Vec<Lease>> {
+        let rows = self.rows("list", &self.sql.list, &[]).await?;
+        let mut leases = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let read = |e| self.read_error("list", e);
+            let name: String = row.try_get(7).map_err(read)?;
+            leases.extend(lease_at(&name, row, 0).map_err(read)?);
+        }
+        Ok(leases)
+    }
+
+    async fn force_release(&self, name: &str) -> Result<Option<Lease>> {
+        let rows = self
+            .rows("force-release", &self.sql.force_release, &[&name])
+            .await?;
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        let read = |e| self.read_error("force-release", e);
+        // An expired lease is cleared too, but nobody held it any more: report nothing.
+        let live: Option<bool> = row.try_get(7).map_err(read)?;
+        if live == Some(true) {
+            lease_at(name, row, 0).map_err(read)
+        } else {
+            Ok(None)
+        }
+    }
+
+    async fn benchmark_floor(&self, scratch_key: &str) -> Result<()> {
+        self.execute(
+            "benchmark",
+            &self.sql.floor_insert,
+            &[&scratch_key, &"holder"],
+        )
+        .await?;
+        self.execute("benchmark", &self.sql.floor_delete, &[&scratch_key])
+            .await?;
+        Ok(())
+    }
+}

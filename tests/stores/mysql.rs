@@ -1,0 +1,93 @@
+//! The MySQL (MariaDB) store against a real server.
+
+use singleton_process::conformance::Suite;
+use singleton_process::{Acquire, Holder};
+
+use crate::support::mariadb_server::shared;
+use crate::support::{history, unique};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_store_conforms() {
+    let store = singleton_process::connect(&shared().url())
+        .await
+        .expect("connect");
+    Suite::new(store).run_all().await;
+}
+
+#[test]
+fn twelve_processes_five_rounds_on_mysql_never_overlap() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    history::race(&shared().url(), dir.path(), 12, 5);
+}
+
+#[tokio::test]
+async fn a_table_from_the_url_is_created_and_used() {
+    let table = unique("custom").replace('-', "_");
+    let url = format!("{}&table={table}", shared().url());
+    let store = singleton_process::connect(&url).await.expect("connect");
+    let name = unique("custom-table");
+    let Acquire::Acquired { lease, .. } = store
+        .acquire(&name, &Holder::current("t"), None)
+        .await
+        .unwrap()
+    else {
+        panic!("a new table has no holders");
+    };
+    let default = singleton_process::connect(&shared().url())
+        .await
+        .expect("connect");
+    assert!(
+        default.inspect(&name).await.unwrap().is_none(),
+        "tables must be separate"
+    );
+    assert!(store.inspect(&name).await.unwrap().is_some());
+    store.release(&lease).await.unwrap();
+    store
+        .benchmark_floor(&unique("floor"))
+        .await
+        .expect("benchmark floor");
+}
+
+#[test]
+fn a_wrong_password_is_one_masked_line() {
+    super::sql::wrong_password_is_one_masked_line(
+        &shared().url_with("wrong-secret"),
+        "wrong-secret",
+    );
+}
+
+#[test]
+fn unreachable_hosts_fail_within_the_connect_timeout() {
+    super::sql::unreachable_hosts_fail_within_the_connect_timeout(|port| {
+        format!("mysql://singleton:secret@127.0.0.1:{port}/singleton_test")
+    });
+}
+
+#[test]
+fn bad_table_names_are_refused() {
+    super::sql::bad_table_names_are_refused(&shared().url());
+}
+
+#[tokio::test]
+async fn a_never_expiring_lease_renews() {
+    let store = singleton_process::connect(&shared().url())
+        .await
+        .expect("connect");
+    super::sql::never_expiring_lease_renews(store).await;
+}
+
+#[tokio::test]
+async fn a_table_of_another_shape_is_reported() {
+    use mysql_async::prelude::Queryable;
+    let mut conn = mysql_async::Conn::from_url(shared().raw_url())
+        .await
+        .expect("connect");
+    let table = unique("shape").replace('-', "_");
+    conn.query_drop(format!(
+        "CREATE TABLE {table} (name VARBINARY(255) PRIMARY KEY, owner TEXT)"
+    ))
+    .await
+    .expect("create a foreign table");
+    drop(conn);
+    super::sql::a_table_of_another_shape_is_reported(&shared().url(), &table).await;
+}

@@ -1,0 +1,131 @@
+//! A private MariaDB server (Debian's `mariadb-server` package) for the tests:
+//! `mariadb-install-db` into a temporary data directory and `mariadbd` on a free loopback port
+//! with its own socket and pid file, and a TCP user with a password. Started once per test run
+//! and shared.
+
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use super::servers::{Server, free_port, require_binary, spawn_tied};
+
+const INSTALL: &str = "apt-get install mariadb-server (or scripts/install-test-deps)";
+
+/// The test user's name, password and database.
+pub const USER: &str = "singleton";
+pub const PASSWORD: &str = "my-secret-4711";
+pub const DATABASE: &str = "singleton_test";
+
+/// The shared server, started on first use.
+pub struct Mariadb {
+    pub server: Server,
+}
+
+impl Mariadb {
+    /// `mysql://` URL of the test database, with the right password.
+    pub fn url(&self) -> String {
+        self.url_with(PASSWORD)
+    }
+
+    /// The URL without our options, for the driver itself.
+    pub fn raw_url(&self) -> String {
+        format!(
+            "mysql://{USER}:{PASSWORD}@127.0.0.1:{}/{DATABASE}?prefer_socket=false",
+            self.server.port
+        )
+    }
+
+    /// The same URL with `password`. The connect timeout is generous: the test machine may be
+    /// busy compiling.
+    pub fn url_with(&self, password: &str) -> String {
+        format!(
+            "mysql://{USER}:{password}@127.0.0.1:{}/{DATABASE}?connect_timeout=30s",
+            self.server.port
+        )
+    }
+}
+
+/// The one server of this test run.
+pub fn shared() -> &'static Mariadb {
+    static SERVER: OnceLock<Mariadb> = OnceLock::new();
+    SERVER.get_or_init(start)
+}
+
+const SBIN: &[&str] = &["/usr/sbin", "/usr/bin"];
+
+fn start() -> Mariadb {
+    let install_db = require_binary("mariadb-install-db", SBIN, INSTALL);
+    let mariadbd = require_binary("mariadbd", SBIN, INSTALL);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let install = Command::new(install_db)
+        .args(["--no-defaults", "--user=root", "--skip-test-db"])
+        .arg("--auth-root-authentication-method=normal")
+        .arg(format!("--datadir={}", data.display()))
+        .output()
+        .expect("run mariadb-install-db");
+    assert!(
+        install.status.success(),
+        "mariadb-install-db failed: {}{}",
+        String::from_utf8_lossy(&install.stdout),
+        String::from_utf8_lossy(&install.stderr)
+    );
+    // Runs before the server takes connections: the TCP user the tests log in as.
+    let init = dir.path().join("init.sql");
+    std::fs::write(
+        &init,
+        format!(
+            "CREATE DATABASE IF NOT EXISTS {DATABASE};
+             CREATE USER '{USER}'@'%' IDENTIFIED BY '{PASSWORD}';
+             GRANT ALL ON *.* TO '{USER}'@'%';"
+        ),
+    )
+    .expect("write init.sql");
+
+    let port = free_port();
+    let log = dir.path().join("mariadbd.log");
+    let mut command = Command::new(mariadbd);
+    command
+        .arg("--no-defaults")
+        .arg("--user=root")
+        .arg(format!("--datadir={}", data.display()))
+        .arg(format!(
+            "--socket={}",
+            dir.path().join("mysqld.sock").display()
+        ))
+        .arg(format!(
+            "--pid-file={}",
+            dir.path().join("mysqld.pid").display()
+        ))
+        .arg(format!("--log-error={}", log.display()))
+        .arg(format!("--init-file={}", init.display()))
+        .arg(format!("--port={port}"))
+        .args(["--bind-address=127.0.0.1", "--skip-name-resolve"])
+        // A throwaway server: small buffers, no binary log, no durability.
+        .args(["--innodb-buffer-pool-size=16M", "--innodb-log-file-size=8M"])
+        .args(["--innodb-flush-log-at-trx-commit=0", "--skip-log-bin"])
+        .args(["--performance-schema=OFF", "--max-connections=300"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = spawn_tied(command).expect("start mariadbd");
+    // The init file has run once the server says it is ready for connections.
+    let started = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("ready for connections") {
+            break;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("mariadbd exited with {status}:\n{text}");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "mariadbd did not start within a minute:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Mariadb {
+        server: Server { child, port, dir },
+    }
+}
