@@ -25,13 +25,30 @@ fn second_copy_exits_75_at_once_naming_the_holder_and_a_waiter_runs_after() {
     let line = second.one_line();
     let host = nix::unistd::gethostname().unwrap().into_string().unwrap();
     assert!(line.contains(&host), "names the host: {line}");
-    assert!(line.contains(&format!("pid {}", first.pid())), "names the pid: {line}");
+    assert!(
+        line.contains(&format!("pid {}", first.pid())),
+        "names the pid: {line}"
+    );
     assert!(line.contains("since "), "says since when: {line}");
-    assert!(second.elapsed < 2 * SECOND, "a conflict must not wait: {:?}", second.elapsed);
+    assert!(
+        second.elapsed < 2 * SECOND,
+        "a conflict must not wait: {:?}",
+        second.elapsed
+    );
 
     let waiter = Test::new()
         .store(&store.url)
-        .args(["run", "--name", &name, "--wait", "--timeout", "10s", "--json", "--", "true"])
+        .args([
+            "run",
+            "--name",
+            &name,
+            "--wait",
+            "--timeout",
+            "10s",
+            "--json",
+            "--",
+            "true",
+        ])
         .status(0);
     assert!(waiter.events().iter().any(|e| e["event"] == "locked"));
     let first = first.finish(10 * SECOND);
@@ -53,7 +70,16 @@ fn conflict_exit_code_is_configurable_and_wait_timeout_is_124() {
         .status(0);
     let timed_out = Test::new()
         .store(&store.url)
-        .args(["run", "--name", &name, "--wait", "--timeout", "300ms", "--", "true"])
+        .args([
+            "run",
+            "--name",
+            &name,
+            "--wait",
+            "--timeout",
+            "300ms",
+            "--",
+            "true",
+        ])
         .status(124);
     assert!(timed_out.stderr.contains("held by"), "{}", timed_out.stderr);
 }
@@ -71,11 +97,22 @@ fn the_command_gets_name_token_and_holder_and_its_exit_code_passes_through() {
     assert_eq!(fields[0], name);
     assert_eq!(fields[1], "1");
     assert_eq!(fields[2].len(), 32, "a holder id: {}", fields[2]);
-    assert!(!held(&store.url, &name), "released after the command exited");
+    assert!(
+        !held(&store.url, &name),
+        "released after the command exited"
+    );
 
     let again = Test::new()
         .store(&store.url)
-        .args(["run", "--name", &name, "--", "sh", "-c", "echo $SINGLETON_TOKEN"])
+        .args([
+            "run",
+            "--name",
+            &name,
+            "--",
+            "sh",
+            "-c",
+            "echo $SINGLETON_TOKEN",
+        ])
         .status(0);
     assert_eq!(again.stdout.trim(), "2", "tokens grow across runs");
 
@@ -98,7 +135,10 @@ fn the_name_defaults_to_the_command_file_name() {
         .args(["run", "--", "/bin/sleep", "5"])
         .spawn();
     running.wait_held(&store.url, "sleep");
-    let status = Test::new().store(&store.url).args(["status", "sleep"]).status(0);
+    let status = Test::new()
+        .store(&store.url)
+        .args(["status", "sleep"])
+        .status(0);
     assert!(status.stdout.contains("/bin/sleep 5"), "{}", status.stdout);
 }
 
@@ -121,10 +161,21 @@ fn sigterm_reaches_the_command_and_the_lease_is_released_at_once() {
     let done = running.finish(5 * SECOND);
     assert!(marker.exists(), "the command got SIGTERM");
     assert_eq!(done.code, 0, "the command's own exit code: {}", done.stderr);
-    assert!(!held(&store.url, &name), "released when the supervisor exited");
-    let kinds: Vec<String> = done.events().iter().map(|e| e["event"].as_str().unwrap().to_owned()).collect();
+    assert!(
+        !held(&store.url, &name),
+        "released when the supervisor exited"
+    );
+    let kinds: Vec<String> = done
+        .events()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap().to_owned())
+        .collect();
     assert!(kinds.contains(&"signal".to_owned()), "{kinds:?}");
-    assert_eq!(kinds.last().map(String::as_str), Some("released"), "{kinds:?}");
+    assert_eq!(
+        kinds.last().map(String::as_str),
+        Some("released"),
+        "{kinds:?}"
+    );
 }
 
 #[test]
@@ -156,12 +207,17 @@ fn sigkill_of_the_supervisor_kills_the_command_and_the_lease_expires_on_time() {
     let script = format!("sleep 30 & echo $$ $! > {}; wait", pids.display());
     let supervisor = Test::new()
         .store(&store.url)
-        .args(["run", "--name", &name, "--ttl", "2s", "--", "sh", "-c", &script])
+        .args([
+            "run", "--name", &name, "--ttl", "2s", "--", "sh", "-c", &script,
+        ])
         .spawn();
     wait_until(5 * SECOND, "the command started", || {
         std::fs::read_to_string(&pids).is_ok_and(|s| s.split_whitespace().count() == 2)
     });
-    let status = Test::new().store(&store.url).args(["status", &name, "--json"]).status(0);
+    let status = Test::new()
+        .store(&store.url)
+        .args(["status", &name, "--json"])
+        .status(0);
     let status: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
     let expires = humantime::parse_rfc3339(status["lease"]["expires"].as_str().unwrap()).unwrap();
     let children: Vec<i32> = std::fs::read_to_string(&pids)
@@ -179,7 +235,17 @@ fn sigkill_of_the_supervisor_kills_the_command_and_the_lease_expires_on_time() {
     // Nobody acquires before the lease expires; a waiter does soon after.
     let waiter = Test::new()
         .store(&store.url)
-        .args(["run", "--name", &name, "--wait", "--timeout", "10s", "--json", "--", "true"])
+        .args([
+            "run",
+            "--name",
+            &name,
+            "--wait",
+            "--timeout",
+            "10s",
+            "--json",
+            "--",
+            "true",
+        ])
         .status(0);
     let locked_at = waiter
         .events()
@@ -188,7 +254,10 @@ fn sigkill_of_the_supervisor_kills_the_command_and_the_lease_expires_on_time() {
         .map(|e| humantime::parse_rfc3339(e["time"].as_str().unwrap()).unwrap())
         .expect("the waiter locked");
     let early = Duration::from_millis(50); // display rounding of the two wall-clock readings
-    assert!(locked_at + early >= expires, "acquired at {locked_at:?} before expiry {expires:?}");
+    assert!(
+        locked_at + early >= expires,
+        "acquired at {locked_at:?} before expiry {expires:?}"
+    );
     assert!(
         locked_at <= expires + SECOND,
         "acquired at {locked_at:?}, long after expiry {expires:?}"
@@ -201,9 +270,24 @@ fn without_renewal_the_command_is_stopped_before_the_lease_runs_out() {
     let name = unique("norenew");
     let done = Test::new()
         .store(&store.url)
-        .args(["run", "--name", &name, "--ttl", "1s", "--no-renew", "--json", "--", "sleep", "5"])
+        .args([
+            "run",
+            "--name",
+            &name,
+            "--ttl",
+            "1s",
+            "--no-renew",
+            "--json",
+            "--",
+            "sleep",
+            "5",
+        ])
         .status(76);
-    let kinds: Vec<String> = done.events().iter().map(|e| e["event"].as_str().unwrap().to_owned()).collect();
+    let kinds: Vec<String> = done
+        .events()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap().to_owned())
+        .collect();
     assert!(kinds.contains(&"lost".to_owned()), "{kinds:?}");
     assert!(kinds.contains(&"terminating".to_owned()), "{kinds:?}");
     assert!(done.elapsed < 3 * SECOND, "{:?}", done.elapsed);
@@ -216,9 +300,21 @@ fn processes_left_behind_in_the_group_are_stopped() {
     let script = format!("sleep 30 & echo $! > {}", pid_file.display());
     Test::new()
         .store(&store.url)
-        .args(["run", "--name", &unique("leftover"), "--", "sh", "-c", &script])
+        .args([
+            "run",
+            "--name",
+            &unique("leftover"),
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
         .status(0);
-    let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     wait_until(2 * SECOND, "the background process is gone", || !alive(pid));
 }
 
@@ -226,22 +322,73 @@ fn processes_left_behind_in_the_group_are_stopped() {
 fn bad_input_gets_one_line_and_a_documented_code() {
     let store = SqliteStore::new();
     let cases: Vec<(Vec<String>, Option<&str>, i32)> = vec![
-        (args(["run", "--name", "x", "--", "true"]), Some("bogus://x"), 64),
-        (args(["run", "--name", "x", "--", "true"]), Some("memory:"), 64),
-        (args(["run", "--name", "x", "--ttl", "0s", "--", "true"]), None, 64),
-        (args(["run", "--name", "x", "--ttl", "-5s", "--", "true"]), None, 64),
-        (args(["run", "--name", "x", "--ttl", "99999999999999999999s", "--", "true"]), None, 64),
-        (args(["run", "--name", "x", "--ttl", "3s", "--grace", "3s", "--", "true"]), None, 64),
+        (
+            args(["run", "--name", "x", "--", "true"]),
+            Some("bogus://x"),
+            64,
+        ),
+        (
+            args(["run", "--name", "x", "--", "true"]),
+            Some("memory:"),
+            64,
+        ),
+        (
+            args(["run", "--name", "x", "--ttl", "0s", "--", "true"]),
+            None,
+            64,
+        ),
+        (
+            args(["run", "--name", "x", "--ttl", "-5s", "--", "true"]),
+            None,
+            64,
+        ),
+        (
+            args([
+                "run",
+                "--name",
+                "x",
+                "--ttl",
+                "99999999999999999999s",
+                "--",
+                "true",
+            ]),
+            None,
+            64,
+        ),
+        (
+            args([
+                "run", "--name", "x", "--ttl", "3s", "--grace", "3s", "--", "true",
+            ]),
+            None,
+            64,
+        ),
         (args(["run", "--name", "", "--", "true"]), None, 64),
-        (vec!["run".into(), "--name".into(), "n".repeat(300), "--".into(), "true".into()], None, 64),
-        (args(["run", "--name", "x", "--", "true"]), Some("sqlite:///proc/nope/locks.db"), 69),
+        (
+            vec![
+                "run".into(),
+                "--name".into(),
+                "n".repeat(300),
+                "--".into(),
+                "true".into(),
+            ],
+            None,
+            64,
+        ),
+        (
+            args(["run", "--name", "x", "--", "true"]),
+            Some("sqlite:///proc/nope/locks.db"),
+            69,
+        ),
         (args(["run", "--name", "x"]), None, 64),
         (args(["release", "x"]), None, 64),
         (args(["status", ""]), None, 64),
         (args(["frobnicate"]), None, 64),
     ];
     for (argv, url, code) in cases {
-        let done = Test::new().store(url.unwrap_or(&store.url)).args(&argv).output();
+        let done = Test::new()
+            .store(url.unwrap_or(&store.url))
+            .args(&argv)
+            .output();
         assert_eq!(done.code, code, "{argv:?} with {url:?}: {}", done.stderr);
         let line = done.one_line();
         assert!(line.starts_with("singleton: "), "{line}");
@@ -251,17 +398,40 @@ fn bad_input_gets_one_line_and_a_documented_code() {
 #[test]
 fn odd_names_just_work() {
     let store = SqliteStore::new();
-    for name in ["it's \"quoted\"", "100% off", "*", "a/b/../c", "with spaces ", "名前 🦀", "Job", "job"] {
+    for name in [
+        "it's \"quoted\"",
+        "100% off",
+        "*",
+        "a/b/../c",
+        "with spaces ",
+        "名前 🦀",
+        "Job",
+        "job",
+    ] {
         let done = Test::new()
             .store(&store.url)
-            .args(["run", "--name", name, "--", "sh", "-c", r#"printf '%s' "$SINGLETON_NAME""#])
+            .args([
+                "run",
+                "--name",
+                name,
+                "--",
+                "sh",
+                "-c",
+                r#"printf '%s' "$SINGLETON_NAME""#,
+            ])
             .status(0);
         assert_eq!(done.stdout, name);
     }
-    let mut job = Test::new().store(&store.url).args(["run", "--name", "Job", "--", "sleep", "5"]).spawn();
+    let mut job = Test::new()
+        .store(&store.url)
+        .args(["run", "--name", "Job", "--", "sleep", "5"])
+        .spawn();
     job.wait_held(&store.url, "Job");
     assert!(!held(&store.url, "job"), "names are case-sensitive");
-    let list = Test::new().store(&store.url).args(["list", "--json"]).status(0);
+    let list = Test::new()
+        .store(&store.url)
+        .args(["list", "--json"])
+        .status(0);
     let list: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
     assert_eq!(list.as_array().unwrap().len(), 1);
     assert_eq!(list[0]["name"], "Job");
@@ -271,28 +441,52 @@ fn odd_names_just_work() {
 fn status_exists_list_and_forced_release() {
     let store = SqliteStore::new();
     let name = unique("admin");
-    Test::new().store(&store.url).args(["exists", &name]).status(1);
-    let free = Test::new().store(&store.url).args(["status", &name]).status(1);
+    Test::new()
+        .store(&store.url)
+        .args(["exists", &name])
+        .status(1);
+    let free = Test::new()
+        .store(&store.url)
+        .args(["status", &name])
+        .status(1);
     assert!(free.stdout.contains("free"), "{}", free.stdout);
 
     let mut running = Test::new()
         .store(&store.url)
-        .args(["run", "--name", &name, "--ttl", "1s", "--json", "--", "sleep", "30"])
+        .args([
+            "run", "--name", &name, "--ttl", "1s", "--json", "--", "sleep", "30",
+        ])
         .spawn();
     running.wait_held(&store.url, &name);
-    let status = Test::new().store(&store.url).args(["status", &name, "--json"]).status(0);
+    let status = Test::new()
+        .store(&store.url)
+        .args(["status", &name, "--json"])
+        .status(0);
     let status: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
     assert_eq!(status["held"], true);
     assert_eq!(status["lease"]["holder"]["pid"], running.pid());
     assert_eq!(status["lease"]["token"], 1);
 
-    let forced = Test::new().store(&store.url).args(["release", &name, "--force"]).status(0);
-    assert!(forced.stderr.contains("force-released"), "{}", forced.stderr);
+    let forced = Test::new()
+        .store(&store.url)
+        .args(["release", &name, "--force"])
+        .status(0);
+    assert!(
+        forced.stderr.contains("force-released"),
+        "{}",
+        forced.stderr
+    );
     // The holder notices at its next renewal and stops its command.
     let done = running.finish(5 * SECOND);
     assert_eq!(done.code, 76, "{}", done.stderr);
-    Test::new().store(&store.url).args(["release", &name, "--force"]).status(1);
-    Test::new().store(&store.url).args(["exists", &name]).status(1);
+    Test::new()
+        .store(&store.url)
+        .args(["release", &name, "--force"])
+        .status(1);
+    Test::new()
+        .store(&store.url)
+        .args(["exists", &name])
+        .status(1);
 }
 
 #[test]

@@ -10,7 +10,9 @@ use tokio::time::Instant;
 use crate::support::unique;
 
 async fn memory() -> Arc<dyn Store> {
-    singleton_process::connect("memory:").await.expect("memory store")
+    singleton_process::connect("memory:")
+        .await
+        .expect("memory store")
 }
 
 fn kinds(events: &mut broadcast::Receiver<Event>) -> Vec<&'static str> {
@@ -98,18 +100,28 @@ async fn without_renewal_the_lease_is_lost_before_it_expires() {
     let s = Singleton::new(
         unique("norenew"),
         store,
-        Options::default().lock_expire(Duration::from_secs(1)).renew(false),
+        Options::default()
+            .lock_expire(Duration::from_secs(1))
+            .renew(false),
     )
     .unwrap();
     let mut events = s.events();
     let started = Instant::now();
     let guard = locked(s.lock().await.unwrap());
     let safe_until = guard.safe_until().expect("a deadline");
-    tokio::time::timeout(Duration::from_secs(5), guard.lost()).await.expect("lost fires");
+    tokio::time::timeout(Duration::from_secs(5), guard.lost())
+        .await
+        .expect("lost fires");
     let lost_after = started.elapsed();
     assert!(guard.is_lost());
-    assert!(Instant::now() <= safe_until, "lost must fire before the safe deadline");
-    assert!(lost_after < Duration::from_secs(1), "lost after {lost_after:?}: too late");
+    assert!(
+        Instant::now() <= safe_until,
+        "lost must fire before the safe deadline"
+    );
+    assert!(
+        lost_after < Duration::from_secs(1),
+        "lost after {lost_after:?}: too late"
+    );
     assert!(kinds(&mut events).contains(&"lost"));
 }
 
@@ -117,13 +129,23 @@ async fn without_renewal_the_lease_is_lost_before_it_expires() {
 async fn force_release_makes_the_holder_lose_at_its_next_renewal() {
     let store = memory().await;
     let name = unique("forced");
-    let s = Singleton::new(&name, store.clone(), Options::default().lock_expire(Duration::from_secs(1))).unwrap();
+    let s = Singleton::new(
+        &name,
+        store.clone(),
+        Options::default().lock_expire(Duration::from_secs(1)),
+    )
+    .unwrap();
     let guard = locked(s.lock().await.unwrap());
     let token = guard.lost_token();
     store.force_release(&name).await.unwrap().expect("was held");
-    tokio::time::timeout(Duration::from_secs(2), token.cancelled()).await.expect("lost fires");
+    tokio::time::timeout(Duration::from_secs(2), token.cancelled())
+        .await
+        .expect("lost fires");
     assert!(guard.is_lost());
-    assert!(!guard.release().await.unwrap(), "release reports the lease was not ours");
+    assert!(
+        !guard.release().await.unwrap(),
+        "release reports the lease was not ours"
+    );
 }
 
 #[tokio::test]
@@ -146,7 +168,13 @@ async fn lock_wait_waits_for_release_and_times_out() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let first = guard.token();
     guard.release().await.unwrap();
-    let next = locked(tokio::time::timeout(Duration::from_secs(5), waiter).await.unwrap().unwrap().unwrap());
+    let next = locked(
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap(),
+    );
     assert!(next.token() > first);
     next.release().await.unwrap();
 }
@@ -156,7 +184,11 @@ async fn taking_over_an_expired_lease_emits_expired() {
     let store = memory().await;
     let name = unique("expired");
     store
-        .acquire(&name, &Holder::current("crashed"), Some(Duration::from_millis(100)))
+        .acquire(
+            &name,
+            &Holder::current("crashed"),
+            Some(Duration::from_millis(100)),
+        )
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -174,7 +206,10 @@ async fn dropping_the_guard_releases() {
     drop(locked(s.lock().await.unwrap()));
     let deadline = Instant::now() + Duration::from_secs(2);
     while s.exists().await.unwrap() {
-        assert!(Instant::now() < deadline, "the dropped guard's lease was not released");
+        assert!(
+            Instant::now() < deadline,
+            "the dropped guard's lease was not released"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -187,7 +222,10 @@ async fn a_lagging_subscriber_never_blocks() {
     for _ in 0..200 {
         locked(s.lock().await.unwrap()).release().await.unwrap();
     }
-    assert!(matches!(never_read.try_recv(), Err(broadcast::error::TryRecvError::Lagged(_))));
+    assert!(matches!(
+        never_read.try_recv(),
+        Err(broadcast::error::TryRecvError::Lagged(_))
+    ));
 }
 
 #[tokio::test]
@@ -197,7 +235,12 @@ async fn bad_names_and_options_are_refused() {
         let err = Singleton::new(name, store.clone(), Options::default()).unwrap_err();
         assert!(matches!(err, Error::InvalidName { .. }), "{err}");
     }
-    let err = Singleton::new("ok", store.clone(), Options::default().lock_expire(Duration::ZERO)).unwrap_err();
+    let err = Singleton::new(
+        "ok",
+        store.clone(),
+        Options::default().lock_expire(Duration::ZERO),
+    )
+    .unwrap_err();
     assert!(matches!(err, Error::InvalidOptions { .. }), "{err}");
     let forever = Singleton::new("forever", store, Options::default().lock_expire(None)).unwrap();
     let guard = locked(forever.lock().await.unwrap());

@@ -12,7 +12,13 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 
+#[cfg(feature = "etcd")]
+pub mod etcd;
+#[cfg(any(feature = "redis", feature = "etcd"))]
+mod kv;
 pub mod memory;
+#[cfg(feature = "redis")]
+pub mod redis;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 
@@ -180,6 +186,8 @@ pub trait Store: Send + Sync + fmt::Debug {
 /// | URL | store |
 /// |---|---|
 /// | `sqlite:///abs/path.db`, `sqlite://rel/path.db` | one SQLite file shared by the processes of one host (feature `sqlite`) |
+/// | `redis://[user:password@]host[:port][/db]`, `rediss://…` | a Redis instance or primary (feature `redis`) |
+/// | `etcd://host:port[,host:port…]` | an etcd v3 cluster (feature `etcd`) |
 /// | `memory:` | a fresh in-process store |
 ///
 /// ```
@@ -199,7 +207,13 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
         "mongodb" | "mongodb+srv" => Err(disabled(scheme, "mongodb")),
         "postgres" | "postgresql" => Err(disabled(scheme, "postgres")),
         "mysql" => Err(disabled(scheme, "mysql")),
+        #[cfg(feature = "redis")]
+        "redis" | "rediss" => Ok(Arc::new(redis::RedisStore::connect(url).await?)),
+        #[cfg(not(feature = "redis"))]
         "redis" | "rediss" => Err(disabled(scheme, "redis")),
+        #[cfg(feature = "etcd")]
+        "etcd" => Ok(Arc::new(etcd::EtcdStore::connect(url).await?)),
+        #[cfg(not(feature = "etcd"))]
         "etcd" => Err(disabled(scheme, "etcd")),
         "" => Err(Error::InvalidUrl {
             url: mask_password(url),

@@ -2,6 +2,8 @@ use singleton_process::conformance::Suite;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_store_conforms() {
-    let store = singleton_process::connect("memory:").await.expect("connect");
+    let store = singleton_process::connect("memory:")
+        .await
+        .expect("connect");
     Suite::new(store).run_all().await;
 }

@@ -9,7 +9,9 @@ use crate::support::SqliteStore;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_store_conforms() {
     let file = SqliteStore::new();
-    let store = singleton_process::connect(&file.url).await.expect("connect");
+    let store = singleton_process::connect(&file.url)
+        .await
+        .expect("connect");
     Suite::new(store).run_all().await;
 }
 
@@ -26,7 +28,11 @@ async fn separate_connections_to_one_file_have_one_winner() {
         .collect();
     let mut stores: Vec<Arc<dyn Store>> = Vec::new();
     for open in opening {
-        stores.push(open.await.unwrap().expect("connect to a new file concurrently"));
+        stores.push(
+            open.await
+                .unwrap()
+                .expect("connect to a new file concurrently"),
+        );
     }
     let name = crate::support::unique("conns");
     for round in 0..5 {
@@ -35,7 +41,9 @@ async fn separate_connections_to_one_file_have_one_winner() {
             .map(|store| {
                 let (store, name) = (Arc::clone(store), name.clone());
                 tokio::spawn(async move {
-                    store.acquire(&name, &Holder::current("t"), Some(Duration::from_secs(30))).await
+                    store
+                        .acquire(&name, &Holder::current("t"), Some(Duration::from_secs(30)))
+                        .await
                 })
             })
             .collect();
@@ -54,7 +62,9 @@ async fn separate_connections_to_one_file_have_one_winner() {
 async fn relative_and_absolute_paths() {
     let file = SqliteStore::new();
     let abs = format!("sqlite://{}", file.path("abs.db").display());
-    singleton_process::connect(&abs).await.expect("absolute path");
+    singleton_process::connect(&abs)
+        .await
+        .expect("absolute path");
     assert!(file.path("abs.db").exists());
     // A relative path is taken from the working directory; the test may not change it, so
     // check only that the URL parses to the relative path.
@@ -67,9 +77,21 @@ async fn unwritable_path_is_a_store_error() {
     let err = singleton_process::connect("sqlite:///proc/singleton-test/locks.db")
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::Store { operation: "connect", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::Store {
+                operation: "connect",
+                ..
+            }
+        ),
+        "{err}"
+    );
     let message = err.to_string();
-    assert!(message.contains("sqlite:///proc/singleton-test/locks.db"), "{message}");
+    assert!(
+        message.contains("sqlite:///proc/singleton-test/locks.db"),
+        "{message}"
+    );
     assert!(!message.contains('\n'), "{message}");
 }
 
@@ -78,7 +100,9 @@ async fn a_table_of_another_shape_is_reported() {
     let file = SqliteStore::new();
     let path = file.path("other.db");
     rusqlite::Connection::open(&path)
-        .and_then(|conn| conn.execute_batch("CREATE TABLE singleton_leases (name TEXT PRIMARY KEY, owner TEXT)"))
+        .and_then(|conn| {
+            conn.execute_batch("CREATE TABLE singleton_leases (name TEXT PRIMARY KEY, owner TEXT)")
+        })
         .expect("create a foreign table");
     let err = singleton_process::connect(&format!("sqlite://{}", path.display()))
         .await

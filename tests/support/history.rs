@@ -23,7 +23,12 @@ pub fn recording_script(hold: Duration) -> String {
             r#"printf '{{"event":"{event}","pid":%s,"token":%s,"ns":%s}}\n' "$$" "$SINGLETON_TOKEN" "$(date +%s%N)" >> "$LOG""#
         )
     };
-    format!("{}; sleep {}; {}", record("start"), hold.as_secs_f64(), record("stop"))
+    format!(
+        "{}; sleep {}; {}",
+        record("start"),
+        hold.as_secs_f64(),
+        record("stop")
+    )
 }
 
 /// Reads the intervals from the logs.
@@ -39,20 +44,32 @@ pub fn read(logs: &[PathBuf]) -> Vec<Interval> {
                 serde_json::from_str(line).unwrap_or_else(|e| panic!("{log:?}: {e}: {line}"));
             let pid = value["pid"].as_u64().expect("pid");
             let token = value["token"].as_u64().expect("token");
-            let ns: u128 = value["ns"].to_string().trim_matches('"').parse().expect("ns");
+            let ns: u128 = value["ns"]
+                .to_string()
+                .trim_matches('"')
+                .parse()
+                .expect("ns");
             match value["event"].as_str() {
                 Some("start") => {
                     open.insert((pid, token), ns);
                 }
                 Some("stop") => {
                     let start_ns = open.remove(&(pid, token)).expect("stop without start");
-                    intervals.push(Interval { pid, token, start_ns, end_ns: ns });
+                    intervals.push(Interval {
+                        pid,
+                        token,
+                        start_ns,
+                        end_ns: ns,
+                    });
                 }
                 other => panic!("unknown event {other:?}"),
             }
         }
     }
-    assert!(open.is_empty(), "holders that started but never stopped: {open:?}");
+    assert!(
+        open.is_empty(),
+        "holders that started but never stopped: {open:?}"
+    );
     intervals
 }
 
@@ -78,7 +95,9 @@ pub fn check(mut intervals: Vec<Interval>) -> Vec<Interval> {
 pub fn race(store: &str, dir: &Path, processes: usize, rounds: usize) -> Vec<Interval> {
     let name = super::unique("race");
     let script = recording_script(Duration::from_millis(20));
-    let logs: Vec<PathBuf> = (0..processes).map(|i| dir.join(format!("race-{i}.log"))).collect();
+    let logs: Vec<PathBuf> = (0..processes)
+        .map(|i| dir.join(format!("race-{i}.log")))
+        .collect();
     std::thread::scope(|scope| {
         for log in &logs {
             let (name, script) = (&name, &script);
@@ -95,6 +114,10 @@ pub fn race(store: &str, dir: &Path, processes: usize, rounds: usize) -> Vec<Int
         }
     });
     let intervals = check(read(&logs));
-    assert_eq!(intervals.len(), processes * rounds, "every run must have held the lease once");
+    assert_eq!(
+        intervals.len(),
+        processes * rounds,
+        "every run must have held the lease once"
+    );
     intervals
 }

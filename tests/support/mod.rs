@@ -3,7 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod etcd_server;
 pub mod history;
+pub mod redis_server;
 pub mod servers;
 
 use std::ffi::OsStr;
@@ -92,7 +94,11 @@ impl Test {
     /// Runs and asserts the exit code.
     pub fn status(self, code: i32) -> Done {
         let done = self.output();
-        assert_eq!(done.code, code, "unexpected exit code; stderr:\n{}", done.stderr);
+        assert_eq!(
+            done.code, code,
+            "unexpected exit code; stderr:\n{}",
+            done.stderr
+        );
         done
     }
 
@@ -141,7 +147,12 @@ impl Done {
     /// Asserts that stderr is exactly one line and returns it.
     pub fn one_line(&self) -> &str {
         let lines: Vec<&str> = self.stderr.lines().collect();
-        assert_eq!(lines.len(), 1, "expected one line on stderr, got:\n{}", self.stderr);
+        assert_eq!(
+            lines.len(),
+            1,
+            "expected one line on stderr, got:\n{}",
+            self.stderr
+        );
         assert!(!self.stderr.contains("panicked"), "{}", self.stderr);
         lines[0]
     }
@@ -151,9 +162,7 @@ impl Done {
 pub fn json_lines(text: &str) -> Vec<serde_json::Value> {
     text.lines()
         .filter(|line| line.starts_with('{'))
-        .map(|line| {
-            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
-        })
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
         .collect()
 }
 
@@ -209,7 +218,12 @@ impl Running {
             let exited = child.try_wait().expect("try_wait");
             if exited.is_some() || started.elapsed() > Duration::from_secs(10) {
                 let _ = child.kill();
-                let output = self.child.take().unwrap().wait_with_output().expect("output");
+                let output = self
+                    .child
+                    .take()
+                    .unwrap()
+                    .wait_with_output()
+                    .expect("output");
                 panic!(
                     "{name:?} not held after {:?} ({exited:?}); stderr:\n{}",
                     started.elapsed(),
@@ -225,7 +239,10 @@ impl Running {
 pub fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
     let started = Instant::now();
     while !condition() {
-        assert!(started.elapsed() < limit, "timed out after {limit:?} waiting until {what}");
+        assert!(
+            started.elapsed() < limit,
+            "timed out after {limit:?} waiting until {what}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
