@@ -211,6 +211,22 @@ impl EtcdStore {
         }
     }
 
+    /// Revokes the etcd lease of a key that release has deleted, without waiting: nothing is
+    /// attached to it any more, so this only saves the server from expiring it later, and a
+    /// release need not wait a second round trip for that. Outside a tokio runtime (or if the
+    /// process exits first) the lease simply runs out.
+    fn revoke_in_background(&self, id: i64) {
+        if id == 0 {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let mut client = self.client.clone();
+            runtime.spawn(async move {
+                let _ = client.lease_revoke(id).await;
+            });
+        }
+    }
+
     /// The lease described by a lease key and its info key; `None` if they do not match.
     fn lease_of(
         &self,
@@ -335,6 +351,13 @@ fn ours(key: &[u8], lease: &Lease) -> Result<Vec<Compare>> {
     ])
 }
 
+/// A [`SystemTime`] as milliseconds since the Unix epoch (0 before it).
+fn unix_ms(time: SystemTime) -> u64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
 /// Endpoints and credentials from an `etcd://` URL (without its query).
 struct Target {
     endpoints: Vec<String>,
@@ -413,7 +436,7 @@ impl Store for EtcdStore {
         };
         let (lease_key, info_key) = (self.key(LEASE, name), self.key(INFO, name));
         let created = SystemTime::now();
-        let created_ms = kv::unix_ms(created);
+        let created_ms = unix_ms(created);
         let put = (lease_id != 0).then(|| PutOptions::new().with_lease(lease_id));
         let info = Info::encode(holder, created_ms, secs.map_or(0, i64::unsigned_abs));
         let txn = Txn::new()
@@ -538,7 +561,7 @@ impl Store for EtcdStore {
             return Ok(Released::NotHeld);
         }
         if let Some(deleted) = first(&results(&response), 0) {
-            self.revoke(deleted.lease()).await;
+            self.revoke_in_background(deleted.lease());
         }
         Ok(Released::Released)
     }

@@ -165,13 +165,6 @@ pub(crate) fn from_unix_ms(ms: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_millis(ms)
 }
 
-/// A [`SystemTime`] as milliseconds since the Unix epoch (0 before it).
-pub(crate) fn unix_ms(time: SystemTime) -> u64 {
-    time.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
 /// The name in `key` if it is `prefix` + `kind` + a valid name; `None` for any other key, so
 /// that keys of another kind, another prefix or a foreign program are never read as leases.
 pub(crate) fn name_of_key<'k>(key: &'k [u8], prefix: &str, kind: &str) -> Option<&'k str> {
