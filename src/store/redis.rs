@@ -173,6 +173,15 @@ impl RedisStore {
                 .finish();
             format!("{base}?{query}")
         };
+        if base
+            .get(..9)
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("rediss://"))
+        {
+            // rustls refuses to pick a crypto provider by itself when a build enables more
+            // than one (other drivers may bring another), so name ours unless the program
+            // has already chosen one.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
         let client = redis::Client::open(driver_url.as_str())
             .map_err(|e| kv::invalid_url(url, redacted(&e, url)))?;
         let config = ConnectionManagerConfig::new()
