@@ -12,11 +12,17 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 
+#[cfg(feature = "etcd")]
+pub mod etcd;
+#[cfg(any(feature = "redis", feature = "etcd"))]
+mod kv;
 pub mod memory;
 #[cfg(feature = "mysql")]
 pub mod mysql;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "redis")]
+pub mod redis;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 mod sql;
 #[cfg(feature = "sqlite")]
@@ -186,6 +192,8 @@ pub trait Store: Send + Sync + fmt::Debug {
 /// | URL | store |
 /// |---|---|
 /// | `sqlite:///abs/path.db`, `sqlite://rel/path.db` | one SQLite file shared by the processes of one host (feature `sqlite`) |
+/// | `redis://[user:password@]host[:port][/db]`, `rediss://…` | a Redis instance or primary (feature `redis`) |
+/// | `etcd://host:port[,host:port…]` | an etcd v3 cluster (feature `etcd`) |
 /// | `memory:` | a fresh in-process store |
 ///
 /// ```
@@ -211,7 +219,13 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
         "mysql" => Ok(Arc::new(mysql::MysqlStore::connect(url).await?)),
         #[cfg(not(feature = "mysql"))]
         "mysql" => Err(disabled(scheme, "mysql")),
+        #[cfg(feature = "redis")]
+        "redis" | "rediss" => Ok(Arc::new(redis::RedisStore::connect(url).await?)),
+        #[cfg(not(feature = "redis"))]
         "redis" | "rediss" => Err(disabled(scheme, "redis")),
+        #[cfg(feature = "etcd")]
+        "etcd" => Ok(Arc::new(etcd::EtcdStore::connect(url).await?)),
+        #[cfg(not(feature = "etcd"))]
         "etcd" => Err(disabled(scheme, "etcd")),
         "" => Err(Error::InvalidUrl {
             url: mask_password(url),

@@ -3,9 +3,11 @@
 
 #![allow(dead_code)]
 
+pub mod etcd_server;
 pub mod history;
 pub mod mariadb_server;
 pub mod postgres_server;
+pub mod redis_server;
 pub mod servers;
 
 use std::ffi::OsStr;

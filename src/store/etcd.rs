@@ -1,0 +1,655 @@
+//! `etcd://[user:password@]host:port[,host:port…][?prefix=…&connect_timeout=…]` — leases in an
+//! etcd v3 cluster, built on etcd's own leases and revisions.
+//!
+//! Per name there are two keys, told apart by the kind that follows the prefix:
+//! - `{prefix}lease/{name}`: the live lease. Its value is the holder id, and it is attached to
+//!   an etcd lease granted for this acquisition alone, so the cluster (by its leader's clock)
+//!   deletes it on expiry. Its create revision is the fencing token: revisions grow
+//!   cluster-wide, so a later acquisition of any name gets a larger one.
+//! - `{prefix}info/{name}`: who holds it (id, pid, host, label, created, granted TTL), written
+//!   in the same transaction and attached to no lease, so that the acquire that takes over an
+//!   expired lease can report it. Release and force-release delete it; only an expiry leaves
+//!   it behind. Its mod revision is the token of the lease it describes.
+//!
+//! etcd leases last whole seconds, at least 2 s: a TTL is rounded up (a store lease longer
+//! than asked is safe, the holder's own deadline counts from what it asked for) and a shorter
+//! one is refused. etcd has no clock API, so `created` is the acquiring client's wall clock.
+
+use std::time::{Duration, SystemTime};
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, KeyValue, PutOptions,
+    Txn, TxnOp, TxnOpResponse, TxnResponse,
+};
+
+use super::kv::{self, Fields};
+use super::{Acquire, FencingToken, Holder, Lease, Released, Store, mask_password};
+use crate::error::{Error, Result};
+
+/// Key prefix unless the URL's `?prefix=` sets another.
+pub const DEFAULT_PREFIX: &str = "singleton/";
+
+/// Port of an endpoint that names none.
+const DEFAULT_PORT: u16 = 2379;
+
+/// etcd's shortest lease with its default election timeout.
+pub const MIN_TTL: Duration = Duration::from_secs(2);
+
+/// etcd's longest lease (`MaxLeaseTTL`).
+const MAX_TTL_SECS: u64 = 9_000_000_000;
+
+const LEASE: &str = "lease/";
+const INFO: &str = "info/";
+const BENCH: &str = "bench/";
+
+/// The etcd store: one client (one multiplexed gRPC channel over the endpoints), cloned per
+/// request because the client's methods take `&mut self`.
+pub struct EtcdStore {
+    url: String,
+    prefix: String,
+    client: Client,
+}
+
+impl std::fmt::Debug for EtcdStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdStore")
+            .field("url", &self.url)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the `info` key records.
+struct Info {
+    holder: Holder,
+    created: SystemTime,
+    /// The granted lease length in seconds; 0 for a lease that never expires.
+    granted_secs: u64,
+}
+
+impl Info {
+    fn encode(holder: &Holder, created_ms: u64, granted_secs: u64) -> Vec<u8> {
+        let mut out = kv::encode_holder(holder);
+        kv::push_field(&mut out, created_ms.to_string().as_bytes());
+        kv::push_field(&mut out, granted_secs.to_string().as_bytes());
+        out
+    }
+
+    fn decode(value: &[u8]) -> Option<Info> {
+        let mut fields = Fields::new(value);
+        let info = Info {
+            holder: fields.holder()?,
+            created: kv::from_unix_ms(fields.number()?),
+            granted_secs: fields.number()?,
+        };
+        fields.is_done().then_some(info)
+    }
+}
+
+impl EtcdStore {
+    /// Connects to the cluster named by an `etcd://` URL and checks that it answers (a
+    /// linearizable read, which also needs a leader), all within the connect timeout
+    /// (default 5 s).
+    pub async fn connect(url: &str) -> Result<Self> {
+        let masked = mask_password(url);
+        let (base, options) = kv::parse_options(url, DEFAULT_PREFIX)?;
+        if let Some((key, _)) = options.other.first() {
+            return Err(kv::invalid_url(
+                url,
+                format!("unknown option ?{key}=; known: prefix, connect_timeout"),
+            ));
+        }
+        let target = parse_target(url, base)?;
+        let mut connect_options = ConnectOptions::new()
+            .with_connect_timeout(options.connect_timeout)
+            .with_timeout(kv::RESPONSE_TIMEOUT);
+        if let Some((user, password)) = target.user {
+            connect_options = connect_options.with_user(user, password);
+        }
+        let prefix = options.prefix;
+        let probe = async {
+            let mut client = Client::connect(&target.endpoints, Some(connect_options)).await?;
+            client
+                .get(prefix.as_bytes(), Some(GetOptions::new().with_count_only()))
+                .await?;
+            Ok::<_, etcd_client::Error>(client)
+        };
+        let client = tokio::time::timeout(options.connect_timeout, probe)
+            .await
+            .map_err(|_| Error::Timeout {
+                store: masked.clone(),
+                operation: "connect",
+                after: options.connect_timeout,
+            })?
+            .map_err(|e| Error::store(&masked, "connect", EtcdError::from(e)))?;
+        Ok(EtcdStore {
+            url: masked,
+            prefix,
+            client,
+        })
+    }
+
+    fn key(&self, kind: &str, name: &str) -> Vec<u8> {
+        let mut key = Vec::with_capacity(self.prefix.len() + kind.len() + name.len());
+        key.extend_from_slice(self.prefix.as_bytes());
+        key.extend_from_slice(kind.as_bytes());
+        key.extend_from_slice(name.as_bytes());
+        key
+    }
+
+    fn error(&self, operation: &'static str, err: etcd_client::Error) -> Error {
+        Error::store(&self.url, operation, EtcdError::from(err))
+    }
+
+    fn malformed(&self, operation: &'static str, name: &str) -> Error {
+        Error::store(
+            &self.url,
+            operation,
+            format!("the keys of {name:?} do not hold a lease record written by singleton"),
+        )
+    }
+
+    /// The etcd lease length for `ttl`: whole seconds, rounded up, at least [`MIN_TTL`].
+    fn ttl_secs(&self, ttl: Duration) -> Result<i64> {
+        if ttl < MIN_TTL {
+            return Err(Error::InvalidOptions {
+                reason: format!(
+                    "{}: etcd leases last at least 2s, but {} was asked for; use a TTL of 2s or more",
+                    self.url,
+                    humantime::format_duration(ttl)
+                ),
+            });
+        }
+        let secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
+        i64::try_from(secs)
+            .ok()
+            .filter(|_| secs <= MAX_TTL_SECS)
+            .ok_or_else(|| Error::InvalidOptions {
+                reason: format!(
+                    "{}: a lease of {} is longer than etcd's longest ({MAX_TTL_SECS}s)",
+                    self.url,
+                    humantime::format_duration(ttl)
+                ),
+            })
+    }
+
+    async fn txn(&self, operation: &'static str, txn: Txn) -> Result<TxnResponse> {
+        self.client
+            .clone()
+            .txn(txn)
+            .await
+            .map_err(|e| self.error(operation, e))
+    }
+
+    /// When the etcd lease `id` expires by its remaining TTL (informational); `None` for no
+    /// lease. A lease that is already gone reports now.
+    async fn expiry(&self, operation: &'static str, id: i64) -> Result<Option<SystemTime>> {
+        if id == 0 {
+            return Ok(None);
+        }
+        let left = self
+            .client
+            .clone()
+            .lease_time_to_live(id, None)
+            .await
+            .map_err(|e| self.error(operation, e))?
+            .ttl();
+        Ok(Some(
+            SystemTime::now() + Duration::from_secs(left.max(0).unsigned_abs()),
+        ))
+    }
+
+    /// Revokes an etcd lease whose key is already gone or was never written. Only tidiness
+    /// depends on it (an unrevoked lease runs out by itself), so a failure is logged, not
+    /// returned.
+    async fn revoke(&self, id: i64) {
+        if id == 0 {
+            return;
+        }
+        if let Err(err) = self.client.clone().lease_revoke(id).await {
+            tracing::debug!(store = %self.url, lease = id, error = %err, "could not revoke an unused etcd lease");
+        }
+    }
+
+    /// Revokes the etcd lease of a key that release has deleted, without waiting: nothing is
+    /// attached to it any more, so this only saves the server from expiring it later, and a
+    /// release need not wait a second round trip for that. Outside a tokio runtime (or if the
+    /// process exits first) the lease simply runs out.
+    fn revoke_in_background(&self, id: i64) {
+        if id == 0 {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let mut client = self.client.clone();
+            runtime.spawn(async move {
+                let _ = client.lease_revoke(id).await;
+            });
+        }
+    }
+
+    /// The lease described by a lease key and its info key; `None` if they do not match.
+    fn lease_of(
+        &self,
+        name: &str,
+        lease_kv: &KeyValue,
+        info_kv: Option<&KeyValue>,
+    ) -> Option<Lease> {
+        let info = Info::decode(info_kv?.value())?;
+        // The info key is written in the transaction that creates the lease key.
+        if info.holder.id.as_bytes() != lease_kv.value()
+            || info_kv?.mod_revision() != lease_kv.create_revision()
+        {
+            return None;
+        }
+        Some(Lease {
+            name: name.to_owned(),
+            holder: info.holder,
+            token: FencingToken(u64::try_from(lease_kv.create_revision()).ok()?),
+            created: info.created,
+            expires: None,
+        })
+    }
+
+    /// The leases on `lease_kvs` (lease keys) with their info keys among `info_kvs`.
+    async fn leases_of(
+        &self,
+        operation: &'static str,
+        lease_kvs: &[KeyValue],
+        info_kvs: &[KeyValue],
+    ) -> Result<Vec<Lease>> {
+        let mut leases = Vec::with_capacity(lease_kvs.len());
+        for lease_kv in lease_kvs {
+            let Some(name) = kv::name_of_key(lease_kv.key(), &self.prefix, LEASE) else {
+                continue;
+            };
+            let info_kv = info_kvs
+                .iter()
+                .find(|info| kv::name_of_key(info.key(), &self.prefix, INFO) == Some(name));
+            let mut lease = self
+                .lease_of(name, lease_kv, info_kv)
+                .ok_or_else(|| self.malformed(operation, name))?;
+            lease.expires = self.expiry(operation, lease_kv.lease()).await?;
+            leases.push(lease);
+        }
+        Ok(leases)
+    }
+}
+
+/// An etcd client error, shown as one short line (the gRPC code and message, then the causes
+/// that add something); the client's error stays available as its source.
+#[derive(Debug)]
+struct EtcdError {
+    message: String,
+    source: etcd_client::Error,
+}
+
+impl From<etcd_client::Error> for EtcdError {
+    fn from(source: etcd_client::Error) -> Self {
+        use std::error::Error as _;
+        // The client's own Display of a gRPC status is a debug dump of the whole chain.
+        let (mut message, mut cause) = match &source {
+            etcd_client::Error::GRpcStatus(status) => (
+                format!("{:?}: {}", status.code(), status.message()),
+                status.source(),
+            ),
+            etcd_client::Error::TransportError(err) => (err.to_string(), err.source()),
+            other => (other.to_string(), None),
+        };
+        while let Some(err) = cause {
+            let text = err.to_string();
+            if !message.contains(&text) {
+                message = format!("{message}: {text}");
+            }
+            cause = err.source();
+        }
+        EtcdError {
+            message: message.split_whitespace().collect::<Vec<_>>().join(" "),
+            source,
+        }
+    }
+}
+
+impl std::fmt::Display for EtcdError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for EtcdError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+/// The key-values a transaction's reads returned (and a delete's previous values), one list
+/// per operation in order; writes give empty lists.
+fn results(response: &TxnResponse) -> Vec<Vec<KeyValue>> {
+    response
+        .op_responses()
+        .into_iter()
+        .map(|op| match op {
+            TxnOpResponse::Get(get) => get.kvs().to_vec(),
+            TxnOpResponse::Delete(delete) => delete.prev_kvs().to_vec(),
+            TxnOpResponse::Put(_) | TxnOpResponse::Txn(_) => Vec::new(),
+        })
+        .collect()
+}
+
+/// The `n`th operation's first key-value.
+fn first(results: &[Vec<KeyValue>], n: usize) -> Option<&KeyValue> {
+    results.get(n).and_then(|kvs| kvs.first())
+}
+
+/// The compares that make a transaction act only on our lease: the lease key was created by
+/// our acquisition (its revision is our token) and still names our holder id.
+fn ours(key: &[u8], lease: &Lease) -> Result<Vec<Compare>> {
+    let token = i64::try_from(lease.token.0)
+        .map_err(|_| kv::lost(lease, "its token is not an etcd revision"))?;
+    Ok(vec![
+        Compare::create_revision(key, CompareOp::Equal, token),
+        Compare::value(key, CompareOp::Equal, lease.holder.id.as_bytes()),
+    ])
+}
+
+/// A [`SystemTime`] as milliseconds since the Unix epoch (0 before it).
+fn unix_ms(time: SystemTime) -> u64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Endpoints and credentials from an `etcd://` URL (without its query).
+struct Target {
+    endpoints: Vec<String>,
+    user: Option<(String, String)>,
+}
+
+fn parse_target(url: &str, base: &str) -> Result<Target> {
+    let rest = base
+        .split_once("://")
+        .map(|(_, rest)| rest)
+        .ok_or_else(|| kv::invalid_url(url, "expected etcd://host:port[,host:port...]"))?;
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.contains('/') {
+        return Err(kv::invalid_url(
+            url,
+            "an etcd URL has no path; set the key prefix with ?prefix=",
+        ));
+    }
+    let (user, hosts) = match rest.rsplit_once('@') {
+        Some((userinfo, hosts)) => {
+            let decode = |part: &str| {
+                percent_encoding::percent_decode_str(part)
+                    .decode_utf8()
+                    .map(|text| text.into_owned())
+                    .map_err(|_| kv::invalid_url(url, "the user name or password is not UTF-8"))
+            };
+            let (user, password) = userinfo.split_once(':').ok_or_else(|| {
+                kv::invalid_url(url, "credentials must be given as user:password@")
+            })?;
+            (Some((decode(user)?, decode(password)?)), hosts)
+        }
+        None => (None, rest),
+    };
+    let endpoints = hosts
+        .split(',')
+        .map(|host| endpoint(url, host))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Target { endpoints, user })
+}
+
+/// `http://host:port` for one `host[:port]` of the URL.
+fn endpoint(url: &str, host: &str) -> Result<String> {
+    let bad = || kv::invalid_url(url, format!("{host:?} is not host[:port]"));
+    // An IPv6 address comes in brackets: [::1]:2379.
+    let (name, port) = match host.rfind(':') {
+        Some(colon) if !host[colon..].contains(']') => (&host[..colon], Some(&host[colon + 1..])),
+        _ => (host, None),
+    };
+    if name.is_empty() || name.contains(['@', '?', '#', ' ']) {
+        return Err(bad());
+    }
+    let port: u16 = match port {
+        Some(port) => port.parse().map_err(|_| bad())?,
+        None => DEFAULT_PORT,
+    };
+    Ok(format!("http://{name}:{port}"))
+}
+
+#[async_trait::async_trait]
+impl Store for EtcdStore {
+    fn describe(&self) -> &str {
+        &self.url
+    }
+
+    async fn acquire(&self, name: &str, holder: &Holder, ttl: Option<Duration>) -> Result<Acquire> {
+        let secs = ttl.map(|ttl| self.ttl_secs(ttl)).transpose()?;
+        let lease_id = match secs {
+            Some(secs) => self
+                .client
+                .clone()
+                .lease_grant(secs, None)
+                .await
+                .map_err(|e| self.error("acquire", e))?
+                .id(),
+            None => 0,
+        };
+        let (lease_key, info_key) = (self.key(LEASE, name), self.key(INFO, name));
+        let created = SystemTime::now();
+        let created_ms = unix_ms(created);
+        let put = (lease_id != 0).then(|| PutOptions::new().with_lease(lease_id));
+        let info = Info::encode(holder, created_ms, secs.map_or(0, i64::unsigned_abs));
+        let txn = Txn::new()
+            .when([Compare::create_revision(
+                lease_key.clone(),
+                CompareOp::Equal,
+                0,
+            )])
+            .and_then([
+                TxnOp::get(info_key.clone(), None),
+                TxnOp::put(lease_key.clone(), holder.id.as_bytes(), put),
+                TxnOp::put(info_key.clone(), info, None),
+            ])
+            .or_else([TxnOp::get(lease_key, None), TxnOp::get(info_key, None)]);
+        let response = match self.txn("acquire", txn).await {
+            Ok(response) => response,
+            Err(err) => {
+                self.revoke(lease_id).await;
+                return Err(err);
+            }
+        };
+        let found = results(&response);
+        if !response.succeeded() {
+            let held = first(&found, 0).ok_or_else(|| self.malformed("acquire", name))?;
+            let (revoked, expires) =
+                tokio::join!(self.revoke(lease_id), self.expiry("acquire", held.lease()));
+            let () = revoked;
+            let mut lease = self
+                .lease_of(name, held, first(&found, 1))
+                .ok_or_else(|| self.malformed("acquire", name))?;
+            lease.expires = expires?;
+            return Ok(Acquire::Held(lease));
+        }
+        let token = response
+            .header()
+            .and_then(|header| u64::try_from(header.revision()).ok())
+            .ok_or_else(|| self.malformed("acquire", name))?;
+        // The info key left behind by a lease that expired (release deletes it).
+        let took_over = first(&found, 0).and_then(|previous| {
+            let info = Info::decode(previous.value())?;
+            Some(Lease {
+                name: name.to_owned(),
+                holder: info.holder,
+                token: FencingToken(u64::try_from(previous.mod_revision()).ok()?),
+                created: info.created,
+                expires: Some(created),
+            })
+        });
+        let lease = Lease {
+            name: name.to_owned(),
+            holder: holder.clone(),
+            token: FencingToken(token),
+            created: kv::from_unix_ms(created_ms),
+            expires: secs.map(|secs| created + Duration::from_secs(secs.unsigned_abs())),
+        };
+        Ok(Acquire::Acquired { lease, took_over })
+    }
+
+    async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Lease> {
+        let secs = self.ttl_secs(ttl)?;
+        let lease_key = self.key(LEASE, &lease.name);
+        let txn = Txn::new().when(ours(&lease_key, lease)?).and_then([
+            TxnOp::get(lease_key.clone(), None),
+            TxnOp::get(self.key(INFO, &lease.name), None),
+        ]);
+        let response = self.txn("renew", txn).await?;
+        if !response.succeeded() {
+            return Err(kv::lost(
+                lease,
+                "it expired, was released or another holder has it",
+            ));
+        }
+        let found = results(&response);
+        let lease_kv = first(&found, 0).ok_or_else(|| self.malformed("renew", &lease.name))?;
+        let info = first(&found, 1)
+            .and_then(|info| Info::decode(info.value()))
+            .ok_or_else(|| self.malformed("renew", &lease.name))?;
+        let mut renewed = lease.clone();
+        if lease_kv.lease() == 0 {
+            // A lease that never expires has nothing to extend; it is still ours.
+            renewed.expires = None;
+            return Ok(renewed);
+        }
+        // A keep-alive restores the TTL granted at acquisition; it cannot lengthen it.
+        if secs.unsigned_abs() > info.granted_secs {
+            return Err(Error::InvalidOptions {
+                reason: format!(
+                    "{}: etcd renews a lease to the length it was granted ({}s) and cannot lengthen it to {}",
+                    self.url,
+                    info.granted_secs,
+                    humantime::format_duration(ttl)
+                ),
+            });
+        }
+        let sent = SystemTime::now();
+        match self.client.clone().lease_keep_alive(lease_kv.lease()).await {
+            Ok(_) => {}
+            // The client reports a keep-alive answered with TTL 0 (lease gone) this way.
+            Err(etcd_client::Error::LeaseKeepAliveError(reason)) => {
+                return Err(kv::lost(
+                    lease,
+                    &format!("its etcd lease is gone ({reason})"),
+                ));
+            }
+            Err(err) => return Err(self.error("renew", err)),
+        }
+        renewed.expires = Some(sent + Duration::from_secs(info.granted_secs));
+        Ok(renewed)
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<Released> {
+        let lease_key = self.key(LEASE, &lease.name);
+        let txn = Txn::new().when(ours(&lease_key, lease)?).and_then([
+            TxnOp::delete(
+                lease_key.clone(),
+                Some(DeleteOptions::new().with_prev_key()),
+            ),
+            TxnOp::delete(self.key(INFO, &lease.name), None),
+        ]);
+        let response = self.txn("release", txn).await?;
+        if !response.succeeded() {
+            return Ok(Released::NotHeld);
+        }
+        if let Some(deleted) = first(&results(&response), 0) {
+            self.revoke_in_background(deleted.lease());
+        }
+        Ok(Released::Released)
+    }
+
+    async fn inspect(&self, name: &str) -> Result<Option<Lease>> {
+        let txn = Txn::new().and_then([
+            TxnOp::get(self.key(LEASE, name), None),
+            TxnOp::get(self.key(INFO, name), None),
+        ]);
+        let found = results(&self.txn("inspect", txn).await?);
+        let lease_kvs = found.first().map_or(&[][..], Vec::as_slice);
+        let info_kvs = found.get(1).map_or(&[][..], Vec::as_slice);
+        Ok(self.leases_of("inspect", lease_kvs, info_kvs).await?.pop())
+    }
+
+    async fn list(&self) -> Result<Vec<Lease>> {
+        // One snapshot of both kinds of keys; a range over "{prefix}lease/" can only hold
+        // lease keys, and every key is parsed strictly.
+        let txn = Txn::new().and_then([
+            TxnOp::get(self.key(LEASE, ""), Some(GetOptions::new().with_prefix())),
+            TxnOp::get(self.key(INFO, ""), Some(GetOptions::new().with_prefix())),
+        ]);
+        let found = results(&self.txn("list", txn).await?);
+        let lease_kvs = found.first().map_or(&[][..], Vec::as_slice);
+        let info_kvs = found.get(1).map_or(&[][..], Vec::as_slice);
+        // Keys come sorted by their bytes, which is the names' order.
+        self.leases_of("list", lease_kvs, info_kvs).await
+    }
+
+    async fn force_release(&self, name: &str) -> Result<Option<Lease>> {
+        let txn = Txn::new().and_then([
+            TxnOp::delete(
+                self.key(LEASE, name),
+                Some(DeleteOptions::new().with_prev_key()),
+            ),
+            TxnOp::delete(
+                self.key(INFO, name),
+                Some(DeleteOptions::new().with_prev_key()),
+            ),
+        ]);
+        let found = results(&self.txn("force-release", txn).await?);
+        let Some(deleted) = first(&found, 0) else {
+            return Ok(None);
+        };
+        let mut lease = self.lease_of(name, deleted, first(&found, 1));
+        if let Some(lease) = &mut lease {
+            lease.expires = self.expiry("force-release", deleted.lease()).await?;
+        }
+        // Revoked, so that the old holder cannot keep its etcd lease alive any more.
+        self.revoke(deleted.lease()).await;
+        lease
+            .ok_or_else(|| self.malformed("force-release", name))
+            .map(Some)
+    }
+
+    async fn benchmark_floor(&self, scratch_key: &str) -> Result<()> {
+        let key = self.key(BENCH, scratch_key);
+        let mut client = self.client.clone();
+        client
+            .put(key.clone(), "1", None)
+            .await
+            .map_err(|e| self.error("benchmark", e))?;
+        client
+            .delete(key, None)
+            .await
+            .map_err(|e| self.error("benchmark", e))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_are_parsed() {
+        let url = "etcd://u%40x:p%3Aw@a:1,[::1]:2,b/";
+        let target = parse_target(url, url).unwrap();
+        assert_eq!(
+            target.endpoints,
+            ["http://a:1", "http://[::1]:2", "http://b:2379"]
+        );
+        assert_eq!(target.user, Some(("u@x".to_owned(), "p:w".to_owned())));
+        for bad in ["etcd://a:x", "etcd://a:1/path", "etcd://,a", "etcd://u@a"] {
+            assert!(
+                matches!(parse_target(bad, bad), Err(Error::InvalidUrl { .. })),
+                "{bad}"
+            );
+        }
+    }
+}

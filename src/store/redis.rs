@@ -1,0 +1,506 @@
+//! `redis://` and `rediss://` (TLS) — leases in a single Redis instance or primary (Redis ≥ 5).
+//!
+//! Per name there are two keys, told apart by the kind that follows the prefix:
+//! - `{prefix}lease:{name}`: the live lease, a string with a millisecond TTL (`PX`), so that
+//!   Redis's own clock decides expiry. Its value is the record `token, holder id, pid, host,
+//!   label, created (server ms)`, length-prefixed (see [`super::kv`]).
+//! - `{prefix}fence:{name}`: a hash that never expires: `token` is the fencing counter
+//!   (`HINCRBY`), `last`/`expires` a copy of the current lease, so that the acquire that takes
+//!   over an expired lease (whose key Redis has already dropped) can report it. Release and
+//!   force-release clear `last`, so only an expiry leaves it behind.
+//!
+//! Acquire, renew, release, inspect and force-release are each ONE Lua script (sent as
+//! `EVALSHA`, loaded on first use), which Redis runs atomically; renew and release compare the
+//! stored value's leading (token, holder id) fields before touching anything. Names only ever
+//! become key bytes after the prefix; `list` SCANs with a pattern built from the (escaped)
+//! prefix alone and parses every key strictly.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, SystemTime};
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{RedisError, Script};
+
+use super::kv::{self, Fields};
+use super::{Acquire, FencingToken, Lease, Released, Store, mask_password};
+use crate::error::{Error, Result};
+
+/// Key prefix unless the URL's `?prefix=` sets another.
+pub const DEFAULT_PREFIX: &str = "singleton:";
+
+const LEASE: &str = "lease:";
+const FENCE: &str = "fence:";
+const BENCH: &str = "bench:";
+
+/// How often the connection manager retries one reconnection before the request that needed
+/// it fails (it does not retry for ever), and the longest pause between tries.
+const RECONNECT_RETRIES: usize = 2;
+const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(1);
+
+/// Keys read per `list` script call.
+const LIST_BATCH: usize = 256;
+
+/// The server time in milliseconds as a decimal string, `now`, from `TIME` (allowed before
+/// writes in Redis ≥ 5, which replicates a script's effects, not the script).
+const NOW: &str = "
+local t = redis.call('TIME')
+local now = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
+";
+
+/// KEYS: lease, fence. ARGV: TTL in ms (0: never expires), the holder's encoded fields.
+/// Returns {acquired (0/1), value, pttl (-1: never), previous value, previous expiry ms, now}.
+const ACQUIRE: &str = "
+local current = redis.call('GET', KEYS[1])
+if current then
+  return {0, current, redis.call('PTTL', KEYS[1]), false, false, now}
+end
+local previous = redis.call('HMGET', KEYS[2], 'last', 'expires')
+local token = string.format('%d', redis.call('HINCRBY', KEYS[2], 'token', 1))
+local value = #token .. ':' .. token .. ARGV[2] .. #now .. ':' .. now
+local ttl = tonumber(ARGV[1])
+if ttl > 0 then
+  redis.call('SET', KEYS[1], value, 'NX', 'PX', ttl)
+  redis.call('HSET', KEYS[2], 'last', value, 'expires', string.format('%d', tonumber(now) + ttl))
+else
+  redis.call('SET', KEYS[1], value, 'NX')
+  redis.call('HSET', KEYS[2], 'last', value)
+  redis.call('HDEL', KEYS[2], 'expires')
+  ttl = -1
+end
+return {1, value, ttl, previous[1], previous[2], now}
+";
+
+/// KEYS: lease, fence. ARGV: the encoded (token, holder id), TTL in ms.
+/// Returns nil when the lease is not ours (or gone), else {pttl (-1: never), now}.
+const RENEW: &str = "
+local current = redis.call('GET', KEYS[1])
+if not current or string.sub(current, 1, #ARGV[1]) ~= ARGV[1] then
+  return false
+end
+local pttl = redis.call('PTTL', KEYS[1])
+if pttl >= 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  redis.call('HSET', KEYS[2], 'expires', string.format('%d', tonumber(now) + tonumber(ARGV[2])))
+  pttl = tonumber(ARGV[2])
+end
+return {pttl, now}
+";
+
+/// KEYS: lease, fence. ARGV: the encoded (token, holder id). Returns 1 if released, else 0.
+const RELEASE: &str = "
+local current = redis.call('GET', KEYS[1])
+if not current or string.sub(current, 1, #ARGV[1]) ~= ARGV[1] then
+  return 0
+end
+redis.call('DEL', KEYS[1])
+redis.call('HDEL', KEYS[2], 'last', 'expires')
+return 1
+";
+
+/// KEYS: lease keys. Returns {now, {{value or nil, pttl}, ...}}.
+const READ: &str = "
+local found = {}
+for i, key in ipairs(KEYS) do
+  found[i] = {redis.call('GET', key), redis.call('PTTL', key)}
+end
+return {now, found}
+";
+
+/// KEYS: lease, fence. Returns {value or nil, pttl, now}; the fencing counter stays.
+const FORCE_RELEASE: &str = "
+local current = redis.call('GET', KEYS[1])
+local pttl = redis.call('PTTL', KEYS[1])
+redis.call('DEL', KEYS[1])
+redis.call('HDEL', KEYS[2], 'last', 'expires')
+return {current, pttl, now}
+";
+
+/// The Redis store: one multiplexed connection, re-established on failure.
+pub struct RedisStore {
+    url: String,
+    prefix: String,
+    conn: ConnectionManager,
+    scripts: Scripts,
+}
+
+struct Scripts {
+    acquire: Script,
+    renew: Script,
+    release: Script,
+    read: Script,
+    force_release: Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        let script = |body: &str| Script::new(&format!("{NOW}{body}"));
+        Scripts {
+            acquire: script(ACQUIRE),
+            renew: script(RENEW),
+            release: script(RELEASE),
+            read: script(READ),
+            force_release: script(FORCE_RELEASE),
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("url", &self.url)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// ACQUIRE's reply.
+type AcquireReply = (i64, Vec<u8>, i64, Option<Vec<u8>>, Option<String>, String);
+/// READ's reply: the server time and (value, pttl) per key.
+type ReadReply = (String, Vec<(Option<Vec<u8>>, i64)>);
+
+impl RedisStore {
+    /// Connects to `redis://[user:password@]host[:port][/db][?prefix=…&connect_timeout=…]`
+    /// (or `rediss://` for TLS). Other query parameters go to the `redis` crate.
+    /// Fails after the connect timeout (default 5 s) if the server cannot be reached.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let masked = mask_password(url);
+        let (base, options) = kv::parse_options(url, DEFAULT_PREFIX)?;
+        let driver_url = if options.other.is_empty() {
+            base.to_owned()
+        } else {
+            let query = url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(&options.other)
+                .finish();
+            format!("{base}?{query}")
+        };
+        if base
+            .get(..9)
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("rediss://"))
+        {
+            // rustls refuses to pick a crypto provider by itself when a build enables more
+            // than one (other drivers may bring another), so name ours unless the program
+            // has already chosen one.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        let client = redis::Client::open(driver_url.as_str())
+            .map_err(|e| kv::invalid_url(url, redacted(&e, url)))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(options.connect_timeout))
+            .set_response_timeout(Some(kv::RESPONSE_TIMEOUT))
+            .set_number_of_retries(RECONNECT_RETRIES)
+            .set_max_delay(RECONNECT_MAX_DELAY);
+        // The manager retries the first connection too; bound the whole attempt. The PING
+        // makes a server that wants a password we did not give fail here, not at first use.
+        let connecting = async {
+            let mut conn = ConnectionManager::new_with_config(client, config).await?;
+            redis::cmd("PING").query_async::<()>(&mut conn).await?;
+            Ok::<_, RedisError>(conn)
+        };
+        let conn = tokio::time::timeout(options.connect_timeout, connecting)
+            .await
+            .map_err(|_| Error::Timeout {
+                store: masked.clone(),
+                operation: "connect",
+                after: options.connect_timeout,
+            })?
+            .map_err(|e| Error::store(&masked, "connect", redacted(&e, url)))?;
+        Ok(RedisStore {
+            url: masked,
+            prefix: options.prefix,
+            conn,
+            scripts: Scripts::new(),
+        })
+    }
+
+    fn key(&self, kind: &str, name: &str) -> Vec<u8> {
+        let mut key = Vec::with_capacity(self.prefix.len() + kind.len() + name.len());
+        key.extend_from_slice(self.prefix.as_bytes());
+        key.extend_from_slice(kind.as_bytes());
+        key.extend_from_slice(name.as_bytes());
+        key
+    }
+
+    fn error(&self, operation: &'static str, err: RedisError) -> Error {
+        if err.is_timeout() {
+            Error::Timeout {
+                store: self.url.clone(),
+                operation,
+                after: kv::RESPONSE_TIMEOUT,
+            }
+        } else {
+            Error::store(&self.url, operation, err)
+        }
+    }
+
+    fn malformed(&self, operation: &'static str, key: &str) -> Error {
+        Error::store(
+            &self.url,
+            operation,
+            format!("the value of {key:?} is not a lease record written by singleton"),
+        )
+    }
+
+    /// The lease recorded in `value`, with its expiry from the server's `now` and `pttl`.
+    fn decode(&self, name: &str, value: &[u8], pttl: i64, now: &str) -> Option<Lease> {
+        let mut fields = Fields::new(value);
+        let token = fields.number()?;
+        let holder = fields.holder()?;
+        let created = kv::from_unix_ms(fields.number()?);
+        if !fields.is_done() {
+            return None;
+        }
+        let now = kv::from_unix_ms(now.parse().ok()?);
+        Some(Lease {
+            name: name.to_owned(),
+            holder,
+            token: FencingToken(token),
+            created,
+            expires: (pttl >= 0).then(|| now + Duration::from_millis(pttl.unsigned_abs())),
+        })
+    }
+
+    /// The encoded (token, holder id) that renew and release compare the stored value with.
+    fn owner(lease: &Lease) -> Vec<u8> {
+        let mut owner = Vec::new();
+        kv::push_field(&mut owner, lease.token.0.to_string().as_bytes());
+        kv::push_field(&mut owner, lease.holder.id.as_bytes());
+        owner
+    }
+}
+
+/// The driver's message, with the URL's password blanked in case the driver quoted it.
+fn redacted(err: &RedisError, url: &str) -> String {
+    let message = err.to_string();
+    match url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.password().map(str::to_owned))
+    {
+        Some(password) if !password.is_empty() => message.replace(&password, "***"),
+        _ => message,
+    }
+}
+
+/// A TTL in whole milliseconds, rounded up: a store lease a little longer than asked is safe,
+/// because the holder's own deadline counts from the TTL it asked for.
+fn ttl_ms(ttl: Duration) -> Result<u64> {
+    let ms = ttl.as_nanos().div_ceil(1_000_000).max(1);
+    // Redis refuses expiries whose absolute time overflows; stay far below that.
+    u64::try_from(ms)
+        .ok()
+        .filter(|ms| *ms < 1 << 50)
+        .ok_or_else(|| Error::InvalidOptions {
+            reason: format!("lease length {ttl:?} is too long for Redis"),
+        })
+}
+
+/// Escapes the glob characters of `text` for SCAN's MATCH.
+fn glob_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[async_trait::async_trait]
+impl Store for RedisStore {
+    fn describe(&self) -> &str {
+        &self.url
+    }
+
+    async fn acquire(
+        &self,
+        name: &str,
+        holder: &super::Holder,
+        ttl: Option<Duration>,
+    ) -> Result<Acquire> {
+        let ttl_ms = ttl.map(ttl_ms).transpose()?.unwrap_or(0);
+        let (acquired, value, pttl, previous, previous_expires, now): AcquireReply = self
+            .scripts
+            .acquire
+            .key(self.key(LEASE, name))
+            .key(self.key(FENCE, name))
+            .arg(ttl_ms)
+            .arg(kv::encode_holder(holder))
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| self.error("acquire", e))?;
+        let lease = self
+            .decode(name, &value, pttl, &now)
+            .ok_or_else(|| self.malformed("acquire", name))?;
+        if acquired == 0 {
+            return Ok(Acquire::Held(lease));
+        }
+        // The copy of the lease that expired; its key is gone, so its TTL is taken from the
+        // recorded expiry.
+        let took_over = previous.and_then(|value| {
+            let mut previous = self.decode(name, &value, -1, &now)?;
+            previous.expires = Some(
+                previous_expires
+                    .and_then(|ms| ms.parse().ok())
+                    .map_or_else(SystemTime::now, kv::from_unix_ms),
+            );
+            Some(previous)
+        });
+        Ok(Acquire::Acquired { lease, took_over })
+    }
+
+    async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Lease> {
+        let renewed: Option<(i64, String)> = self
+            .scripts
+            .renew
+            .key(self.key(LEASE, &lease.name))
+            .key(self.key(FENCE, &lease.name))
+            .arg(Self::owner(lease))
+            .arg(ttl_ms(ttl)?)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| self.error("renew", e))?;
+        let (pttl, now) = renewed
+            .ok_or_else(|| kv::lost(lease, "it expired, was released or another holder has it"))?;
+        let now = now
+            .parse()
+            .map(kv::from_unix_ms)
+            .map_err(|_| self.malformed("renew", &lease.name))?;
+        let mut renewed = lease.clone();
+        renewed.expires = (pttl >= 0).then(|| now + Duration::from_millis(pttl.unsigned_abs()));
+        Ok(renewed)
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<Released> {
+        let released: i64 = self
+            .scripts
+            .release
+            .key(self.key(LEASE, &lease.name))
+            .key(self.key(FENCE, &lease.name))
+            .arg(Self::owner(lease))
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| self.error("release", e))?;
+        Ok(if released == 1 {
+            Released::Released
+        } else {
+            Released::NotHeld
+        })
+    }
+
+    async fn inspect(&self, name: &str) -> Result<Option<Lease>> {
+        Ok(self.read("inspect", &[name]).await?.pop())
+    }
+
+    async fn list(&self) -> Result<Vec<Lease>> {
+        // SCAN may return a key more than once; a set also orders the names.
+        let mut names = BTreeSet::new();
+        let pattern = format!("{}{LEASE}*", glob_escape(&self.prefix));
+        let mut conn = self.conn.clone();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| self.error("list", e))?;
+            names.extend(
+                keys.iter()
+                    .filter_map(|key| kv::name_of_key(key, &self.prefix, LEASE))
+                    .map(str::to_owned),
+            );
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let mut leases = Vec::with_capacity(names.len());
+        for batch in names.chunks(LIST_BATCH) {
+            leases.extend(self.read("list", batch).await?);
+        }
+        Ok(leases)
+    }
+
+    async fn force_release(&self, name: &str) -> Result<Option<Lease>> {
+        let (value, pttl, now): (Option<Vec<u8>>, i64, String) = self
+            .scripts
+            .force_release
+            .key(self.key(LEASE, name))
+            .key(self.key(FENCE, name))
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| self.error("force-release", e))?;
+        value
+            .map(|value| {
+                self.decode(name, &value, pttl, &now)
+                    .ok_or_else(|| self.malformed("force-release", name))
+            })
+            .transpose()
+    }
+
+    async fn benchmark_floor(&self, scratch_key: &str) -> Result<()> {
+        let key = self.key(BENCH, scratch_key);
+        let mut conn = self.conn.clone();
+        let _: Option<String> = redis::cmd("SET")
+            .arg(&key)
+            .arg("1")
+            .arg("NX")
+            .arg("PX")
+            .arg(60_000)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.error("benchmark", e))?;
+        let _: i64 = redis::cmd("DEL")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.error("benchmark", e))?;
+        Ok(())
+    }
+}
+
+impl RedisStore {
+    /// The live leases on `names`, read in one script call.
+    async fn read(&self, operation: &'static str, names: &[&str]) -> Result<Vec<Lease>> {
+        let mut invocation = self.scripts.read.prepare_invoke();
+        for name in names {
+            invocation.key(self.key(LEASE, name));
+        }
+        let (now, found): ReadReply = invocation
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| self.error(operation, e))?;
+        let mut leases = Vec::with_capacity(names.len());
+        for (name, (value, pttl)) in names.iter().zip(found) {
+            if let Some(value) = value {
+                leases.push(
+                    self.decode(name, &value, pttl, &now)
+                        .ok_or_else(|| self.malformed(operation, name))?,
+                );
+            }
+        }
+        Ok(leases)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_characters_in_the_prefix_are_escaped() {
+        assert_eq!(glob_escape("a*b?[c]\\:"), "a\\*b\\?\\[c\\]\\\\:");
+    }
+
+    #[test]
+    fn ttls_round_up_to_milliseconds() {
+        assert_eq!(ttl_ms(Duration::from_micros(1500)).unwrap(), 2);
+        assert_eq!(ttl_ms(Duration::from_nanos(1)).unwrap(), 1);
+        assert_eq!(ttl_ms(Duration::from_secs(15)).unwrap(), 15_000);
+        assert!(ttl_ms(Duration::from_secs(u64::MAX)).is_err());
+    }
+}

@@ -1,0 +1,131 @@
+#![cfg(feature = "etcd")]
+
+use std::time::{Duration, Instant};
+
+use singleton_process::conformance::Suite;
+use singleton_process::{Acquire, Error, Holder};
+
+use super::kv;
+use crate::support::etcd_server;
+use crate::support::{Test, history, servers, unique};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_store_conforms() {
+    let store = singleton_process::connect(&etcd_server::shared().url)
+        .await
+        .expect("connect");
+    Suite::new(store)
+        .short_ttl(Duration::from_secs(2))
+        .run_all()
+        .await;
+}
+
+#[test]
+fn twelve_processes_five_rounds_on_etcd_never_overlap() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    history::race(&etcd_server::shared().url, dir.path(), 12, 5);
+}
+
+#[tokio::test]
+async fn list_reads_only_this_prefix_and_parses_keys_strictly() {
+    let url = &etcd_server::shared().url;
+    kv::list_reads_keys_strictly(
+        &kv::with_fresh_prefix(url, '/'),
+        &kv::with_fresh_prefix(url, '/'),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_ttl_below_two_seconds_is_a_clear_error() {
+    let url = &etcd_server::shared().url;
+    let store = singleton_process::connect(url).await.expect("connect");
+    let name = unique("short");
+    let err = store
+        .acquire(
+            &name,
+            &Holder::current("t"),
+            Some(Duration::from_millis(1500)),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidOptions { .. }), "{err}");
+    assert!(
+        err.to_string().contains("etcd leases last at least 2s"),
+        "{err}"
+    );
+    // 2.1 s is rounded up to a 3 s etcd lease, and works.
+    let Acquire::Acquired { lease, .. } = store
+        .acquire(
+            &name,
+            &Holder::current("t"),
+            Some(Duration::from_millis(2100)),
+        )
+        .await
+        .expect("acquire")
+    else {
+        panic!("{name} should be free");
+    };
+    store.release(&lease).await.expect("release");
+
+    let done = Test::new()
+        .store(url)
+        .args(["run", "--ttl", "1s", "--name", &name, "--", "true"])
+        .output();
+    assert_eq!(done.code, 64, "{}", done.stderr);
+    assert!(
+        done.one_line().contains("etcd leases last at least 2s"),
+        "{}",
+        done.stderr
+    );
+}
+
+#[tokio::test]
+async fn renewing_an_expired_lease_is_lost() {
+    let store = singleton_process::connect(&etcd_server::shared().url)
+        .await
+        .expect("connect");
+    let name = unique("expired");
+    let Acquire::Acquired { lease, .. } = store
+        .acquire(&name, &Holder::current("t"), Some(Duration::from_secs(2)))
+        .await
+        .expect("acquire")
+    else {
+        panic!("{name} should be free");
+    };
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    let err = store
+        .renew(&lease, Duration::from_secs(2))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Lost { .. }), "{err}");
+}
+
+#[test]
+fn an_unreachable_endpoint_is_one_line_within_the_connect_timeout() {
+    let url = format!(
+        "etcd://user:pw-123@127.0.0.1:{}?connect_timeout=2s",
+        servers::free_port()
+    );
+    let started = Instant::now();
+    let done = Test::new().store(&url).args(["exists", "x"]).output();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    kv::assert_one_clear_line(&done, "pw-123", &["etcd://user:***@127.0.0.1", "connect"]);
+}
+
+#[tokio::test]
+async fn bad_urls_are_refused() {
+    for url in [
+        "etcd://",
+        "etcd://h:1/path",
+        "etcd://h:1?bogus=1",
+        "etcd://h:1?connect_timeout=0s",
+    ] {
+        let err = singleton_process::connect(url).await.unwrap_err();
+        assert!(matches!(err, Error::InvalidUrl { .. }), "{url}: {err}");
+    }
+}

@@ -1,0 +1,94 @@
+#![cfg(any(feature = "redis", feature = "etcd"))]
+
+//! Checks shared by the key-value stores (Redis, etcd), whose keys are a prefix, a kind and
+//! the name's bytes.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use singleton_process::{Acquire, Holder, Lease, Store};
+
+use crate::support::{Done, unique};
+
+/// `base_url` with a fresh `?prefix=` (or `&prefix=`), so a test sees only its own keys.
+pub fn with_fresh_prefix(base_url: &str, separator: char) -> String {
+    let joiner = if base_url.contains('?') { '&' } else { '?' };
+    format!("{base_url}{joiner}prefix={}{separator}", unique("t"))
+}
+
+async fn must_acquire(store: &dyn Store, name: &str) -> Lease {
+    let ttl = Some(Duration::from_secs(60));
+    match store
+        .acquire(name, &Holder::current("t"), ttl)
+        .await
+        .expect("acquire")
+    {
+        Acquire::Acquired { lease, .. } => lease,
+        Acquire::Held(other) => panic!("{name:?} should be free, but is {other}"),
+    }
+}
+
+/// Names that look like other keys, kinds or glob patterns are listed exactly as themselves,
+/// and stores with other prefixes do not see them. `url` must carry a prefix of its own.
+pub async fn list_reads_keys_strictly(url: &str, other_url: &str) {
+    let store = singleton_process::connect(url).await.expect("connect");
+    let other = singleton_process::connect(other_url)
+        .await
+        .expect("connect");
+    let names = [
+        "a", "a/b", "a:b", "lease:a", "lease/a", "fence:a", "info/a", "*", "[a]", "a?",
+    ];
+    let mut leases = Vec::new();
+    for name in names {
+        leases.push(must_acquire(&*store, name).await);
+    }
+    let listed: Vec<String> = store
+        .list()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|l| l.name)
+        .collect();
+    let expected: BTreeSet<&str> = names.into_iter().collect();
+    assert_eq!(
+        listed,
+        expected.iter().copied().collect::<Vec<_>>(),
+        "list must show each name once, in order"
+    );
+    assert!(
+        other
+            .list()
+            .await
+            .expect("list")
+            .iter()
+            .all(|l| !expected.contains(l.name.as_str()))
+    );
+    assert!(
+        other.inspect("a").await.expect("inspect").is_none(),
+        "prefixes keep stores apart"
+    );
+    // Releasing "a" must leave every look-alike held.
+    store.release(&leases[0]).await.expect("release");
+    let listed = store.list().await.expect("list");
+    assert_eq!(listed.len(), names.len() - 1);
+    for lease in &leases[1..] {
+        store.release(lease).await.expect("release");
+    }
+    assert!(store.list().await.expect("list").is_empty());
+}
+
+/// The CLI's answer to a store it cannot use: one line `singleton: …` naming the store, with
+/// no trace of `secret`.
+pub fn assert_one_clear_line(done: &Done, secret: &str, expect: &[&str]) {
+    assert_eq!(
+        done.code, 69,
+        "a store error has its own exit code; stderr:\n{}",
+        done.stderr
+    );
+    let line = done.one_line();
+    assert!(line.starts_with("singleton: "), "{line}");
+    assert!(!line.contains(secret), "the password leaked: {line}");
+    for part in expect {
+        assert!(line.contains(part), "{part:?} missing from: {line}");
+    }
+}
