@@ -50,9 +50,11 @@ impl Suite {
         self.renew_and_release_check_the_owner().await;
         self.renew_extends_the_lease().await;
         self.expired_lease_is_taken_over().await;
+        self.expired_lease_cannot_be_renewed().await;
         self.tokens_increase_across_release_and_expiry().await;
         self.never_expiring_lease_stays().await;
         self.exists_and_list().await;
+        self.list_shows_key_like_names_once().await;
         self.force_release_frees_and_keeps_the_counter().await;
         self.odd_names_work().await;
         self.one_winner_among_contenders(16, 5).await;
@@ -234,6 +236,23 @@ impl Suite {
         self.release(&new).await;
     }
 
+    /// A lease that expired, even if nobody took it over, can no longer be renewed: its holder
+    /// has already been told it is lost, and someone else may be acquiring it right now.
+    pub async fn expired_lease_cannot_be_renewed(&self) {
+        let name = unique("late-renew");
+        let lease = self
+            .must_acquire(&name, &holder("a"), Some(self.short_ttl))
+            .await;
+        self.outlive_short_ttl().await;
+        match self.store().renew(&lease, LONG_TTL).await {
+            Err(Error::Lost { .. }) => {}
+            other => panic!("renewing an expired lease must fail with Lost, got {other:?}"),
+        }
+        let next = self.must_acquire(&name, &holder("b"), Some(LONG_TTL)).await;
+        assert!(next.token > lease.token);
+        self.release(&next).await;
+    }
+
     /// Tokens strictly increase across release and expiry.
     pub async fn tokens_increase_across_release_and_expiry(&self) {
         let name = unique("tokens");
@@ -292,6 +311,46 @@ impl Suite {
         self.release(&lx).await;
         self.release(&ly).await;
         assert!(self.inspect(&x).await.is_none());
+    }
+
+    /// Names that look like a store's own keys or paths are listed once each, as themselves.
+    pub async fn list_shows_key_like_names_once(&self) {
+        let base = unique("keys");
+        let names = [
+            base.clone(),
+            format!("{base}/child"),
+            format!("lease:{base}"),
+            format!("fence:{base}"),
+            format!("lease/{base}"),
+            format!("info/{base}"),
+            format!("{base}*"),
+            format!("{base}:"),
+        ];
+        let mut leases = Vec::new();
+        for name in &names {
+            leases.push(self.must_acquire(name, &holder("a"), Some(LONG_TTL)).await);
+        }
+        let listed: Vec<String> = self
+            .store()
+            .list()
+            .await
+            .unwrap_or_else(|e| panic!("list: {e}"))
+            .into_iter()
+            .map(|l| l.name)
+            .filter(|name| name.contains(&base))
+            .collect();
+        let mut expected: Vec<String> = names.to_vec();
+        expected.sort();
+        let mut got = listed.clone();
+        got.sort();
+        assert_eq!(got, expected, "list must show each name exactly once");
+        assert!(
+            listed.windows(2).all(|pair| pair[0] <= pair[1]),
+            "list must be ordered by name: {listed:?}"
+        );
+        for lease in &leases {
+            self.release(lease).await;
+        }
     }
 
     /// An operator's force-release frees the name; the old holder cannot renew; tokens go on.
