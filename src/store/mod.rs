@@ -17,6 +17,8 @@ pub mod etcd;
 #[cfg(any(feature = "redis", feature = "etcd"))]
 mod kv;
 pub mod memory;
+#[cfg(feature = "mongodb")]
+pub mod mongodb;
 #[cfg(feature = "mysql")]
 pub mod mysql;
 #[cfg(feature = "postgres")]
@@ -210,6 +212,9 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
         "sqlite" => Ok(Arc::new(sqlite::SqliteStore::open_url(url).await?)),
         #[cfg(not(feature = "sqlite"))]
         "sqlite" => Err(disabled("sqlite", "sqlite")),
+        #[cfg(feature = "mongodb")]
+        "mongodb" | "mongodb+srv" => Ok(Arc::new(self::mongodb::MongoStore::open(url).await?)),
+        #[cfg(not(feature = "mongodb"))]
         "mongodb" | "mongodb+srv" => Err(disabled(scheme, "mongodb")),
         #[cfg(feature = "postgres")]
         "postgres" | "postgresql" => Ok(Arc::new(postgres::PostgresStore::connect(url).await?)),

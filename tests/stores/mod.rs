@@ -5,6 +5,8 @@ mod etcd;
 #[cfg(any(feature = "redis", feature = "etcd"))]
 mod kv;
 mod memory;
+#[cfg(feature = "mongodb")]
+mod mongodb;
 #[cfg(feature = "mysql")]
 mod mysql;
 #[cfg(feature = "postgres")]

@@ -6,6 +6,8 @@
 pub mod etcd_server;
 pub mod history;
 pub mod mariadb_server;
+#[cfg(feature = "mongodb")]
+pub mod mongodb_server;
 pub mod postgres_server;
 pub mod redis_server;
 pub mod servers;

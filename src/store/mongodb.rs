@@ -1,0 +1,729 @@
+//! `mongodb://` and `mongodb+srv://` — leases in a MongoDB collection (feature `mongodb`), the
+//! original package's only persister, done safely.
+//!
+//! One document per name, `_id` = the name:
+//!
+//! ```text
+//! { _id: "nightly-report",
+//!   token: 7,                                   // the fencing counter; survives release and expiry
+//!   holder: { id, host, pid, label } | null,    // null while nobody holds the name
+//!   created: ISODate(...),                      // by the server's clock ($$NOW)
+//!   expires: ISODate(...) | null,               // null: never expires (or free)
+//!   previous: { holder, token, created, expires } | null }  // the expired lease last taken over
+//! ```
+//!
+//! Every operation is one command, so one round trip:
+//! - acquire: `findAndModify` on `{_id: name}` with upsert, whose update pipeline keeps the
+//!   document as it is (`$$ROOT`) while its lease is live by the server's `$$NOW`, and otherwise
+//!   replaces it with our lease and token + 1. The reply is the document after the update: our
+//!   holder id means we hold it, any other holder is the conflict, with no second read.
+//! - renew: `findAndModify` matching holder id, token and a live lease; no match is `Lost`.
+//! - release: `update` matching holder id and token; sets `holder` to null, keeps the token.
+//!
+//! Dates are compared as `$toLong` milliseconds inside `$expr`: valid on every MongoDB since 4.0
+//! and needed by SecantusDB, whose direct comparison of a date with `$$NOW` is broken. Every
+//! caller-supplied value inside a pipeline is wrapped in `$literal`, so a name or label such as
+//! `$where` is data, never a field path or operator.
+//!
+//! The documents are never deleted (no TTL index): deleting one would restart its fencing
+//! counter at 1. One small document per name ever used is the price.
+
+use std::fmt;
+use std::future::IntoFuture;
+use std::time::{Duration, SystemTime};
+
+use futures_util::TryStreamExt;
+use mongodb::bson::{Bson, DateTime, Document, doc};
+use mongodb::error::{ErrorKind, WriteFailure};
+use mongodb::options::{ClientOptions, ReturnDocument};
+use mongodb::{Client, Collection};
+use serde::Deserialize;
+
+use super::{Acquire, FencingToken, Holder, Lease, Released, Store, mask_password};
+use crate::error::{Error, Result};
+
+/// The collection used when the URL has no `?collection=`.
+pub const DEFAULT_COLLECTION: &str = "singletons";
+
+/// How long connecting (TCP + TLS + handshake) and finding a usable server may take, unless the
+/// URL sets `connectTimeoutMS` / `serverSelectionTimeoutMS`. The driver's own defaults (10 s and
+/// 30 s) would leave the CLI silent for half a minute on a wrong host name.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long one store operation may take in all, unless the URL sets `timeoutMS`. The driver
+/// has no socket timeout, so without this a server that accepts but never answers would hang
+/// every call (the lease's own deadline still protects a holder, but not `status` or `release`).
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Longest lease we accept: far beyond any sensible TTL, and safely inside BSON dates.
+const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// MongoDB's duplicate-key error code.
+const DUPLICATE_KEY: i32 = 11000;
+
+/// How often acquire is tried when two first-ever upserts of one name collide. The second try
+/// finds the document the winner inserted, so it always has an answer.
+const ACQUIRE_TRIES: usize = 3;
+
+/// The MongoDB store: one [`Client`] (a connection pool) shared by every call.
+#[derive(Debug, Clone)]
+pub struct MongoStore {
+    url: String,
+    leases: Collection<LeaseDoc>,
+    scratch: Collection<Document>,
+    timeout: Duration,
+}
+
+/// The parts of a store URL that are ours rather than the driver's.
+#[derive(Debug)]
+struct StoreUrl {
+    /// The URL without our options, for the driver.
+    driver_url: String,
+    collection: String,
+    timeout: Duration,
+}
+
+impl StoreUrl {
+    fn parse(url: &str) -> Result<Self> {
+        let invalid = |reason: String| Error::InvalidUrl {
+            url: mask_password(url),
+            reason,
+        };
+        let (base, query) = match url.split_once('?') {
+            Some((base, query)) => (base, query),
+            None => (url, ""),
+        };
+        let mut collection = None;
+        let mut timeout = None;
+        let mut driver_options = Vec::new();
+        for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let decoded = || {
+                percent_encoding::percent_decode_str(value)
+                    .decode_utf8()
+                    .map(|value| value.into_owned())
+                    .map_err(|_| invalid(format!("{key} is not valid UTF-8 once decoded")))
+            };
+            if key.eq_ignore_ascii_case("collection") {
+                collection = Some(decoded()?);
+            } else if key.eq_ignore_ascii_case("timeoutMS") {
+                let ms = decoded()?
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|ms| *ms > 0)
+                    .ok_or_else(|| invalid("timeoutMS must be a positive number".into()))?;
+                timeout = Some(Duration::from_millis(ms));
+            } else {
+                driver_options.push(pair);
+            }
+        }
+        let collection = collection.unwrap_or_else(|| DEFAULT_COLLECTION.to_owned());
+        check_collection_name(&collection).map_err(|reason| invalid(reason.into()))?;
+        let driver_url = if driver_options.is_empty() {
+            base.to_owned()
+        } else {
+            format!("{base}?{}", driver_options.join("&"))
+        };
+        Ok(StoreUrl {
+            driver_url,
+            collection,
+            timeout: timeout.unwrap_or(OPERATION_TIMEOUT),
+        })
+    }
+}
+
+/// MongoDB's rules for collection names that we can check without asking the server.
+fn check_collection_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        Err("the collection name is empty")
+    } else if name.contains(['$', '\0']) {
+        Err("a collection name cannot contain '$' or NUL")
+    } else if name.starts_with("system.") {
+        Err("collections named system.* belong to MongoDB")
+    } else if name.len() > 200 {
+        Err("the collection name is longer than 200 bytes")
+    } else {
+        Ok(())
+    }
+}
+
+impl MongoStore {
+    /// Connects to the store named by a `mongodb://` or `mongodb+srv://` URL.
+    ///
+    /// The database comes from the URL's path (required); `?collection=` names the collection
+    /// (default [`DEFAULT_COLLECTION`]) and `?timeoutMS=` bounds each operation (default
+    /// [`OPERATION_TIMEOUT`]); every other option is the driver's. Connecting checks that the
+    /// server answers and accepts the credentials, so a bad host or password fails here.
+    pub async fn open(url: &str) -> Result<Self> {
+        let masked = mask_password(url);
+        let parsed = StoreUrl::parse(url)?;
+        let mut options =
+            ClientOptions::parse(&parsed.driver_url)
+                .await
+                .map_err(|err| match *err.kind {
+                    // mongodb+srv:// resolves its hosts while parsing: a DNS failure is an outage
+                    // (or a typo in the host), not a malformed URL.
+                    ErrorKind::DnsResolve { .. } => {
+                        Error::store(&masked, "connect", DriverError::new(err, url))
+                    }
+                    _ => Error::InvalidUrl {
+                        url: masked.clone(),
+                        reason: DriverError::new(err, url).message,
+                    },
+                })?;
+        options.connect_timeout.get_or_insert(CONNECT_TIMEOUT);
+        options
+            .server_selection_timeout
+            .get_or_insert(CONNECT_TIMEOUT);
+        let database = options
+            .default_database
+            .clone()
+            .filter(|db| !db.is_empty())
+            .ok_or_else(|| Error::InvalidUrl {
+                url: masked.clone(),
+                reason: "name the database in the path, e.g. mongodb://host:27017/locks".into(),
+            })?;
+        Self::connect(
+            masked,
+            url,
+            options,
+            &database,
+            &parsed.collection,
+            parsed.timeout,
+        )
+        .await
+    }
+
+    /// Uses an already configured client, e.g. one with a command monitor or the application's
+    /// own settings. The store keeps its clone of the client (a handle on the same pool).
+    pub async fn with_options(
+        options: ClientOptions,
+        database: &str,
+        collection: &str,
+        timeout: Duration,
+    ) -> Result<Self> {
+        let hosts: Vec<String> = options.hosts.iter().map(ToString::to_string).collect();
+        let url = format!(
+            "mongodb://{}/{database}?collection={collection}",
+            hosts.join(",")
+        );
+        check_collection_name(collection).map_err(|reason| Error::InvalidUrl {
+            url: url.clone(),
+            reason: reason.into(),
+        })?;
+        Self::connect(url.clone(), &url, options, database, collection, timeout).await
+    }
+
+    /// Builds the client and proves the server usable with one command.
+    async fn connect(
+        url: String,
+        raw_url: &str,
+        options: ClientOptions,
+        database: &str,
+        collection: &str,
+        timeout: Duration,
+    ) -> Result<Self> {
+        let connect_failed = |err| Error::store(&url, "connect", DriverError::new(err, raw_url));
+        let client = Client::with_options(options).map_err(connect_failed)?;
+        let db = client.database(database);
+        let store = MongoStore {
+            leases: db.collection(collection),
+            scratch: db.collection(&format!("{collection}.benchmark")),
+            url: url.clone(),
+            timeout,
+        };
+        // listCollections authenticates and reaches the server, and shows the collection's
+        // default collation: names must compare byte for byte, so a case-insensitive
+        // collection would merge `Job` and `job` into one lock.
+        let spec = store
+            .bounded_scrubbed(
+                "connect",
+                async {
+                    let mut found = db
+                        .list_collections()
+                        .filter(doc! { "name": collection })
+                        .await?;
+                    found.try_next().await
+                },
+                raw_url,
+            )
+            .await?;
+        if let Some(collation) = spec.and_then(|spec| spec.options.collation)
+            && collation.locale != "simple"
+        {
+            return Err(Error::store(
+                &url,
+                "connect",
+                format!(
+                    "collection {collection:?} has collation {:?}; lock names must compare byte \
+                     for byte, so use a collection with the simple (default) collation",
+                    collation.locale
+                ),
+            ));
+        }
+        Ok(store)
+    }
+
+    /// Runs one driver call within the operation timeout, mapping its error.
+    async fn bounded<T>(
+        &self,
+        operation: &'static str,
+        call: impl IntoFuture<Output = mongodb::error::Result<T>>,
+    ) -> Result<T> {
+        self.bounded_scrubbed(operation, call, "").await
+    }
+
+    /// [`Self::bounded`], blanking the password of `raw_url` should an error message quote it.
+    async fn bounded_scrubbed<T>(
+        &self,
+        operation: &'static str,
+        call: impl IntoFuture<Output = mongodb::error::Result<T>>,
+        raw_url: &str,
+    ) -> Result<T> {
+        match tokio::time::timeout(self.timeout, call.into_future()).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(err)) => Err(Error::store(
+                &self.url,
+                operation,
+                DriverError::new(err, raw_url),
+            )),
+            Err(_) => Err(Error::Timeout {
+                store: self.url.clone(),
+                operation,
+                after: self.timeout,
+            }),
+        }
+    }
+}
+
+/// A driver error as one tidy line; the driver's own error stays reachable as the source.
+#[derive(Debug)]
+struct DriverError {
+    message: String,
+    inner: mongodb::error::Error,
+}
+
+impl DriverError {
+    /// `raw_url` (when known) lets us blank its password should a message ever quote it.
+    fn new(inner: mongodb::error::Error, raw_url: &str) -> Self {
+        let message = match &*inner.kind {
+            ErrorKind::Command(err) => format!("{} ({} {})", err.message, err.code_name, err.code),
+            ErrorKind::Write(WriteFailure::WriteError(err)) => {
+                format!("{} (code {})", err.message, err.code)
+            }
+            ErrorKind::Write(WriteFailure::WriteConcernError(err)) => {
+                format!(
+                    "write concern: {} ({} {})",
+                    err.message, err.code_name, err.code
+                )
+            }
+            ErrorKind::Authentication { message, .. } => {
+                format!("authentication failed: {message}")
+            }
+            ErrorKind::ServerSelection { message, .. } => server_selection(message),
+            ErrorKind::InvalidArgument { message, .. } => message.clone(),
+            other => other.to_string(),
+        };
+        let mut message = message.replace(['\n', '\r'], " ");
+        if let Some(password) = password_of(raw_url) {
+            message = message.replace(password, "***");
+        }
+        DriverError { message, inner }
+    }
+}
+
+/// The driver's server-selection failure ends in a dump of its topology; the useful part is
+/// each server's address and last error. Falls back to the whole message should the driver's
+/// wording change.
+fn server_selection(message: &str) -> String {
+    let servers: Vec<String> = message
+        .split("{ Address: ")
+        .skip(1)
+        .filter_map(|server| {
+            let (address, rest) = server.split_once(',')?;
+            let (_, error) = rest.split_once("Error: ")?;
+            let error = error.split(", labels:").next()?;
+            let error = error.strip_prefix("Kind: ").unwrap_or(error);
+            Some(format!("{address}: {error}"))
+        })
+        .collect();
+    if servers.is_empty() {
+        format!("no usable server: {message}")
+    } else {
+        format!("no usable server in time ({})", servers.join("; "))
+    }
+}
+
+impl fmt::Display for DriverError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for DriverError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.inner)
+    }
+}
+
+/// The raw password of a `scheme://user:password@host` URL, if it has a non-empty one.
+fn password_of(url: &str) -> Option<&str> {
+    let (_, rest) = url.split_once("://")?;
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let userinfo = &authority[..authority.rfind('@')?];
+    let (_, password) = userinfo.split_once(':')?;
+    (!password.is_empty()).then_some(password)
+}
+
+/// A lease document as stored.
+#[derive(Debug, Deserialize)]
+struct LeaseDoc {
+    #[serde(rename = "_id")]
+    name: String,
+    token: i64,
+    #[serde(default)]
+    holder: Option<HolderDoc>,
+    #[serde(default)]
+    created: Option<DateTime>,
+    #[serde(default)]
+    expires: Option<DateTime>,
+    #[serde(default)]
+    previous: Option<PreviousDoc>,
+}
+
+#[derive(Debug, Deserialize)]
+struct HolderDoc {
+    id: String,
+    host: String,
+    pid: i64,
+    label: String,
+}
+
+/// The expired lease an acquire took over.
+#[derive(Debug, Deserialize)]
+struct PreviousDoc {
+    holder: HolderDoc,
+    token: i64,
+    #[serde(default)]
+    created: Option<DateTime>,
+    #[serde(default)]
+    expires: Option<DateTime>,
+}
+
+fn lease_of(
+    name: &str,
+    holder: HolderDoc,
+    token: i64,
+    created: Option<DateTime>,
+    expires: Option<DateTime>,
+) -> Lease {
+    Lease {
+        name: name.to_owned(),
+        holder: Holder {
+            id: holder.id,
+            host: holder.host,
+            pid: u32::try_from(holder.pid).unwrap_or(0),
+            label: holder.label,
+        },
+        token: FencingToken(u64::try_from(token).unwrap_or(0)),
+        created: created.map_or(SystemTime::UNIX_EPOCH, DateTime::to_system_time),
+        expires: expires.map(DateTime::to_system_time),
+    }
+}
+
+impl LeaseDoc {
+    /// The lease this document records, if somebody holds it (live or expired).
+    fn lease(self) -> Option<Lease> {
+        let holder = self.holder?;
+        Some(lease_of(
+            &self.name,
+            holder,
+            self.token,
+            self.created,
+            self.expires,
+        ))
+    }
+}
+
+/// True while the document's lease is held and unexpired by the server's clock.
+fn live() -> Document {
+    doc! { "$and": [
+        { "$eq": [{ "$type": "$holder" }, "object"] },
+        { "$or": [
+            { "$eq": [{ "$type": "$expires" }, "null"] },
+            { "$gt": [{ "$toLong": "$expires" }, { "$toLong": "$$NOW" }] },
+        ] },
+    ] }
+}
+
+/// `value` as pipeline data, never read as a field path (`$x`) or operator.
+fn literal(value: impl Into<Bson>) -> Document {
+    doc! { "$literal": value.into() }
+}
+
+/// A lease length in whole milliseconds, rounded up so the store never grants less than asked.
+fn ttl_ms(ttl: Duration) -> Result<i64> {
+    if ttl > MAX_TTL {
+        return Err(Error::options(format!(
+            "lease length {} is too large",
+            humantime::format_duration(ttl)
+        )));
+    }
+    let ms = ttl.as_micros().div_ceil(1000);
+    i64::try_from(ms).map_err(|_| Error::options("lease length overflows"))
+}
+
+/// Our token as stored; a token beyond `i64` cannot be one this store issued.
+fn stored_token(token: FencingToken) -> Option<i64> {
+    i64::try_from(token.0).ok()
+}
+
+fn is_duplicate_key(err: &Error) -> bool {
+    let Error::Store { source, .. } = err else {
+        return false;
+    };
+    let Some(driver) = source.downcast_ref::<DriverError>() else {
+        return false;
+    };
+    match &*driver.inner.kind {
+        ErrorKind::Command(err) => err.code == DUPLICATE_KEY,
+        ErrorKind::Write(WriteFailure::WriteError(err)) => err.code == DUPLICATE_KEY,
+        _ => false,
+    }
+}
+
+fn lost(lease: &Lease) -> Error {
+    Error::Lost {
+        name: lease.name.clone(),
+        token: lease.token.0,
+        reason: "it expired or another holder has it".into(),
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for MongoStore {
+    fn describe(&self) -> &str {
+        &self.url
+    }
+
+    async fn acquire(&self, name: &str, holder: &Holder, ttl: Option<Duration>) -> Result<Acquire> {
+        let expires = match ttl {
+            Some(ttl) => Bson::Document(doc! { "$add": ["$$NOW", ttl_ms(ttl)?] }),
+            None => Bson::Null,
+        };
+        let ours = doc! {
+            "_id": literal(name),
+            "token": { "$add": [{ "$ifNull": ["$token", 0_i64] }, 1_i64] },
+            "holder": literal(doc! {
+                "id": &holder.id,
+                "host": &holder.host,
+                "pid": i64::from(holder.pid),
+                "label": &holder.label,
+            }),
+            "created": "$$NOW",
+            "expires": expires,
+            "previous": { "$cond": {
+                "if": { "$eq": [{ "$type": "$holder" }, "object"] },
+                "then": { "holder": "$holder", "token": "$token", "created": "$created", "expires": "$expires" },
+                "else": Bson::Null,
+            } },
+        };
+        let pipeline = vec![doc! {
+            "$replaceWith": { "$cond": { "if": live(), "then": "$$ROOT", "else": ours } }
+        }];
+        let mut tries = 0;
+        let after = loop {
+            tries += 1;
+            let attempt = self
+                .bounded(
+                    "acquire",
+                    self.leases
+                        .find_one_and_update(doc! { "_id": name }, pipeline.clone())
+                        .upsert(true)
+                        .return_document(ReturnDocument::After),
+                )
+                .await;
+            match attempt {
+                // Two first-ever upserts of one name raced and the other inserted first; now
+                // that the document exists, the next try reads or takes it.
+                Err(err) if is_duplicate_key(&err) && tries < ACQUIRE_TRIES => continue,
+                other => break other?,
+            }
+        };
+        let mut doc = after
+            .ok_or_else(|| Error::store(&self.url, "acquire", "the server returned no document"))?;
+        let previous = doc.previous.take();
+        let is_ours = doc.holder.as_ref().is_some_and(|h| h.id == holder.id);
+        let lease = doc.lease().ok_or_else(|| {
+            Error::store(
+                &self.url,
+                "acquire",
+                "the server returned a lease without holder",
+            )
+        })?;
+        if !is_ours {
+            return Ok(Acquire::Held(lease));
+        }
+        let took_over = previous.map(|p| lease_of(name, p.holder, p.token, p.created, p.expires));
+        Ok(Acquire::Acquired { lease, took_over })
+    }
+
+    async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Lease> {
+        let ttl = ttl_ms(ttl)?;
+        let Some(token) = stored_token(lease.token) else {
+            return Err(lost(lease));
+        };
+        let filter = doc! {
+            "_id": &lease.name,
+            "holder.id": &lease.holder.id,
+            "token": token,
+            "$expr": live(),
+        };
+        // A lease that never expires stays so; any other gets `ttl` from the server's now.
+        let pipeline = vec![doc! { "$set": { "expires": { "$cond": {
+            "if": { "$eq": [{ "$type": "$expires" }, "null"] },
+            "then": Bson::Null,
+            "else": { "$add": ["$$NOW", ttl] },
+        } } } }];
+        let renewed = self
+            .bounded(
+                "renew",
+                self.leases
+                    .find_one_and_update(filter, pipeline)
+                    .return_document(ReturnDocument::After),
+            )
+            .await?;
+        renewed.and_then(LeaseDoc::lease).ok_or_else(|| lost(lease))
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<Released> {
+        let Some(token) = stored_token(lease.token) else {
+            return Ok(Released::NotHeld);
+        };
+        let result = self
+            .bounded(
+                "release",
+                self.leases.update_one(
+                    doc! { "_id": &lease.name, "holder.id": &lease.holder.id, "token": token },
+                    doc! { "$set": { "holder": Bson::Null, "expires": Bson::Null } },
+                ),
+            )
+            .await?;
+        Ok(if result.matched_count == 1 {
+            Released::Released
+        } else {
+            Released::NotHeld
+        })
+    }
+
+    async fn inspect(&self, name: &str) -> Result<Option<Lease>> {
+        let found = self
+            .bounded(
+                "inspect",
+                self.leases.find_one(doc! { "_id": name, "$expr": live() }),
+            )
+            .await?;
+        Ok(found.and_then(LeaseDoc::lease))
+    }
+
+    async fn list(&self) -> Result<Vec<Lease>> {
+        let mut leases: Vec<Lease> = self
+            .bounded("list", async {
+                let cursor = self.leases.find(doc! { "$expr": live() }).await?;
+                cursor.try_collect::<Vec<LeaseDoc>>().await
+            })
+            .await?
+            .into_iter()
+            .filter_map(LeaseDoc::lease)
+            .collect();
+        // Byte order, whatever the server's sort would be.
+        leases.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(leases)
+    }
+
+    async fn force_release(&self, name: &str) -> Result<Option<Lease>> {
+        let removed = self
+            .bounded(
+                "force-release",
+                self.leases
+                    .find_one_and_update(
+                        doc! { "_id": name, "$expr": live() },
+                        doc! { "$set": { "holder": Bson::Null, "expires": Bson::Null } },
+                    )
+                    .return_document(ReturnDocument::Before),
+            )
+            .await?;
+        Ok(removed.and_then(LeaseDoc::lease))
+    }
+
+    async fn benchmark_floor(&self, scratch_key: &str) -> Result<()> {
+        self.bounded(
+            "benchmark",
+            self.scratch.insert_one(doc! { "_id": scratch_key }),
+        )
+        .await?;
+        self.bounded(
+            "benchmark",
+            self.scratch.delete_one(doc! { "_id": scratch_key }),
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn our_options_are_taken_out_of_the_url() {
+        let parsed =
+            StoreUrl::parse("mongodb://u:p@h:1/db?w=majority&collection=my%20locks&timeoutMS=250")
+                .expect("parse");
+        assert_eq!(parsed.driver_url, "mongodb://u:p@h:1/db?w=majority");
+        assert_eq!(parsed.collection, "my locks");
+        assert_eq!(parsed.timeout, Duration::from_millis(250));
+        let plain = StoreUrl::parse("mongodb://h/db").expect("parse");
+        assert_eq!(plain.driver_url, "mongodb://h/db");
+        assert_eq!(plain.collection, DEFAULT_COLLECTION);
+        assert_eq!(plain.timeout, OPERATION_TIMEOUT);
+    }
+
+    #[test]
+    fn bad_collection_names_are_refused() {
+        for bad in ["", "a$b", "system.users", &"c".repeat(201)] {
+            let url = format!("mongodb://u:secret@h/db?collection={bad}");
+            match StoreUrl::parse(&url) {
+                Err(Error::InvalidUrl { url, .. }) => assert!(!url.contains("secret"), "{url}"),
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
+        assert!(StoreUrl::parse("mongodb://h/db?timeoutMS=0").is_err());
+    }
+
+    #[test]
+    fn ttl_rounds_up_to_milliseconds() {
+        assert_eq!(ttl_ms(Duration::from_micros(1500)).ok(), Some(2));
+        assert_eq!(ttl_ms(Duration::from_secs(15)).ok(), Some(15_000));
+        assert!(ttl_ms(Duration::MAX).is_err());
+    }
+
+    #[test]
+    fn server_selection_names_each_server_and_its_error() {
+        let driver = "Server selection timeout: No available servers. Topology: { Type: Unknown, \
+            Servers: [ { Address: 127.0.0.1:1, Type: Unknown, Error: Kind: I/O error: Connection \
+            refused (os error 111), labels: {}, source: None } ] }";
+        assert_eq!(
+            server_selection(driver),
+            "no usable server in time (127.0.0.1:1: I/O error: Connection refused (os error 111))"
+        );
+        assert_eq!(server_selection("odd"), "no usable server: odd");
+    }
+
+    #[test]
+    fn passwords_are_found() {
+        assert_eq!(password_of("mongodb://u:pw@h/db"), Some("pw"));
+        assert_eq!(password_of("mongodb://u@h/db"), None);
+        assert_eq!(password_of("mongodb://h/db"), None);
+    }
+}

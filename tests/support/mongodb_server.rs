@@ -1,0 +1,171 @@
+//! SecantusDB, a MongoDB-wire-compatible server from PyPI (MongoDB's own server cannot be
+//! installed here), for the MongoDB store's tests. `scripts/install-test-deps` puts it in
+//! `target/test-venv`; `SINGLETON_SECANTUSD` may name another `secantusd-py`.
+//!
+//! Two servers per test run at most, each started once and shared: an open one, and one with
+//! `--auth` and a user (provisioned on a persistent store without `--auth` first, as SecantusDB
+//! wants).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use mongodb::bson::doc;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use super::servers::{Server, free_port, require_binary, spawn_tied, wait_for_port};
+
+/// The database the tests use.
+pub const DATABASE: &str = "locks";
+/// The user of the `--auth` server, allowed to read and write [`DATABASE`].
+pub const USER: &str = "locker";
+/// Its password: distinctive, so a test can assert that no message shows it.
+pub const PASSWORD: &str = "pw-Zq7-never-printed";
+
+/// A running SecantusDB.
+pub struct Mongo {
+    pub server: Server,
+    /// `mongodb://[user:password@]127.0.0.1:PORT/locks`.
+    pub url: String,
+}
+
+impl Mongo {
+    /// The store URL with `?options` appended.
+    pub fn url_with(&self, options: &str) -> String {
+        format!("{}?{options}", self.url)
+    }
+}
+
+/// The open server shared by the tests of this run.
+pub fn shared() -> &'static Mongo {
+    static SHARED: OnceLock<Mongo> = OnceLock::new();
+    SHARED.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let server = start(dir, None, false);
+        let url = format!("mongodb://127.0.0.1:{}/{DATABASE}", server.port);
+        Mongo { server, url }
+    })
+}
+
+/// The `--auth` server with [`USER`] shared by the tests of this run; its URL carries the
+/// right password.
+pub fn with_auth() -> &'static Mongo {
+    static AUTH: OnceLock<Mongo> = OnceLock::new();
+    AUTH.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().join("data");
+        let setup = start(dir, Some(&data), false);
+        run_admin(
+            setup.port,
+            doc! {
+                "createUser": USER,
+                "pwd": PASSWORD,
+                "roles": [{ "role": "readWrite", "db": DATABASE }],
+            },
+        );
+        let dir = stop(setup);
+        let server = start(dir, Some(&data), true);
+        let url = format!(
+            "mongodb://{USER}:{PASSWORD}@127.0.0.1:{}/{DATABASE}?authSource=admin",
+            server.port
+        );
+        Mongo { server, url }
+    })
+}
+
+/// The `secantusd-py` to run, or a failure saying how to install it.
+fn binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("SINGLETON_SECANTUSD") {
+        return PathBuf::from(path);
+    }
+    let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/target/test-venv/bin");
+    require_binary(
+        "secantusd-py",
+        &[venv],
+        "scripts/install-test-deps (a venv in target/test-venv with `pip install SecantusDB`)",
+    )
+}
+
+/// Starts SecantusDB on a free port, keeping its data in `data` (in memory if `None`), and
+/// waits until it answers `ping`.
+fn start(dir: tempfile::TempDir, data: Option<&Path>, auth: bool) -> Server {
+    let port = free_port();
+    let mut command = Command::new(binary());
+    command
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .arg("--storage-path")
+        .arg(data.map_or_else(|| ":memory:".into(), |d| d.as_os_str().to_owned()))
+        .args(["--log-level", "WARNING"])
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(
+            std::fs::File::create(dir.path().join("secantusd.log")).expect("log file"),
+        ));
+    if auth {
+        command.arg("--auth");
+    }
+    let mut child = spawn_tied(command).expect("start secantusd-py");
+    wait_for_port(port, Duration::from_secs(30), &mut child, "secantusd-py");
+    let server = Server { child, port, dir };
+    let started = Instant::now();
+    // `ping` needs no authentication, so it works on the --auth server too.
+    while !ping(port) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "secantusd-py on port {port} does not answer ping; see {}",
+            server.dir.path().join("secantusd.log").display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server
+}
+
+/// Stops a server cleanly (so that its data is on disk) and hands back its directory.
+fn stop(mut server: Server) -> tempfile::TempDir {
+    let _ = kill(Pid::from_raw(server.pid()), Signal::SIGTERM);
+    let started = Instant::now();
+    while server.child.try_wait().ok().flatten().is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "secantusd-py did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::mem::replace(&mut server.dir, dir)
+}
+
+fn ping(port: u16) -> bool {
+    admin_command(port, doc! { "ping": 1 }).is_ok()
+}
+
+fn run_admin(port: u16, command: mongodb::bson::Document) {
+    admin_command(port, command).unwrap_or_else(|e| panic!("admin command on port {port}: {e}"));
+}
+
+/// Runs one command against `admin` from a thread of its own, since callers may be inside a
+/// tokio runtime already.
+fn admin_command(port: u16, command: mongodb::bson::Document) -> mongodb::error::Result<()> {
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let mut options = mongodb::options::ClientOptions::parse(format!(
+                "mongodb://127.0.0.1:{port}/?directConnection=true"
+            ))
+            .await?;
+            options.server_selection_timeout = Some(Duration::from_secs(2));
+            let client = mongodb::Client::with_options(options)?;
+            client.database("admin").run_command(command).await?;
+            client.shutdown().await;
+            Ok(())
+        })
+    })
+    .join()
+    .expect("admin thread")
+}
