@@ -20,7 +20,7 @@
 //! - renew: `findAndModify` matching holder id, token and a live lease; no match is `Lost`.
 //! - release: `update` matching holder id and token; sets `holder` to null, keeps the token.
 //!
-//! Dates are compared as `$toLong` milliseconds inside `$expr`: valid on every MongoDB since 4.0
+//! Dates are compared as `$toLong` milliseconds inside `$expr`: valid on every MongoDB since 4.2
 //! and needed by SecantusDB, whose direct comparison of a date with `$$NOW` is broken. Every
 //! caller-supplied value inside a pipeline is wrapped in `$literal`, so a name or label such as
 //! `$where` is data, never a field path or operator.
@@ -35,7 +35,7 @@ use std::time::{Duration, SystemTime};
 use futures_util::TryStreamExt;
 use mongodb::bson::{Bson, DateTime, Document, doc};
 use mongodb::error::{ErrorKind, WriteFailure};
-use mongodb::options::{ClientOptions, ReturnDocument};
+use mongodb::options::{Acknowledgment, ClientOptions, ReturnDocument, WriteConcern};
 use mongodb::{Client, Collection};
 use serde::Deserialize;
 
@@ -171,6 +171,13 @@ impl MongoStore {
                         reason: DriverError::new(err, url).message,
                     },
                 })?;
+        // A lease acknowledged by the primary alone could be rolled back by a fail-over, and
+        // its token issued again: unless the URL says otherwise (`w=`), wait for a majority.
+        options
+            .write_concern
+            .get_or_insert_with(WriteConcern::default)
+            .w
+            .get_or_insert(Acknowledgment::Majority);
         options.connect_timeout.get_or_insert(CONNECT_TIMEOUT);
         options
             .server_selection_timeout
@@ -194,8 +201,10 @@ impl MongoStore {
         .await
     }
 
-    /// Uses an already configured client, e.g. one with a command monitor or the application's
-    /// own settings. The store keeps its clone of the client (a handle on the same pool).
+    /// Connects with client options the caller built, e.g. with a command monitor or the
+    /// application's own pool settings, using `database` and `collection` and bounding each
+    /// operation by `timeout`. Unlike [`MongoStore::open`] it applies no defaults: the write
+    /// concern and the connect timeouts are exactly as given.
     pub async fn with_options(
         options: ClientOptions,
         database: &str,
@@ -207,7 +216,12 @@ impl MongoStore {
             "mongodb://{}/{database}?collection={collection}",
             hosts.join(",")
         );
-        check_collection_name(collection).map_err(|reason| Error::InvalidUrl {
+        let valid = if database.is_empty() {
+            Err("the database name is empty")
+        } else {
+            check_collection_name(collection)
+        };
+        valid.map_err(|reason| Error::InvalidUrl {
             url: url.clone(),
             reason: reason.into(),
         })?;

@@ -138,6 +138,44 @@ async fn a_case_insensitive_collection_is_refused() {
     assert!(err.to_string().contains("collation"), "{err}");
 }
 
+/// A server that stops answering mid-hold (here: SIGSTOP) makes each call fail after
+/// `timeoutMS` instead of hanging.
+#[tokio::test]
+async fn a_silent_server_times_out() {
+    let server = mongodb_server::own();
+    let store = connect(&server.url_with("timeoutMS=500")).await;
+    let name = unique("silent");
+    let Acquire::Acquired { lease, .. } = store
+        .acquire(&name, &Holder::current("a"), Some(Duration::from_secs(30)))
+        .await
+        .unwrap()
+    else {
+        panic!("{name} should be free");
+    };
+    let pid = nix::unistd::Pid::from_raw(server.server.pid());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP");
+    let started = Instant::now();
+    let outcome = store.renew(&lease, Duration::from_secs(30)).await;
+    let elapsed = started.elapsed();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).expect("SIGCONT");
+    match outcome {
+        Err(Error::Timeout {
+            operation: "renew",
+            after,
+            ..
+        }) => {
+            assert_eq!(after, Duration::from_millis(500))
+        }
+        other => panic!("expected a renew timeout, got {other:?}"),
+    }
+    assert!(elapsed < Duration::from_secs(3), "took {elapsed:?}");
+    store
+        .renew(&lease, Duration::from_secs(30))
+        .await
+        .expect("renew once it answers again");
+    assert_eq!(store.release(&lease).await.unwrap(), Released::Released);
+}
+
 #[test]
 fn right_credentials_work() {
     let server = mongodb_server::with_auth();

@@ -41,12 +41,14 @@ impl Mongo {
 /// The open server shared by the tests of this run.
 pub fn shared() -> &'static Mongo {
     static SHARED: OnceLock<Mongo> = OnceLock::new();
-    SHARED.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let server = start(dir, None, false);
-        let url = format!("mongodb://127.0.0.1:{}/{DATABASE}", server.port);
-        Mongo { server, url }
-    })
+    SHARED.get_or_init(own)
+}
+
+/// A server of the caller's own, for tests that pause or kill it.
+pub fn own() -> Mongo {
+    let server = start(tempfile::tempdir().expect("temp dir"), None, false);
+    let url = format!("mongodb://127.0.0.1:{}/{DATABASE}", server.port);
+    Mongo { server, url }
 }
 
 /// The `--auth` server with [`USER`] shared by the tests of this run; its URL carries the
