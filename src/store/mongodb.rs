@@ -62,7 +62,7 @@ const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 const DUPLICATE_KEY: i32 = 11000;
 
 /// How often acquire is tried when two first-ever upserts of one name collide. The second try
-/// finds the document the winner inserted, so it always has an answer.
+/// finds the document the winner inserted, so it has an answer.
 const ACQUIRE_TRIES: usize = 3;
 
 /// The MongoDB store: one [`Client`] (a connection pool) shared by every call.
@@ -545,8 +545,10 @@ impl Store for MongoStore {
         let pipeline = vec![doc! {
             "$replaceWith": { "$cond": { "if": live(), "then": "$$ROOT", "else": ours } }
         }];
+        // Both retries below re-send the same idempotent command: if an earlier try did install
+        // our lease, the next one finds it live with our holder id and returns it unchanged.
         let mut tries = 0;
-        let after = loop {
+        let mut doc = loop {
             tries += 1;
             let attempt = self
                 .bounded(
@@ -558,14 +560,24 @@ impl Store for MongoStore {
                 )
                 .await;
             match attempt {
+                Ok(Some(doc)) => break doc,
                 // Two first-ever upserts of one name raced and the other inserted first; now
                 // that the document exists, the next try reads or takes it.
                 Err(err) if is_duplicate_key(&err) && tries < ACQUIRE_TRIES => continue,
-                other => break other?,
+                // MongoDB always returns the document of an upsert with `new: true`; SecantusDB
+                // returns none when another client inserted the document between its lookup
+                // and its write. The document exists now, so ask again.
+                Ok(None) if tries < ACQUIRE_TRIES => continue,
+                Ok(None) => {
+                    return Err(Error::store(
+                        &self.url,
+                        "acquire",
+                        "the server returned no document for an upsert",
+                    ));
+                }
+                Err(err) => return Err(err),
             }
         };
-        let mut doc = after
-            .ok_or_else(|| Error::store(&self.url, "acquire", "the server returned no document"))?;
         let previous = doc.previous.take();
         let is_ours = doc.holder.as_ref().is_some_and(|h| h.id == holder.id);
         let lease = doc.lease().ok_or_else(|| {
