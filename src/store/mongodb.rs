@@ -157,20 +157,25 @@ impl MongoStore {
     pub async fn open(url: &str) -> Result<Self> {
         let masked = mask_password(url);
         let parsed = StoreUrl::parse(url)?;
-        let mut options =
-            ClientOptions::parse(&parsed.driver_url)
-                .await
-                .map_err(|err| match *err.kind {
-                    // mongodb+srv:// resolves its hosts while parsing: a DNS failure is an outage
-                    // (or a typo in the host), not a malformed URL.
-                    ErrorKind::DnsResolve { .. } => {
-                        Error::store(&masked, "connect", DriverError::new(err, url))
-                    }
-                    _ => Error::InvalidUrl {
-                        url: masked.clone(),
-                        reason: DriverError::new(err, url).message,
-                    },
-                })?;
+        // mongodb+srv:// asks DNS while parsing, which must not hang either.
+        let parsing =
+            tokio::time::timeout(parsed.timeout, ClientOptions::parse(&parsed.driver_url));
+        let parsed_options = parsing.await.map_err(|_| Error::Timeout {
+            store: masked.clone(),
+            operation: "connect",
+            after: parsed.timeout,
+        })?;
+        let mut options = parsed_options.map_err(|err| match *err.kind {
+            // mongodb+srv:// resolves its hosts while parsing: a DNS failure is an outage
+            // (or a typo in the host), not a malformed URL.
+            ErrorKind::DnsResolve { .. } => {
+                Error::store(&masked, "connect", DriverError::new(err, url))
+            }
+            _ => Error::InvalidUrl {
+                url: masked.clone(),
+                reason: DriverError::new(err, url).message,
+            },
+        })?;
         // A lease acknowledged by the primary alone could be rolled back by a fail-over, and
         // its token issued again: unless the URL says otherwise (`w=`), wait for a majority.
         options
