@@ -245,6 +245,15 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
     }
 }
 
+// Unused only when every store is compiled in.
+#[cfg(not(all(
+    feature = "sqlite",
+    feature = "mongodb",
+    feature = "postgres",
+    feature = "mysql",
+    feature = "redis",
+    feature = "etcd"
+)))]
 fn disabled(scheme: &str, feature: &'static str) -> Error {
     Error::FeatureDisabled {
         scheme: scheme.to_owned(),
