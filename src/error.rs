@@ -38,7 +38,7 @@ pub enum Error {
 
     /// The URL names a store whose cargo feature was not compiled in.
     #[error(
-        "store URL scheme {scheme}: is not available in this build; rebuild with the cargo feature `{feature}`"
+        "store URL scheme {scheme}: is not available in this build; rebuild with the cargo feature `{feature}` (cargo install singleton-process --features {feature})"
     )]
     FeatureDisabled {
         /// The URL scheme, without `:`.

@@ -194,6 +194,9 @@ pub trait Store: Send + Sync + fmt::Debug {
 /// | URL | store |
 /// |---|---|
 /// | `sqlite:///abs/path.db`, `sqlite://rel/path.db` | one SQLite file shared by the processes of one host (feature `sqlite`) |
+/// | `postgres://user:password@host[:port]/db[?table=…]`, `postgresql://…` | PostgreSQL (feature `postgres`) |
+/// | `mysql://user:password@host[:port]/db[?table=…]` | MySQL or MariaDB (feature `mysql`) |
+/// | `mongodb://…/db[?collection=…]`, `mongodb+srv://…` | MongoDB (feature `mongodb`) |
 /// | `redis://[user:password@]host[:port][/db]`, `rediss://…` | a Redis instance or primary (feature `redis`) |
 /// | `etcd://host:port[,host:port…]` | an etcd v3 cluster (feature `etcd`) |
 /// | `memory:` | a fresh in-process store |
