@@ -5,6 +5,7 @@
 
 mod support;
 
+mod benchmarks;
 mod cli;
 mod race;
 mod singleton;

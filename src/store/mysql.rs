@@ -24,8 +24,15 @@ use crate::error::{Error, Result};
 
 /// How often acquire tries again when a held lease was released before we could read its
 /// holder or InnoDB chose it as a deadlock victim, and how often force-release tries to catch
-/// a lease that keeps changing hands.
-const ATTEMPTS: usize = 5;
+/// a lease that keeps changing hands. Under many contenders hammering one name both happen
+/// often, so the bound is generous; every try is a complete, safe acquisition attempt.
+const ATTEMPTS: usize = 50;
+
+/// A random pause before retrying a deadlock victim, so that the contenders that deadlocked do
+/// not meet again at once.
+fn retry_pause() -> Duration {
+    Duration::from_micros(200 + fastrand::u64(0..2_000))
+}
 
 /// The server's "Deadlock found when trying to get lock" error.
 const ER_LOCK_DEADLOCK: u16 = 1213;
@@ -411,7 +418,10 @@ impl Store for MysqlStore {
                 Ok(outcome) => outcome,
                 // InnoDB may pick concurrent upserts of one new name as deadlock victims; the
                 // victim's statement changed nothing, so running it again is safe.
-                Err(mysql_async::Error::Server(err)) if err.code == ER_LOCK_DEADLOCK => continue,
+                Err(mysql_async::Error::Server(err)) if err.code == ER_LOCK_DEADLOCK => {
+                    tokio::time::sleep(retry_pause()).await;
+                    continue;
+                }
                 Err(err) => return Err(self.url.error("acquire", err)),
             };
             let lease = |token| Lease {

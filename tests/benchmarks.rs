@@ -1,0 +1,338 @@
+//! The benchmark runner behind `scripts/bench`: starts every test server, runs `singleton bench`
+//! against each store, times `singleton run -- true` next to `flock -n` with hyperfine, reads the
+//! supervisor's peak memory, and regenerates BENCHMARKS.md and docs/benchmarks.svg.
+//!
+//! It is `#[ignore]`d so that the test suite never depends on speed; `scripts/bench` runs it in
+//! a release build. Its only assertion is that every contended acquisition was exclusive.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::{SqliteStore, Test, bin};
+
+/// One store's `singleton bench --json` report.
+struct Measured {
+    label: &'static str,
+    report: Value,
+}
+
+impl Measured {
+    fn us(&self, what: &str, quantile: &str) -> f64 {
+        self.report[what][quantile].as_f64().unwrap_or(f64::NAN)
+    }
+}
+
+const ITERATIONS: &str = "500";
+
+#[test]
+#[ignore = "a benchmark, run by scripts/bench in a release build"]
+fn regenerate_benchmarks_md() {
+    let sqlite = SqliteStore::new();
+    let mut stores: Vec<(&'static str, String)> =
+        vec![("SQLite (WAL, synchronous=FULL)", sqlite.url.clone())];
+    #[cfg(feature = "postgres")]
+    stores.push((
+        "PostgreSQL 15",
+        crate::support::postgres_server::shared().url(),
+    ));
+    #[cfg(feature = "mysql")]
+    stores.push((
+        "MariaDB 10.11",
+        crate::support::mariadb_server::shared().url(),
+    ));
+    #[cfg(feature = "mongodb")]
+    stores.push((
+        "SecantusDB (MongoDB wire)",
+        crate::support::mongodb_server::shared().url.clone(),
+    ));
+    #[cfg(feature = "redis")]
+    stores.push((
+        "Redis 7",
+        crate::support::redis_server::shared().url.clone(),
+    ));
+    #[cfg(feature = "etcd")]
+    stores.push((
+        "etcd 3.4",
+        crate::support::etcd_server::shared().url.clone(),
+    ));
+
+    let mut measured = Vec::new();
+    for (label, url) in &stores {
+        eprintln!("benchmarking {label} ...");
+        let done = Test::new()
+            .store(url)
+            .args([
+                "bench",
+                "--iterations",
+                ITERATIONS,
+                "--contenders",
+                "8",
+                "--json",
+            ])
+            .status(0);
+        let report: Value = serde_json::from_str(&done.stdout).expect("bench JSON");
+        assert_eq!(
+            report["contended"]["overlaps"], 0,
+            "{label}: two holders at once"
+        );
+        measured.push(Measured { label, report });
+    }
+
+    let overhead = run_vs_flock(&sqlite);
+    let rss_kb = supervisor_peak_rss_kb(&sqlite.url);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let chart = root.join("docs/benchmarks.svg");
+    std::fs::write(&chart, svg_chart(&measured)).expect("write the chart");
+    let markdown = benchmarks_md(&measured, &overhead, rss_kb);
+    std::fs::write(root.join("BENCHMARKS.md"), &markdown).expect("write BENCHMARKS.md");
+    println!("{markdown}");
+}
+
+/// hyperfine's mean and standard deviation for each command, in milliseconds.
+struct Overhead {
+    singleton_ms: (f64, f64),
+    flock_ms: (f64, f64),
+}
+
+fn run_vs_flock(store: &SqliteStore) -> Overhead {
+    let lock_file = store.path("flock");
+    std::fs::write(&lock_file, "").expect("lock file");
+    let export = store.path("hyperfine.json");
+    let singleton = format!(
+        "{} run --store {} --name overhead -- true",
+        bin(),
+        store.url
+    );
+    let flock = format!("flock -n {} true", lock_file.display());
+    let status = Command::new("hyperfine")
+        .args([
+            "--shell=none",
+            "--warmup",
+            "20",
+            "--runs",
+            "300",
+            "--export-json",
+        ])
+        .arg(&export)
+        .args([&singleton, &flock])
+        .status()
+        .expect("hyperfine (apt-get install hyperfine)");
+    assert!(status.success(), "hyperfine failed");
+    let results: Value =
+        serde_json::from_str(&std::fs::read_to_string(&export).expect("hyperfine JSON"))
+            .expect("hyperfine JSON");
+    let stats = |i: usize| {
+        let r = &results["results"][i];
+        (
+            r["mean"].as_f64().unwrap_or(f64::NAN) * 1e3,
+            r["stddev"].as_f64().unwrap_or(f64::NAN) * 1e3,
+        )
+    };
+    Overhead {
+        singleton_ms: stats(0),
+        flock_ms: stats(1),
+    }
+}
+
+/// The supervisor's peak resident memory (VmHWM) while it holds a lease and runs a command.
+fn supervisor_peak_rss_kb(store: &str) -> u64 {
+    let running = Test::new()
+        .store(store)
+        .args(["run", "--name", "memory", "--", "sleep", "2"])
+        .spawn();
+    std::thread::sleep(Duration::from_millis(1500));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", running.pid()))
+        .expect("supervisor status");
+    let kb = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM");
+    let done = running.finish(Duration::from_secs(10));
+    assert_eq!(done.code, 0, "{}", done.stderr);
+    kb
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+            })
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let memory_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
+    let kernel = Command::new("uname")
+        .arg("-sr")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    format!("{cores} cores of {cpu}, {memory_gib:.0} GiB, {kernel}")
+}
+
+fn benchmarks_md(measured: &[Measured], overhead: &Overhead, rss_kb: u64) -> String {
+    let mut md = String::new();
+    let _ = writeln!(md, "# Benchmarks\n");
+    let _ = writeln!(
+        md,
+        "Regenerated by `scripts/bench` from one run; do not edit by hand. Machine: {}. \
+         Every server runs on loopback, started by the test harness as the tests start it \
+         (PostgreSQL and MariaDB with fsync off, Redis without persistence, etcd and SecantusDB \
+         on a temporary directory or in memory), so the numbers compare our protocol with the \
+         store's own floor, not durable-disk latency.\n",
+        machine()
+    );
+    let _ = writeln!(
+        md,
+        "## Acquire+release cycle against the store's raw write pair\n"
+    );
+    let _ = writeln!(
+        md,
+        "The floor is the store's raw equivalent of an acquire and a release, on the same \
+         connection type: two round trips (SQL INSERT + DELETE of one row; SQLite the same, \
+         each in its own transaction; MongoDB insert + delete; Redis SET NX PX + DEL; etcd put + \
+         delete). Both are measured alternately, {ITERATIONS} times each, in the same run \
+         (`singleton bench`).\n"
+    );
+    let _ = writeln!(
+        md,
+        "| store | floor p50 | floor p99 | cycle p50 | cycle p99 | cycle / floor (p50) | contended: acquisitions/s (8 contenders), overlaps | hand-off p50 / p99 |"
+    );
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    for m in measured {
+        let r = &m.report;
+        let _ = writeln!(
+            md,
+            "| {} | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs | **{:.2}×** | {:.0}/s, {} | {:.1} / {:.1} ms |",
+            m.label,
+            m.us("floor_us", "p50"),
+            m.us("floor_us", "p99"),
+            m.us("cycle_us", "p50"),
+            m.us("cycle_us", "p99"),
+            r["ratio_p50"].as_f64().unwrap_or(f64::NAN),
+            r["contended"]["acquisitions_per_second"]
+                .as_f64()
+                .unwrap_or(f64::NAN),
+            r["contended"]["overlaps"],
+            m.us("handoff_us", "p50") / 1e3,
+            m.us("handoff_us", "p99") / 1e3,
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\n![cycle time against the floor, per store](docs/benchmarks.svg)\n"
+    );
+    let _ = writeln!(md, "## The command-line tool\n");
+    let (s_mean, s_sd) = overhead.singleton_ms;
+    let (f_mean, f_sd) = overhead.flock_ms;
+    let _ = writeln!(
+        md,
+        "| command (hyperfine, 300 runs) | mean | σ |\n|---|---:|---:|\n\
+         | `singleton run --store sqlite://… -- true` | {s_mean:.2} ms | {s_sd:.2} ms |\n\
+         | `flock -n FILE true` | {f_mean:.2} ms | {f_sd:.2} ms |\n\
+         | difference | {:.2} ms | |\n",
+        s_mean - f_mean
+    );
+    let _ = writeln!(
+        md,
+        "Peak resident memory of a supervisor holding a lease on the embedded store while its \
+         command runs: {:.1} MB (VmHWM).\n",
+        rss_kb as f64 / 1024.0
+    );
+    let _ = writeln!(
+        md,
+        "Rerun: `scripts/bench` (it installs the servers if missing, builds in release mode and \
+         rewrites this file and the chart)."
+    );
+    md
+}
+
+/// A horizontal bar chart: per store, the floor and the cycle p50 on a log scale.
+fn svg_chart(measured: &[Measured]) -> String {
+    let (left, width, row, bar) = (230.0, 520.0, 56.0, 18.0);
+    let height = 70.0 + row * measured.len() as f64 + 40.0;
+    let values: Vec<f64> = measured
+        .iter()
+        .flat_map(|m| [m.us("floor_us", "p50"), m.us("cycle_us", "p50")])
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .collect();
+    let min = values
+        .iter()
+        .copied()
+        .fold(f64::INFINITY, f64::min)
+        .max(1.0);
+    let max = values.iter().copied().fold(0.0, f64::max).max(min * 10.0);
+    let (lo, hi) = (
+        10f64.powf(min.log10().floor()),
+        10f64.powf(max.log10().ceil()),
+    );
+    let x = |v: f64| left + width * (v.max(lo).log10() - lo.log10()) / (hi.log10() - lo.log10());
+    let mut svg = String::new();
+    let _ = writeln!(
+        svg,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{height}" font-family="sans-serif" font-size="12">"#,
+        left + width + 40.0
+    );
+    let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let _ = writeln!(
+        svg,
+        r#"<text x="10" y="22" font-size="15" font-weight="bold">Acquire+release cycle vs the store's raw write pair (p50, log scale)</text>"#
+    );
+    let mut tick = lo;
+    while tick <= hi * 1.0001 {
+        let tx = x(tick);
+        let label = if tick >= 1000.0 {
+            format!("{} ms", tick / 1000.0)
+        } else {
+            format!("{tick} µs")
+        };
+        let _ = writeln!(
+            svg,
+            r##"<line x1="{tx:.1}" y1="45" x2="{tx:.1}" y2="{:.1}" stroke="#ddd"/><text x="{tx:.1}" y="{:.1}" text-anchor="middle" fill="#555">{label}</text>"##,
+            height - 35.0,
+            height - 20.0
+        );
+        tick *= 10.0;
+    }
+    for (i, m) in measured.iter().enumerate() {
+        let y = 55.0 + row * i as f64;
+        let (floor, cycle) = (m.us("floor_us", "p50"), m.us("cycle_us", "p50"));
+        let _ = writeln!(
+            svg,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
+            left - 8.0,
+            y + bar + 4.0,
+            m.label
+        );
+        for (j, (value, colour, name)) in [(floor, "#9bb7d4", "floor"), (cycle, "#2f6690", "cycle")]
+            .into_iter()
+            .enumerate()
+        {
+            let by = y + j as f64 * (bar + 2.0);
+            let _ = writeln!(
+                svg,
+                r#"<rect x="{left}" y="{by:.1}" width="{:.1}" height="{bar}" fill="{colour}"/><text x="{:.1}" y="{:.1}">{name} {:.0} µs</text>"#,
+                (x(value) - left).max(1.0),
+                x(value) + 4.0,
+                by + bar - 5.0,
+                value
+            );
+        }
+    }
+    let _ = writeln!(svg, "</svg>");
+    svg
+}
