@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod etcd_server;
+pub mod fenced;
 pub mod history;
 pub mod mariadb_server;
 #[cfg(feature = "mongodb")]

@@ -1,0 +1,286 @@
+//! Fault injection through the real binary: a holder whose whole machine stalls past its lease,
+//! and contenders whose supervisors are killed at random. Each scenario takes a store URL so that
+//! it runs unchanged on every store; the history checker and the fenced resource judge the
+//! outcome.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+
+use crate::support::fenced::Fenced;
+use crate::support::{SqliteStore, Test, history, unique, wait_until};
+
+const SECOND: Duration = Duration::from_secs(1);
+
+/// `(pid, comm, ppid, pgrp)` of every process, from /proc.
+fn processes() -> Vec<(i32, String, i32, i32)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = stat[open + 1..close].to_owned();
+        let rest: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        if let (Some(ppid), Some(pgrp)) = (rest.get(1), rest.get(2)) {
+            found.push((
+                pid,
+                comm,
+                ppid.parse().unwrap_or(0),
+                pgrp.parse().unwrap_or(0),
+            ));
+        }
+    }
+    found
+}
+
+/// The supervisor's watchdog: its child that runs our binary's code in a group of its own.
+fn watchdog_of(supervisor: i32, job_group: i32) -> i32 {
+    processes()
+        .into_iter()
+        .find(|(pid, comm, ppid, pgrp)| {
+            *ppid == supervisor
+                && *pgrp == *pid
+                && *pgrp != job_group
+                && comm.starts_with("singleton")
+        })
+        .map(|(pid, ..)| pid)
+        .expect("the supervisor's watchdog")
+}
+
+fn read_pid(file: &Path) -> i32 {
+    std::fs::read_to_string(file)
+        .expect("pid file")
+        .trim()
+        .parse()
+        .expect("a pid")
+}
+
+/// A job that records its pid, then writes to the fenced resource every 100 ms, `writes` times.
+fn writing_job(pid_file: &Path, writes: u32) -> String {
+    format!(
+        "{}; echo $$ > {}; i=0; while [ $i -lt {writes} ]; do write_fenced; i=$((i+1)); sleep 0.1; done",
+        Fenced::shell_function(),
+        pid_file.display()
+    )
+}
+
+/// The whole of holder A's machine stalls (supervisor, watchdog and job stopped) for longer than
+/// its lease; B acquires meanwhile and writes with a higher token. When A's job runs again before
+/// its supervisor can stop it, the fenced resource rejects its stale writes; A's supervisor then
+/// reports the lease lost.
+pub fn stalled_holder_is_fenced(store: &str, ttl: &str, dir: &Path) {
+    let name = unique("stalled");
+    let fenced = Fenced::new(dir);
+    let (a_pid, b_pid) = (dir.join("a.pid"), dir.join("b.pid"));
+    let a = Test::new()
+        .store(store)
+        .env("RES", fenced.dir())
+        .args([
+            "run", "--name", &name, "--ttl", ttl, "--json", "--", "sh", "-c",
+        ])
+        .args([writing_job(&a_pid, 100)])
+        .spawn();
+    wait_until(10 * SECOND, "A's job runs", || {
+        a_pid.exists() && !fenced.writes().is_empty()
+    });
+    let job = read_pid(&a_pid);
+    let watchdog = watchdog_of(a.pid(), job);
+
+    // The machine stalls: nothing of A runs.
+    a.signal(Signal::SIGSTOP);
+    kill(Pid::from_raw(watchdog), Signal::SIGSTOP).expect("stop the watchdog");
+    killpg(Pid::from_raw(job), Signal::SIGSTOP).expect("stop the job");
+    let stalled_at = Instant::now();
+
+    // B takes over once A's lease has expired by the store's clock, and writes.
+    let b = Test::new()
+        .store(store)
+        .env("RES", fenced.dir())
+        .args([
+            "run",
+            "--name",
+            &name,
+            "--ttl",
+            ttl,
+            "--wait",
+            "--timeout",
+            "30s",
+            "--json",
+        ])
+        .args(["--", "sh", "-c"])
+        .args([writing_job(&b_pid, 5)])
+        .status(0);
+    assert!(
+        b.events().iter().any(|e| e["event"] == "locked"),
+        "{}",
+        b.stderr
+    );
+    assert!(stalled_at.elapsed() < 30 * SECOND);
+
+    // A's job wakes first, as a process may after a pause, and tries to write with its old token.
+    killpg(Pid::from_raw(job), Signal::SIGCONT).expect("continue the job");
+    std::thread::sleep(Duration::from_millis(500));
+    kill(Pid::from_raw(watchdog), Signal::SIGCONT).expect("continue the watchdog");
+    a.signal(Signal::SIGCONT);
+    let a = a.finish(10 * SECOND);
+    assert_eq!(a.code, 76, "A must report the lease lost: {}", a.stderr);
+
+    let writes = fenced.check();
+    let tokens: Vec<u64> = writes
+        .iter()
+        .filter(|w| w.accepted)
+        .map(|w| w.token)
+        .collect();
+    let (first, last) = (tokens[0], *tokens.last().expect("writes"));
+    assert!(last > first, "B's writes carry a higher token: {tokens:?}");
+    assert!(
+        writes.iter().any(|w| !w.accepted && w.token == first),
+        "A's job wrote after waking and was rejected: {writes:?}"
+    );
+}
+
+/// `contenders` loops of `singleton run --wait` on one name until `acquisitions` jobs have run;
+/// some supervisors are SIGKILLed while their job runs. Killed holders' jobs must die with them
+/// and nobody may acquire before their leases expire: no two jobs' intervals overlap, tokens only
+/// grow, and the fenced resource accepted no stale write.
+pub fn random_kills(store: &str, ttl: &str, dir: &Path, contenders: usize, acquisitions: usize) {
+    let name = unique("kills");
+    let fenced = Fenced::new(dir);
+    let script = format!(
+        "{}; {}; write_fenced; sleep 0.03; write_fenced",
+        Fenced::shell_function(),
+        history::recording_script(Duration::from_millis(30))
+    );
+    let started = std::sync::atomic::AtomicUsize::new(0);
+    let logs: Vec<PathBuf> = (0..contenders)
+        .map(|i| dir.join(format!("kills-{i}.log")))
+        .collect();
+    std::thread::scope(|scope| {
+        for log in &logs {
+            let (name, script, started, fenced) = (&name, &script, &started, &fenced);
+            scope.spawn(move || {
+                while started.load(std::sync::atomic::Ordering::SeqCst) < acquisitions {
+                    let running = Test::new()
+                        .store(store)
+                        .env("LOG", log)
+                        .env("RES", fenced.dir())
+                        .args([
+                            "run",
+                            "--name",
+                            name,
+                            "--ttl",
+                            ttl,
+                            "--wait",
+                            "--timeout",
+                            "60s",
+                        ])
+                        .args(["--", "sh", "-c", script])
+                        .spawn();
+                    if fastrand::u8(0..5) == 0 {
+                        // Kill this one while (or before) its job runs, and note when.
+                        std::thread::sleep(Duration::from_millis(fastrand::u64(0..60)));
+                        running.signal(Signal::SIGKILL);
+                        let ns = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .expect("clock")
+                            .as_nanos();
+                        append(&log.with_extension("killed"), &format!("{ns}\n"));
+                        drop(running);
+                    } else {
+                        let done = running.finish(90 * SECOND);
+                        assert_eq!(done.code, 0, "{}", done.stderr);
+                        started.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                }
+            });
+        }
+    });
+    let intervals: Vec<history::Interval> = logs.iter().flat_map(|log| intervals_of(log)).collect();
+    let checked = history::check(intervals);
+    assert!(checked.len() >= acquisitions, "{} jobs ran", checked.len());
+    fenced.check();
+}
+
+/// How long after its supervisor was SIGKILLed a job may still run: the watchdog kills it at
+/// once; this allows for scheduling.
+const DEATH_MARGIN_NS: u128 = 100_000_000;
+
+/// One contender's job intervals. A job whose supervisor was killed has a start and no stop; it
+/// ends, at the latest, shortly after the kill.
+fn intervals_of(log: &Path) -> Vec<history::Interval> {
+    let mut events: Vec<(u128, Option<(&'static str, u64)>)> = Vec::new();
+    for line in std::fs::read_to_string(log).unwrap_or_default().lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("log line");
+        let ns = v["ns"].to_string().parse().expect("ns");
+        let token = v["token"].as_u64().expect("token");
+        let kind = if v["event"] == "start" {
+            "start"
+        } else {
+            "stop"
+        };
+        events.push((ns, Some((kind, token))));
+    }
+    let kills = std::fs::read_to_string(log.with_extension("killed")).unwrap_or_default();
+    events.extend(
+        kills
+            .lines()
+            .map(|ns| (ns.parse().expect("kill time"), None)),
+    );
+    events.sort_by_key(|(ns, _)| *ns);
+    let mut intervals = Vec::new();
+    let mut open: Option<(u64, u128)> = None;
+    for (ns, event) in events {
+        let end = match event {
+            Some(("start", token)) => {
+                assert!(open.is_none(), "{log:?}: a job started while another ran");
+                open = Some((token, ns));
+                continue;
+            }
+            Some((_, _)) => ns,
+            None => ns + DEATH_MARGIN_NS,
+        };
+        if let Some((token, start_ns)) = open.take() {
+            intervals.push(history::Interval {
+                pid: 0,
+                token,
+                start_ns,
+                end_ns: end,
+            });
+        }
+    }
+    assert!(
+        open.is_none(),
+        "{log:?}: a job neither stopped nor was killed"
+    );
+    intervals
+}
+
+fn append(path: &Path, text: &str) {
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut file| file.write_all(text.as_bytes()))
+        .expect("append");
+}
+
+#[test]
+fn a_stalled_holder_on_sqlite_is_fenced() {
+    let store = SqliteStore::new();
+    stalled_holder_is_fenced(&store.url, "1s", store.dir.path());
+}
+
+#[test]
+fn random_supervisor_kills_on_sqlite_never_overlap() {
+    let store = SqliteStore::new();
+    random_kills(&store.url, "1s", store.dir.path(), 16, 50);
+}
