@@ -185,9 +185,11 @@ pub fn random_kills(store: &str, ttl: &str, dir: &Path, contenders: usize, acqui
                         .args(["--", "sh", "-c", script])
                         .spawn();
                     if fastrand::u8(0..5) == 0 {
-                        // Kill this one while (or before) its job runs, and note when.
+                        // Kill this one while (or before) its job runs. Its job must die at
+                        // once; note the time by which it certainly has.
                         std::thread::sleep(Duration::from_millis(fastrand::u64(0..60)));
                         running.signal(Signal::SIGKILL);
+                        std::thread::sleep(DEATH_MARGIN);
                         let ns = std::time::SystemTime::now()
                             .duration_since(std::time::UNIX_EPOCH)
                             .expect("clock")
@@ -196,8 +198,21 @@ pub fn random_kills(store: &str, ttl: &str, dir: &Path, contenders: usize, acqui
                         drop(running);
                     } else {
                         let done = running.finish(90 * SECOND);
-                        assert_eq!(done.code, 0, "{}", done.stderr);
-                        started.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        // 76: on a loaded machine a renewal can miss its deadline; the job was
+                        // then stopped, which is the safe outcome, and the history shows it.
+                        assert!(
+                            matches!(done.code, 0 | 76),
+                            "exit {}: {}",
+                            done.code,
+                            done.stderr
+                                .lines()
+                                .filter(|l| !l.contains("waiting for"))
+                                .collect::<Vec<_>>()
+                                .join("\n")
+                        );
+                        if done.code == 0 {
+                            started.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
                     }
                 }
             });
@@ -211,10 +226,10 @@ pub fn random_kills(store: &str, ttl: &str, dir: &Path, contenders: usize, acqui
 
 /// How long after its supervisor was SIGKILLed a job may still run: the watchdog kills it at
 /// once; this allows for scheduling.
-const DEATH_MARGIN_NS: u128 = 100_000_000;
+const DEATH_MARGIN: Duration = Duration::from_millis(100);
 
 /// One contender's job intervals. A job whose supervisor was killed has a start and no stop; it
-/// ends, at the latest, shortly after the kill.
+/// is taken to hold the lease until the kill was recorded, a margin after the kill.
 fn intervals_of(log: &Path) -> Vec<history::Interval> {
     let mut events: Vec<(u128, Option<(&'static str, u64)>)> = Vec::new();
     for line in std::fs::read_to_string(log).unwrap_or_default().lines() {
@@ -238,22 +253,34 @@ fn intervals_of(log: &Path) -> Vec<history::Interval> {
     let mut intervals = Vec::new();
     let mut open: Option<(u64, u128)> = None;
     for (ns, event) in events {
-        let end = match event {
+        match event {
             Some(("start", token)) => {
                 assert!(open.is_none(), "{log:?}: a job started while another ran");
                 open = Some((token, ns));
-                continue;
             }
-            Some((_, _)) => ns,
-            None => ns + DEATH_MARGIN_NS,
-        };
-        if let Some((token, start_ns)) = open.take() {
-            intervals.push(history::Interval {
-                pid: 0,
-                token,
-                start_ns,
-                end_ns: end,
-            });
+            Some((_, token)) => {
+                let Some((started, start_ns)) = open.take() else {
+                    panic!("{log:?}: job {token} outlived its killed supervisor");
+                };
+                assert_eq!(started, token, "{log:?}");
+                intervals.push(history::Interval {
+                    pid: 0,
+                    token,
+                    start_ns,
+                    end_ns: ns,
+                });
+            }
+            // The kill of a run whose job never started closes nothing.
+            None => {
+                if let Some((token, start_ns)) = open.take() {
+                    intervals.push(history::Interval {
+                        pid: 0,
+                        token,
+                        start_ns,
+                        end_ns: ns,
+                    });
+                }
+            }
         }
     }
     assert!(
@@ -284,3 +311,56 @@ fn random_supervisor_kills_on_sqlite_never_overlap() {
     let store = SqliteStore::new();
     random_kills(&store.url, "1s", store.dir.path(), 16, 50);
 }
+
+/// The same scenarios on every network store built in, against the shared test servers.
+macro_rules! on_store {
+    ($feature:literal, $module:ident, $url:expr, $ttl:literal) => {
+        #[cfg(feature = $feature)]
+        mod $module {
+            use super::*;
+
+            #[test]
+            fn a_stalled_holder_is_fenced() {
+                let dir = tempfile::tempdir().expect("temp dir");
+                stalled_holder_is_fenced(&$url, $ttl, dir.path());
+            }
+
+            #[test]
+            fn random_supervisor_kills_never_overlap() {
+                let dir = tempfile::tempdir().expect("temp dir");
+                random_kills(&$url, $ttl, dir.path(), 16, 50);
+            }
+        }
+    };
+}
+
+on_store!(
+    "postgres",
+    postgres,
+    crate::support::postgres_server::shared().url(),
+    "1s"
+);
+on_store!(
+    "mysql",
+    mysql,
+    crate::support::mariadb_server::shared().url(),
+    "1s"
+);
+on_store!(
+    "mongodb",
+    mongodb,
+    crate::support::mongodb_server::shared().url,
+    "1s"
+);
+on_store!(
+    "redis",
+    redis,
+    crate::support::redis_server::shared().url,
+    "1s"
+);
+on_store!(
+    "etcd",
+    etcd,
+    crate::support::etcd_server::shared().url,
+    "2s"
+);
