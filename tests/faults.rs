@@ -14,6 +14,11 @@ use crate::support::{SqliteStore, Test, history, unique, wait_until};
 
 const SECOND: Duration = Duration::from_secs(1);
 
+/// The lease of the stalled-holder scenario. B's acquisition must leave it time to work even on
+/// a loaded machine, where one SQLite commit can take most of a second; with a shorter lease B
+/// may (safely, but uselessly for the test) lose its own lease at once.
+const STALL_TTL: &str = "3s";
+
 /// `(pid, comm, ppid, pgrp)` of every process, from /proc.
 fn processes() -> Vec<(i32, String, i32, i32)> {
     let mut found = Vec::new();
@@ -145,6 +150,86 @@ pub fn stalled_holder_is_fenced(store: &str, ttl: &str, dir: &Path) {
         writes.iter().any(|w| !w.accepted && w.token == first),
         "A's job wrote after waking and was rejected: {writes:?}"
     );
+}
+
+/// The store's server is stopped (SIGSTOP) while a lease is held, for longer than the lease:
+/// the holder's job must be dead before the lease ends by the store's clock, and once the server
+/// runs again a waiter acquires.
+pub fn server_paused_past_the_lease(store: &str, server_pid: i32, ttl: &str, dir: &Path) {
+    let name = unique("paused");
+    let pid_file = dir.join("job.pid");
+    let holder = Test::new()
+        .store(store)
+        .args([
+            "run", "--name", &name, "--ttl", ttl, "--json", "--", "sh", "-c",
+        ])
+        .args([format!("echo $$ > {}; exec sleep 60", pid_file.display())])
+        .spawn();
+    wait_until(10 * SECOND, "the job runs", || {
+        std::fs::read_to_string(&pid_file).is_ok_and(|s| s.ends_with('\n'))
+    });
+    let job = read_pid(&pid_file);
+    let status = Test::new()
+        .store(store)
+        .args(["status", &name, "--json"])
+        .status(0);
+    let status: serde_json::Value = serde_json::from_str(&status.stdout).expect("status JSON");
+    let expires = humantime::parse_rfc3339(status["lease"]["expires"].as_str().expect("expires"))
+        .expect("expiry time");
+
+    kill(Pid::from_raw(server_pid), Signal::SIGSTOP).expect("stop the server");
+    let resume = ServerResumer(server_pid);
+    wait_until(30 * SECOND, "the holder stopped its job", || {
+        !crate::support::alive(job)
+    });
+    let died = std::time::SystemTime::now();
+    assert!(
+        died < expires,
+        "the job died at {died:?}, after the lease expired at {expires:?}"
+    );
+    // Let the lease run out by the store's clock before the server answers again.
+    while std::time::SystemTime::now() < expires + Duration::from_millis(200) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(resume);
+
+    let waiter = Test::new()
+        .store(store)
+        .args([
+            "run",
+            "--name",
+            &name,
+            "--wait",
+            "--timeout",
+            "20s",
+            "--ttl",
+            ttl,
+            "--json",
+        ])
+        .args(["--", "true"])
+        .status(0);
+    let locked: Vec<_> = waiter
+        .events()
+        .into_iter()
+        .filter(|e| e["event"] == "locked")
+        .collect();
+    let token = locked[0]["lease"]["token"].as_u64().expect("token");
+    assert!(token > status["lease"]["token"].as_u64().expect("token"));
+    let holder = holder.finish(30 * SECOND);
+    assert_eq!(
+        holder.code, 76,
+        "the holder reports the lease lost: {}",
+        holder.stderr
+    );
+}
+
+/// Sends SIGCONT to a stopped server when dropped, also when the test fails.
+struct ServerResumer(i32);
+
+impl Drop for ServerResumer {
+    fn drop(&mut self) {
+        let _ = kill(Pid::from_raw(self.0), Signal::SIGCONT);
+    }
 }
 
 /// `contenders` loops of `singleton run --wait` on one name until `acquisitions` jobs have run;
@@ -303,7 +388,7 @@ fn append(path: &Path, text: &str) {
 #[test]
 fn a_stalled_holder_on_sqlite_is_fenced() {
     let store = SqliteStore::new();
-    stalled_holder_is_fenced(&store.url, "1s", store.dir.path());
+    stalled_holder_is_fenced(&store.url, STALL_TTL, store.dir.path());
 }
 
 #[test]
@@ -322,7 +407,7 @@ macro_rules! on_store {
             #[test]
             fn a_stalled_holder_is_fenced() {
                 let dir = tempfile::tempdir().expect("temp dir");
-                stalled_holder_is_fenced(&$url, $ttl, dir.path());
+                stalled_holder_is_fenced(&$url, STALL_TTL, dir.path());
             }
 
             #[test]
@@ -364,3 +449,19 @@ on_store!(
     crate::support::etcd_server::shared().url,
     "2s"
 );
+
+#[cfg(feature = "redis")]
+#[test]
+fn a_paused_redis_server_stops_the_holder_in_time() {
+    let server = crate::support::redis_server::own();
+    let dir = tempfile::tempdir().expect("temp dir");
+    server_paused_past_the_lease(&server.url, server.server.pid(), "2s", dir.path());
+}
+
+#[cfg(feature = "mongodb")]
+#[test]
+fn a_paused_mongodb_server_stops_the_holder_in_time() {
+    let server = crate::support::mongodb_server::own();
+    let dir = tempfile::tempdir().expect("temp dir");
+    server_paused_past_the_lease(&server.url, server.server.pid(), "2s", dir.path());
+}

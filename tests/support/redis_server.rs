@@ -29,6 +29,11 @@ pub fn with_password() -> &'static RedisServer {
     SERVER.get_or_init(|| start(Some(PASSWORD)))
 }
 
+/// A server of the caller's own, for tests that pause or kill it.
+pub fn own() -> RedisServer {
+    start(None)
+}
+
 fn start(password: Option<&str>) -> RedisServer {
     let binary = require_binary("redis-server", &[], "apt-get install redis-server");
     let dir = tempfile::tempdir().expect("temp dir");
