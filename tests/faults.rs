@@ -158,6 +158,8 @@ pub fn stalled_holder_is_fenced(store: &str, ttl: &str, dir: &Path) {
 pub fn server_paused_past_the_lease(store: &str, server_pid: i32, ttl: &str, dir: &Path) {
     let name = unique("paused");
     let pid_file = dir.join("job.pid");
+    // The lease lasts at least `ttl` from when the holder sent its acquire, which is after this.
+    let spawned = std::time::SystemTime::now();
     let holder = Test::new()
         .store(store)
         .args([
@@ -174,11 +176,17 @@ pub fn server_paused_past_the_lease(store: &str, server_pid: i32, ttl: &str, dir
         .args(["status", &name, "--json"])
         .status(0);
     let status: serde_json::Value = serde_json::from_str(&status.stdout).expect("status JSON");
-    let expires = humantime::parse_rfc3339(status["lease"]["expires"].as_str().expect("expires"))
+    let reported = humantime::parse_rfc3339(status["lease"]["expires"].as_str().expect("expires"))
         .expect("expiry time");
+    // Both are lower bounds of the store's real expiry; etcd reports its lease's remaining time
+    // in whole seconds, rounded down, so its reported expiry can be early.
+    let expires = reported.max(spawned + humantime::parse_duration(ttl).expect("ttl"));
 
-    kill(Pid::from_raw(server_pid), Signal::SIGSTOP).expect("stop the server");
-    let resume = ServerResumer(server_pid);
+    // All of the server: PostgreSQL serves each connection from a process of its own.
+    let resume = ServerResumer(process_tree(server_pid));
+    for &pid in &resume.0 {
+        kill(Pid::from_raw(pid), Signal::SIGSTOP).expect("stop the server");
+    }
     wait_until(30 * SECOND, "the holder stopped its job", || {
         !crate::support::alive(job)
     });
@@ -223,13 +231,32 @@ pub fn server_paused_past_the_lease(store: &str, server_pid: i32, ttl: &str, dir
     );
 }
 
-/// Sends SIGCONT to a stopped server when dropped, also when the test fails.
-struct ServerResumer(i32);
+/// Sends SIGCONT to a stopped server's processes when dropped, also when the test fails.
+struct ServerResumer(Vec<i32>);
 
 impl Drop for ServerResumer {
     fn drop(&mut self) {
-        let _ = kill(Pid::from_raw(self.0), Signal::SIGCONT);
+        for &pid in &self.0 {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGCONT);
+        }
     }
+}
+
+/// `root` and all its descendants.
+fn process_tree(root: i32) -> Vec<i32> {
+    let all = processes();
+    let mut tree = vec![root];
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        tree.extend(
+            all.iter()
+                .filter(|(_, _, ppid, _)| *ppid == parent)
+                .map(|(pid, ..)| *pid),
+        );
+        i += 1;
+    }
+    tree
 }
 
 /// `contenders` loops of `singleton run --wait` on one name until `acquisitions` jobs have run;
@@ -462,6 +489,30 @@ fn a_paused_redis_server_stops_the_holder_in_time() {
 #[test]
 fn a_paused_mongodb_server_stops_the_holder_in_time() {
     let server = crate::support::mongodb_server::own();
+    let dir = tempfile::tempdir().expect("temp dir");
+    server_paused_past_the_lease(&server.url, server.server.pid(), "2s", dir.path());
+}
+
+#[cfg(feature = "postgres")]
+#[test]
+fn a_paused_postgres_server_stops_the_holder_in_time() {
+    let server = crate::support::postgres_server::own();
+    let dir = tempfile::tempdir().expect("temp dir");
+    server_paused_past_the_lease(&server.url(), server.server.pid(), "2s", dir.path());
+}
+
+#[cfg(feature = "mysql")]
+#[test]
+fn a_paused_mariadb_server_stops_the_holder_in_time() {
+    let server = crate::support::mariadb_server::own();
+    let dir = tempfile::tempdir().expect("temp dir");
+    server_paused_past_the_lease(&server.url(), server.server.pid(), "2s", dir.path());
+}
+
+#[cfg(feature = "etcd")]
+#[test]
+fn a_paused_etcd_server_stops_the_holder_in_time() {
+    let server = crate::support::etcd_server::own();
     let dir = tempfile::tempdir().expect("temp dir");
     server_paused_past_the_lease(&server.url, server.server.pid(), "2s", dir.path());
 }

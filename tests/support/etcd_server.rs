@@ -22,6 +22,11 @@ pub fn shared() -> &'static EtcdServer {
     SERVER.get_or_init(start)
 }
 
+/// A server of the caller's own, for tests that pause or kill it.
+pub fn own() -> EtcdServer {
+    start()
+}
+
 fn start() -> EtcdServer {
     let binary = require_binary("etcd", &[], "apt-get install etcd-server");
     let dir = tempfile::tempdir().expect("temp dir");

@@ -53,6 +53,11 @@ pub fn shared() -> &'static Mariadb {
 
 const SBIN: &[&str] = &["/usr/sbin", "/usr/bin"];
 
+/// A server of the caller's own, for tests that pause or kill it.
+pub fn own() -> Mariadb {
+    start()
+}
+
 fn start() -> Mariadb {
     let install_db = require_binary("mariadb-install-db", SBIN, INSTALL);
     let mariadbd = require_binary("mariadbd", SBIN, INSTALL);

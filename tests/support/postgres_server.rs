@@ -100,6 +100,11 @@ fn as_postgres(mut command: Command, user: Option<(u32, u32)>, dir: &Path) -> Co
     command
 }
 
+/// A server of the caller's own, for tests that pause or kill it.
+pub fn own() -> Postgres {
+    start()
+}
+
 fn start() -> Postgres {
     let bin = bin_dir();
     let bin_str = bin.to_string_lossy().into_owned();
