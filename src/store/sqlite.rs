@@ -157,6 +157,9 @@ fn try_open_connection(path: &PathBuf) -> Result<Connection, OpenError> {
         }
     }
     conn.pragma_update(None, "synchronous", "FULL")?;
+    // The lease table is tiny; SQLite's default 2 MB page cache would be most of a
+    // supervisor's memory.
+    conn.pragma_update(None, "cache_size", -128)?;
     // A short-lived process (`singleton run -- job`) would otherwise checkpoint the WAL into the
     // database and delete it at every exit, only for the next one to create it again: two
     // extra fsyncs and a file creation per run. Committed data is in the WAL either way, and
