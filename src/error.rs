@@ -104,6 +104,18 @@ impl Error {
         }
     }
 
+    /// [`Error::Lost`] for `lease`, saying why.
+    pub fn lost(lease: &crate::store::Lease, reason: impl Into<String>) -> Self {
+        Error::Lost {
+            name: lease.name.clone(),
+            token: lease.token.0,
+            reason: reason.into(),
+        }
+    }
+
+    /// The usual reason a renewal finds the lease gone.
+    pub(crate) const NOT_OURS: &'static str = "it expired or another holder has it";
+
     pub(crate) fn options(reason: impl Into<String>) -> Self {
         Error::InvalidOptions {
             reason: reason.into(),

@@ -344,7 +344,7 @@ fn first(results: &[Vec<KeyValue>], n: usize) -> Option<&KeyValue> {
 /// our acquisition (its revision is our token) and still names our holder id.
 fn ours(key: &[u8], lease: &Lease) -> Result<Vec<Compare>> {
     let token = i64::try_from(lease.token.0)
-        .map_err(|_| kv::lost(lease, "its token is not an etcd revision"))?;
+        .map_err(|_| Error::lost(lease, "its token is not an etcd revision"))?;
     Ok(vec![
         Compare::create_revision(key, CompareOp::Equal, token),
         Compare::value(key, CompareOp::Equal, lease.holder.id.as_bytes()),
@@ -504,7 +504,7 @@ impl Store for EtcdStore {
         ]);
         let response = self.txn("renew", txn).await?;
         if !response.succeeded() {
-            return Err(kv::lost(
+            return Err(Error::lost(
                 lease,
                 "it expired, was released or another holder has it",
             ));
@@ -536,9 +536,9 @@ impl Store for EtcdStore {
             Ok(_) => {}
             // The client reports a keep-alive answered with TTL 0 (lease gone) this way.
             Err(etcd_client::Error::LeaseKeepAliveError(reason)) => {
-                return Err(kv::lost(
+                return Err(Error::lost(
                     lease,
-                    &format!("its etcd lease is gone ({reason})"),
+                    format!("its etcd lease is gone ({reason})"),
                 ));
             }
             Err(err) => return Err(self.error("renew", err)),

@@ -8,7 +8,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use super::{Holder, Lease, mask_password};
+use super::{Holder, mask_password};
 use crate::error::{Error, Result};
 
 /// How long connecting to a key-value store may take before it fails, unless the URL's
@@ -80,15 +80,6 @@ pub(crate) fn invalid_url(url: &str, reason: impl Into<String>) -> Error {
     Error::InvalidUrl {
         url: mask_password(url),
         reason: reason.into(),
-    }
-}
-
-/// [`Error::Lost`] for `lease`.
-pub(crate) fn lost(lease: &Lease, reason: &str) -> Error {
-    Error::Lost {
-        name: lease.name.clone(),
-        token: lease.token.0,
-        reason: reason.to_owned(),
     }
 }
 

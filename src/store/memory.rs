@@ -66,14 +66,6 @@ fn deadline(now: Instant, ttl: Duration) -> Result<Instant> {
         .ok_or_else(|| Error::options(format!("lease length {ttl:?} is too large")))
 }
 
-fn lost(lease: &Lease, reason: &str) -> Error {
-    Error::Lost {
-        name: lease.name.clone(),
-        token: lease.token.0,
-        reason: reason.to_owned(),
-    }
-}
-
 #[async_trait::async_trait]
 impl Store for MemoryStore {
     fn describe(&self) -> &str {
@@ -119,9 +111,9 @@ impl Store for MemoryStore {
             .filter(|held| {
                 held.lease.holder.id == lease.holder.id && held.lease.token == lease.token
             })
-            .ok_or_else(|| lost(lease, "another holder has it or it was released"))?;
+            .ok_or_else(|| Error::lost(lease, "another holder has it or it was released"))?;
         if !held.is_live(now) {
-            return Err(lost(lease, "it expired before it could be renewed"));
+            return Err(Error::lost(lease, "it expired before it could be renewed"));
         }
         if held.deadline.is_some() {
             held.deadline = Some(new_deadline);

@@ -511,14 +511,6 @@ fn is_duplicate_key(err: &Error) -> bool {
     }
 }
 
-fn lost(lease: &Lease) -> Error {
-    Error::Lost {
-        name: lease.name.clone(),
-        token: lease.token.0,
-        reason: "it expired or another holder has it".into(),
-    }
-}
-
 #[async_trait::async_trait]
 impl Store for MongoStore {
     fn describe(&self) -> &str {
@@ -602,7 +594,7 @@ impl Store for MongoStore {
     async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Lease> {
         let ttl = ttl_ms(ttl)?;
         let Some(token) = stored_token(lease.token) else {
-            return Err(lost(lease));
+            return Err(Error::lost(lease, Error::NOT_OURS));
         };
         let filter = doc! {
             "_id": &lease.name,
@@ -624,7 +616,9 @@ impl Store for MongoStore {
                     .return_document(ReturnDocument::After),
             )
             .await?;
-        renewed.and_then(LeaseDoc::lease).ok_or_else(|| lost(lease))
+        renewed
+            .and_then(LeaseDoc::lease)
+            .ok_or_else(|| Error::lost(lease, Error::NOT_OURS))
     }
 
     async fn release(&self, lease: &Lease) -> Result<Released> {

@@ -494,11 +494,7 @@ impl Store for MysqlStore {
         // The renewed row sets LAST_INSERT_ID to its token even when nothing changed (a lease
         // that never expires), which affected rows would not show.
         if outcome.last_insert_id != Some(lease.token.0) {
-            return Err(Error::Lost {
-                name: lease.name.clone(),
-                token: lease.token.0,
-                reason: "it expired or another holder has it".into(),
-            });
+            return Err(Error::lost(lease, Error::NOT_OURS));
         }
         Ok(Lease {
             expires: lease.expires.and_then(|_| sent.checked_add(ttl)),

@@ -381,11 +381,7 @@ impl Store for PostgresStore {
             )
             .await?;
         let Some(row) = rows.first() else {
-            return Err(Error::Lost {
-                name: lease.name.clone(),
-                token: lease.token.0,
-                reason: "it expired or another holder has it".into(),
-            });
+            return Err(Error::lost(lease, Error::NOT_OURS));
         };
         let expires: Option<SystemTime> =
             row.try_get(0).map_err(|e| self.read_error("renew", e))?;

@@ -359,8 +359,9 @@ impl Store for RedisStore {
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(|e| self.error("renew", e))?;
-        let (pttl, now) = renewed
-            .ok_or_else(|| kv::lost(lease, "it expired, was released or another holder has it"))?;
+        let (pttl, now) = renewed.ok_or_else(|| {
+            Error::lost(lease, "it expired, was released or another holder has it")
+        })?;
         let now = now
             .parse()
             .map(kv::from_unix_ms)

@@ -376,11 +376,7 @@ impl Store for SqliteStore {
                 }))
             })
             .await?;
-        expires.ok_or_else(|| Error::Lost {
-            name: lease.name.clone(),
-            token: lease.token.0,
-            reason: "it expired or another holder has it".into(),
-        })
+        expires.ok_or_else(|| Error::lost(lease, Error::NOT_OURS))
     }
 
     async fn release(&self, lease: &Lease) -> Result<Released> {
