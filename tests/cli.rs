@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use crate::support::{SqliteStore, Test, alive, held, unique, wait_until};
+use crate::support::{SqliteStore, Test, alive, held, held_status, unique, wait_until};
 
 const SECOND: Duration = Duration::from_secs(1);
 
@@ -214,12 +214,7 @@ fn sigkill_of_the_supervisor_kills_the_command_and_the_lease_expires_on_time() {
     wait_until(5 * SECOND, "the command started", || {
         std::fs::read_to_string(&pids).is_ok_and(|s| s.split_whitespace().count() == 2)
     });
-    let status = Test::new()
-        .store(&store.url)
-        .args(["status", &name, "--json"])
-        .status(0);
-    let status: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
-    let expires = humantime::parse_rfc3339(status["lease"]["expires"].as_str().unwrap()).unwrap();
+    let (_, expires) = held_status(&store.url, &name);
     let children: Vec<i32> = std::fs::read_to_string(&pids)
         .unwrap()
         .split_whitespace()
@@ -284,12 +279,7 @@ fn a_stalled_supervisor_cannot_keep_its_command_running_past_the_lease() {
         .trim()
         .parse()
         .unwrap();
-    let status = Test::new()
-        .store(&store.url)
-        .args(["status", &name, "--json"])
-        .status(0);
-    let status: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
-    let expires = humantime::parse_rfc3339(status["lease"]["expires"].as_str().unwrap()).unwrap();
+    let (_, expires) = held_status(&store.url, &name);
 
     // The supervisor can neither renew nor stop its command while it is stopped.
     supervisor.signal(Signal::SIGSTOP);

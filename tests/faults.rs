@@ -171,13 +171,7 @@ pub fn server_paused_past_the_lease(store: &str, server_pid: i32, ttl: &str, dir
         std::fs::read_to_string(&pid_file).is_ok_and(|s| s.ends_with('\n'))
     });
     let job = read_pid(&pid_file);
-    let status = Test::new()
-        .store(store)
-        .args(["status", &name, "--json"])
-        .status(0);
-    let status: serde_json::Value = serde_json::from_str(&status.stdout).expect("status JSON");
-    let reported = humantime::parse_rfc3339(status["lease"]["expires"].as_str().expect("expires"))
-        .expect("expiry time");
+    let (status, reported) = crate::support::held_status(store, &name);
     // Both are lower bounds of the store's real expiry; etcd reports its lease's remaining time
     // in whole seconds, rounded down, so its reported expiry can be early.
     let expires = reported.max(spawned + humantime::parse_duration(ttl).expect("ttl"));

@@ -273,6 +273,20 @@ pub fn held(store: &str, name: &str) -> bool {
     }
 }
 
+/// `singleton status NAME --json` for a held name, and the lease's reported expiry.
+pub fn held_status(store: &str, name: &str) -> (serde_json::Value, std::time::SystemTime) {
+    let done = Test::new()
+        .store(store)
+        .args(["status", name, "--json"])
+        .status(0);
+    let status: serde_json::Value = serde_json::from_str(&done.stdout).expect("status JSON");
+    let expires = status["lease"]["expires"]
+        .as_str()
+        .and_then(|at| humantime::parse_rfc3339(at).ok())
+        .unwrap_or_else(|| panic!("{name:?} is not held with an expiry: {status}"));
+    (status, expires)
+}
+
 /// A unique name for one test.
 pub fn unique(prefix: &str) -> String {
     singleton_process::conformance::unique(prefix)
