@@ -4,12 +4,13 @@
 //! outcome.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
 use crate::support::fenced::Fenced;
+use crate::support::servers::{Server, processes};
 use crate::support::{SqliteStore, Test, history, unique, wait_until};
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -18,33 +19,6 @@ const SECOND: Duration = Duration::from_secs(1);
 /// a loaded machine, where one SQLite commit can take most of a second; with a shorter lease B
 /// may (safely, but uselessly for the test) lose its own lease at once.
 const STALL_TTL: &str = "3s";
-
-/// `(pid, comm, ppid, pgrp)` of every process, from /proc.
-fn processes() -> Vec<(i32, String, i32, i32)> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        let comm = stat[open + 1..close].to_owned();
-        let rest: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-        if let (Some(ppid), Some(pgrp)) = (rest.get(1), rest.get(2)) {
-            found.push((
-                pid,
-                comm,
-                ppid.parse().unwrap_or(0),
-                pgrp.parse().unwrap_or(0),
-            ));
-        }
-    }
-    found
-}
 
 /// The supervisor's watchdog: its child that runs our binary's code in a group of its own.
 fn watchdog_of(supervisor: i32, job_group: i32) -> i32 {
@@ -100,10 +74,15 @@ pub fn stalled_holder_is_fenced(store: &str, ttl: &str, dir: &Path) {
     let watchdog = watchdog_of(a.pid(), job);
 
     // The machine stalls: nothing of A runs.
+    let mut timeline = Timeline::new(format!("Stalled holder ({}), lease {ttl}", kind(store)));
     a.signal(Signal::SIGSTOP);
     kill(Pid::from_raw(watchdog), Signal::SIGSTOP).expect("stop the watchdog");
     killpg(Pid::from_raw(job), Signal::SIGSTOP).expect("stop the job");
     let stalled_at = Instant::now();
+    timeline.mark("holder stalled", SystemTime::now());
+    // The lease as the stalled holder left it (a lower bound if a renewal was on its way).
+    let (_, expires) = crate::support::held_status(store, &name);
+    timeline.mark("lease expired", expires);
 
     // B takes over once A's lease has expired by the store's clock, and writes.
     let b = Test::new()
@@ -123,20 +102,25 @@ pub fn stalled_holder_is_fenced(store: &str, ttl: &str, dir: &Path) {
         .args(["--", "sh", "-c"])
         .args([writing_job(&b_pid, 5)])
         .status(0);
-    assert!(
-        b.events().iter().any(|e| e["event"] == "locked"),
-        "{}",
-        b.stderr
-    );
+    let acquired = acquired_at(&locked_lease(&b));
+    timeline.mark("next holder", acquired);
+    assert!(acquired >= expires, "B acquired before A's lease expired");
     assert!(stalled_at.elapsed() < 30 * SECOND);
 
     // A's job wakes first, as a process may after a pause, and tries to write with its old token.
     killpg(Pid::from_raw(job), Signal::SIGCONT).expect("continue the job");
+    timeline.mark("stalled job resumed", SystemTime::now());
     std::thread::sleep(Duration::from_millis(500));
     kill(Pid::from_raw(watchdog), Signal::SIGCONT).expect("continue the watchdog");
     a.signal(Signal::SIGCONT);
     let a = a.finish(10 * SECOND);
     assert_eq!(a.code, 76, "A must report the lease lost: {}", a.stderr);
+    if let Some(lost) = a.events().iter().find(|e| e["event"] == "lost") {
+        let at = lost["time"]
+            .as_str()
+            .and_then(|t| humantime::parse_rfc3339(t).ok());
+        timeline.mark("stalled holder reported lost", at.expect("event time"));
+    }
 
     let writes = fenced.check();
     let tokens: Vec<u64> = writes
@@ -146,20 +130,39 @@ pub fn stalled_holder_is_fenced(store: &str, ttl: &str, dir: &Path) {
         .collect();
     let (first, last) = (tokens[0], *tokens.last().expect("writes"));
     assert!(last > first, "B's writes carry a higher token: {tokens:?}");
-    assert!(
-        writes.iter().any(|w| !w.accepted && w.token == first),
-        "A's job wrote after waking and was rejected: {writes:?}"
+    let rejected = writes.iter().find(|w| !w.accepted && w.token == first);
+    let rejected = rejected
+        .unwrap_or_else(|| panic!("A's job wrote after waking and was rejected: {writes:?}"));
+    timeline.mark(
+        "stale write rejected",
+        std::time::UNIX_EPOCH + Duration::from_nanos(rejected.ns as u64),
     );
 }
 
-/// The store's server is stopped (SIGSTOP) while a lease is held, for longer than the lease:
-/// the holder's job must be dead before the lease ends by the store's clock, and once the server
-/// runs again a waiter acquires.
-pub fn server_paused_past_the_lease(store: &str, server_pid: i32, ttl: &str, dir: &Path) {
-    let name = unique("paused");
+/// How a test takes the store's server away while a lease is held.
+#[derive(Clone, Copy, Debug)]
+pub enum Outage {
+    /// SIGSTOP of every server process, then SIGCONT: the server freezes, as in a long pause.
+    Paused,
+    /// SIGKILL of every server process, then a restart on the same data and port: a crash.
+    Crashed,
+}
+
+/// The store's server is down while a lease is held, for longer than the lease: the holder's
+/// job must be dead before the lease ends by the store's clock, and once the server is back a
+/// waiter acquires with a higher token (after a crash, this also shows that the store kept its
+/// data: a lost token counter would start again from the bottom).
+pub fn server_down_past_the_lease(
+    store: &str,
+    server: &mut Server,
+    outage: Outage,
+    ttl: &str,
+    dir: &Path,
+) {
+    let name = unique("outage");
     let pid_file = dir.join("job.pid");
     // The lease lasts at least `ttl` from when the holder sent its acquire, which is after this.
-    let spawned = std::time::SystemTime::now();
+    let spawned = SystemTime::now();
     let holder = Test::new()
         .store(store)
         .args([
@@ -176,24 +179,40 @@ pub fn server_paused_past_the_lease(store: &str, server_pid: i32, ttl: &str, dir
     // in whole seconds, rounded down, so its reported expiry can be early.
     let expires = reported.max(spawned + humantime::parse_duration(ttl).expect("ttl"));
 
-    // All of the server: PostgreSQL serves each connection from a process of its own.
-    let resume = ServerResumer(process_tree(server_pid));
-    for &pid in &resume.0 {
-        kill(Pid::from_raw(pid), Signal::SIGSTOP).expect("stop the server");
-    }
+    let mut timeline = Timeline::new(format!("{outage:?} server ({}), lease {ttl}", kind(store)));
+    let resume = match outage {
+        Outage::Paused => {
+            let resume = ServerResumer(server.processes());
+            for &pid in &resume.0 {
+                kill(Pid::from_raw(pid), Signal::SIGSTOP).expect("stop the server");
+            }
+            Some(resume)
+        }
+        Outage::Crashed => {
+            server.crash();
+            None
+        }
+    };
+    timeline.mark("server down", SystemTime::now());
     wait_until(30 * SECOND, "the holder stopped its job", || {
         !crate::support::alive(job)
     });
-    let died = std::time::SystemTime::now();
+    let died = SystemTime::now();
+    timeline.mark("job killed", died);
+    timeline.mark("lease expired", expires);
     assert!(
         died < expires,
         "the job died at {died:?}, after the lease expired at {expires:?}"
     );
     // Let the lease run out by the store's clock before the server answers again.
-    while std::time::SystemTime::now() < expires + Duration::from_millis(200) {
+    while SystemTime::now() < expires + Duration::from_millis(200) {
         std::thread::sleep(Duration::from_millis(20));
     }
-    drop(resume);
+    match resume {
+        Some(resume) => drop(resume),
+        None => server.restart(),
+    }
+    timeline.mark("server back", SystemTime::now());
 
     let waiter = Test::new()
         .store(store)
@@ -210,19 +229,156 @@ pub fn server_paused_past_the_lease(store: &str, server_pid: i32, ttl: &str, dir
         ])
         .args(["--", "true"])
         .status(0);
-    let locked: Vec<_> = waiter
-        .events()
-        .into_iter()
-        .filter(|e| e["event"] == "locked")
-        .collect();
-    let token = locked[0]["lease"]["token"].as_u64().expect("token");
-    assert!(token > status["lease"]["token"].as_u64().expect("token"));
+    let next = locked_lease(&waiter);
+    timeline.mark("next holder", acquired_at(&next));
+    let token = next["token"].as_u64().expect("token");
+    let old = status["lease"]["token"].as_u64().expect("token");
+    assert!(token > old, "token {token} after {old}");
     let holder = holder.finish(30 * SECOND);
     assert_eq!(
         holder.code, 76,
         "the holder reports the lease lost: {}",
         holder.stderr
     );
+}
+
+/// The supervisor of a holder is SIGKILLed while a waiter waits: the watchdog kills the job at
+/// once, nobody acquires before the dead holder's lease expires, and the waiter acquires within
+/// the lease's TTL and one renew interval (a third of the TTL) of the kill.
+pub fn supervisor_killed(store: &str, ttl: &str, dir: &Path) {
+    let name = unique("sigkill");
+    let pid_file = dir.join("job.pid");
+    let holder = Test::new()
+        .store(store)
+        .args([
+            "run", "--name", &name, "--ttl", ttl, "--json", "--", "sh", "-c",
+        ])
+        .args([format!("echo $$ > {}; exec sleep 60", pid_file.display())])
+        .spawn();
+    wait_until(10 * SECOND, "the job runs", || {
+        std::fs::read_to_string(&pid_file).is_ok_and(|s| s.ends_with('\n'))
+    });
+    let job = read_pid(&pid_file);
+    let waiter = Test::new()
+        .store(store)
+        .args([
+            "run",
+            "--name",
+            &name,
+            "--wait",
+            "--timeout",
+            "30s",
+            "--ttl",
+            ttl,
+            "--json",
+        ])
+        .args(["--", "true"])
+        .spawn();
+    // Long enough for the waiter to start and for the holder to renew at least once.
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let mut timeline = Timeline::new(format!(
+        "SIGKILL of the supervisor ({}), lease {ttl}",
+        kind(store)
+    ));
+    let killed = SystemTime::now();
+    holder.signal(Signal::SIGKILL);
+    timeline.mark("supervisor killed", killed);
+    // The lease as the dead holder left it (a lower bound if a renewal was still on its way).
+    let (status, expires) = crate::support::held_status(store, &name);
+    wait_until(10 * SECOND, "the job died with its supervisor", || {
+        !crate::support::alive(job)
+    });
+    let died = SystemTime::now();
+    timeline.mark("job killed", died);
+    timeline.mark("lease expired", expires);
+    assert!(
+        died < expires,
+        "the job died at {died:?}, after the lease expired at {expires:?}"
+    );
+
+    let waiter = waiter.finish(40 * SECOND);
+    assert_eq!(waiter.code, 0, "{}", waiter.stderr);
+    let next = locked_lease(&waiter);
+    let acquired = acquired_at(&next);
+    timeline.mark("next holder", acquired);
+    assert!(
+        acquired >= expires,
+        "the waiter acquired at {acquired:?}, before the lease expired at {expires:?}"
+    );
+    let ttl = humantime::parse_duration(ttl).expect("ttl");
+    let bound = killed + ttl + ttl / 3;
+    assert!(
+        acquired <= bound,
+        "the waiter acquired {:?} after the kill, later than TTL + one renew interval",
+        acquired.duration_since(killed).unwrap_or_default()
+    );
+    assert!(next["token"].as_u64() > status["lease"]["token"].as_u64());
+    drop(holder);
+}
+
+/// The lease of a run's `locked` event.
+fn locked_lease(done: &crate::support::Done) -> serde_json::Value {
+    done.events()
+        .into_iter()
+        .find(|e| e["event"] == "locked")
+        .unwrap_or_else(|| panic!("no `locked` event: {}", done.stderr))["lease"]
+        .clone()
+}
+
+/// When a lease was acquired, by the store's clock.
+fn acquired_at(lease: &serde_json::Value) -> SystemTime {
+    lease["created"]
+        .as_str()
+        .and_then(|at| humantime::parse_rfc3339(at).ok())
+        .unwrap_or_else(|| panic!("no creation time: {lease}"))
+}
+
+/// The store kind of a URL, for the record.
+fn kind(store: &str) -> &str {
+    store.split("://").next().unwrap_or(store)
+}
+
+/// What happened when during a fault, relative to its first mark, in the order it happened;
+/// printed when dropped (shown with `cargo test -- --nocapture`), so that a run documents its
+/// timings, also when it fails.
+struct Timeline {
+    fault: String,
+    marks: Vec<(&'static str, SystemTime)>,
+}
+
+impl Timeline {
+    fn new(fault: String) -> Self {
+        Timeline {
+            fault,
+            marks: Vec::new(),
+        }
+    }
+
+    fn mark(&mut self, what: &'static str, at: SystemTime) {
+        self.marks.push((what, at));
+    }
+}
+
+impl Drop for Timeline {
+    fn drop(&mut self) {
+        let Some(&(_, zero)) = self.marks.first() else {
+            return;
+        };
+        self.marks.sort_by_key(|&(_, at)| at);
+        let marks: Vec<String> = self
+            .marks
+            .iter()
+            .map(|(what, at)| {
+                let ms = match at.duration_since(zero) {
+                    Ok(after) => after.as_secs_f64() * 1e3,
+                    Err(before) => -before.duration().as_secs_f64() * 1e3,
+                };
+                format!("{what} t={ms:+.0} ms")
+            })
+            .collect();
+        eprintln!("timeline: {}: {}", self.fault, marks.join(", "));
+    }
 }
 
 /// Sends SIGCONT to a stopped server's processes when dropped, also when the test fails.
@@ -234,23 +390,6 @@ impl Drop for ServerResumer {
             let _ = kill(Pid::from_raw(pid), Signal::SIGCONT);
         }
     }
-}
-
-/// `root` and all its descendants.
-fn process_tree(root: i32) -> Vec<i32> {
-    let all = processes();
-    let mut tree = vec![root];
-    let mut i = 0;
-    while i < tree.len() {
-        let parent = tree[i];
-        tree.extend(
-            all.iter()
-                .filter(|(_, _, ppid, _)| *ppid == parent)
-                .map(|(pid, ..)| *pid),
-        );
-        i += 1;
-    }
-    tree
 }
 
 /// `contenders` loops of `singleton run --wait` on one name until `acquisitions` jobs have run;
@@ -327,7 +466,22 @@ pub fn random_kills(store: &str, ttl: &str, dir: &Path, contenders: usize, acqui
     let intervals: Vec<history::Interval> = logs.iter().flat_map(|log| intervals_of(log)).collect();
     let checked = history::check(intervals);
     assert!(checked.len() >= acquisitions, "{} jobs ran", checked.len());
-    fenced.check();
+    let writes = fenced.check();
+    let kills: usize = logs
+        .iter()
+        .map(|log| {
+            std::fs::read_to_string(log.with_extension("killed"))
+                .map_or(0, |text| text.lines().count())
+        })
+        .sum();
+    eprintln!(
+        "random kills ({}), lease {ttl}: {contenders} contenders, {} jobs, {kills} supervisors \
+         SIGKILLed, 0 overlaps, tokens increasing, {} fenced writes, {} rejected",
+        kind(store),
+        checked.len(),
+        writes.len(),
+        writes.iter().filter(|w| !w.accepted).count()
+    );
 }
 
 /// How long after its supervisor was SIGKILLed a job may still run: the watchdog kills it at
@@ -418,95 +572,61 @@ fn random_supervisor_kills_on_sqlite_never_overlap() {
     random_kills(&store.url, "1s", store.dir.path(), 16, 50);
 }
 
-/// The same scenarios on every network store built in, against the shared test servers.
+#[test]
+fn a_killed_supervisor_on_sqlite_hands_over_after_the_lease() {
+    let store = SqliteStore::new();
+    supervisor_killed(&store.url, "2s", store.dir.path());
+}
+
+/// The same scenarios on every network store built in: the shared test server for the first
+/// three, and a server of the test's own for those that pause or crash it.
 macro_rules! on_store {
-    ($feature:literal, $module:ident, $url:expr, $ttl:literal) => {
+    ($feature:literal, $module:ident, $server:ident, $ttl:literal) => {
         #[cfg(feature = $feature)]
         mod $module {
             use super::*;
+            use crate::support::servers::StoreServer;
+            use crate::support::$server as server;
 
             #[test]
             fn a_stalled_holder_is_fenced() {
                 let dir = tempfile::tempdir().expect("temp dir");
-                stalled_holder_is_fenced(&$url, STALL_TTL, dir.path());
+                stalled_holder_is_fenced(&server::shared().store_url(), STALL_TTL, dir.path());
             }
 
             #[test]
             fn random_supervisor_kills_never_overlap() {
                 let dir = tempfile::tempdir().expect("temp dir");
-                random_kills(&$url, $ttl, dir.path(), 16, 50);
+                random_kills(&server::shared().store_url(), $ttl, dir.path(), 16, 50);
+            }
+
+            #[test]
+            fn a_killed_supervisor_hands_over_after_the_lease() {
+                let dir = tempfile::tempdir().expect("temp dir");
+                supervisor_killed(&server::shared().store_url(), "3s", dir.path());
+            }
+
+            #[test]
+            fn a_paused_server_stops_the_holder_in_time() {
+                let mut own = server::own();
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = own.store_url();
+                server_down_past_the_lease(&url, own.server(), Outage::Paused, "2s", dir.path());
+            }
+
+            #[test]
+            fn a_crashed_server_stops_the_holder_in_time_and_keeps_its_data() {
+                let mut own = server::own();
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = own.store_url();
+                server_down_past_the_lease(&url, own.server(), Outage::Crashed, "2s", dir.path());
             }
         }
     };
 }
 
-on_store!(
-    "postgres",
-    postgres,
-    crate::support::postgres_server::shared().url(),
-    "1s"
-);
-on_store!(
-    "mysql",
-    mysql,
-    crate::support::mariadb_server::shared().url(),
-    "1s"
-);
-on_store!(
-    "mongodb",
-    mongodb,
-    crate::support::mongodb_server::shared().url,
-    "1s"
-);
-on_store!(
-    "redis",
-    redis,
-    crate::support::redis_server::shared().url,
-    "1s"
-);
-on_store!(
-    "etcd",
-    etcd,
-    crate::support::etcd_server::shared().url,
-    "2s"
-);
-
-#[cfg(feature = "redis")]
-#[test]
-fn a_paused_redis_server_stops_the_holder_in_time() {
-    let server = crate::support::redis_server::own();
-    let dir = tempfile::tempdir().expect("temp dir");
-    server_paused_past_the_lease(&server.url, server.server.pid(), "2s", dir.path());
-}
-
-#[cfg(feature = "mongodb")]
-#[test]
-fn a_paused_mongodb_server_stops_the_holder_in_time() {
-    let server = crate::support::mongodb_server::own();
-    let dir = tempfile::tempdir().expect("temp dir");
-    server_paused_past_the_lease(&server.url, server.server.pid(), "2s", dir.path());
-}
-
-#[cfg(feature = "postgres")]
-#[test]
-fn a_paused_postgres_server_stops_the_holder_in_time() {
-    let server = crate::support::postgres_server::own();
-    let dir = tempfile::tempdir().expect("temp dir");
-    server_paused_past_the_lease(&server.url(), server.server.pid(), "2s", dir.path());
-}
-
-#[cfg(feature = "mysql")]
-#[test]
-fn a_paused_mariadb_server_stops_the_holder_in_time() {
-    let server = crate::support::mariadb_server::own();
-    let dir = tempfile::tempdir().expect("temp dir");
-    server_paused_past_the_lease(&server.url(), server.server.pid(), "2s", dir.path());
-}
-
-#[cfg(feature = "etcd")]
-#[test]
-fn a_paused_etcd_server_stops_the_holder_in_time() {
-    let server = crate::support::etcd_server::own();
-    let dir = tempfile::tempdir().expect("temp dir");
-    server_paused_past_the_lease(&server.url, server.server.pid(), "2s", dir.path());
-}
+on_store!("postgres", postgres, postgres_server, "1s");
+on_store!("mysql", mysql, mariadb_server, "1s");
+on_store!("mongodb", mongodb, mongodb_server, "1s");
+on_store!("redis", redis, redis_server, "1s");
+on_store!("etcd", etcd, etcd_server, "2s");

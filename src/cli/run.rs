@@ -72,8 +72,12 @@ pub async fn run(args: RunArgs, store: Arc<dyn Store>, out: &Output) -> Result<i
     let code = supervise(&args, &singleton, &guard, &mut signals, &mut events, out).await;
     let released = guard.release().await;
     drain(&mut events, out);
-    released?;
-    Ok(code)
+    match released {
+        // The store that lost the lease is often one that cannot be reached: the failed release
+        // was reported as an `error` event, and the exit code still says that the lease was lost.
+        Err(_) if code == exit::LOST => Ok(code),
+        released => released.map(|_| code),
+    }
 }
 
 /// Runs the command under the lease and returns the exit code to give.

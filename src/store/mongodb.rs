@@ -177,12 +177,15 @@ impl MongoStore {
             },
         })?;
         // A lease acknowledged by the primary alone could be rolled back by a fail-over, and
-        // its token issued again: unless the URL says otherwise (`w=`), wait for a majority.
-        options
+        // one acknowledged before it reached the journal could vanish in a crash of the server
+        // that restarts within the lease: either way its token could be issued again, to a
+        // second holder. Unless the URL says otherwise (`w=`, `journal=`), wait for a majority
+        // and for the journal.
+        let concern = options
             .write_concern
-            .get_or_insert_with(WriteConcern::default)
-            .w
-            .get_or_insert(Acknowledgment::Majority);
+            .get_or_insert_with(WriteConcern::default);
+        concern.w.get_or_insert(Acknowledgment::Majority);
+        concern.journal.get_or_insert(true);
         options.connect_timeout.get_or_insert(CONNECT_TIMEOUT);
         options
             .server_selection_timeout

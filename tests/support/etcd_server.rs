@@ -31,39 +31,39 @@ fn start() -> EtcdServer {
     let binary = require_binary("etcd", &[], "apt-get install etcd-server");
     let dir = tempfile::tempdir().expect("temp dir");
     let (client, peer) = (free_port(), free_port());
-    let client_url = format!("http://127.0.0.1:{client}");
-    let peer_url = format!("http://127.0.0.1:{peer}");
-    let log = std::fs::File::create(dir.path().join("etcd.log")).expect("etcd log");
-    let mut command = Command::new(binary);
-    command
-        .args(["--name", "test"])
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .args([
-            "--listen-client-urls",
-            &client_url,
-            "--advertise-client-urls",
-            &client_url,
-        ])
-        .args([
-            "--listen-peer-urls",
-            &peer_url,
-            "--initial-advertise-peer-urls",
-            &peer_url,
-        ])
-        .args(["--initial-cluster", &format!("test={peer_url}")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log);
-    let mut child = spawn_tied(command).expect("start etcd");
-    wait_for_port(client, Duration::from_secs(20), &mut child, "etcd");
-    wait_healthy(client, Duration::from_secs(20));
+    let home = dir.path().to_owned();
+    let server = Server::start(client, dir, move || {
+        let client_url = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let log = std::fs::File::create(home.join("etcd.log")).expect("etcd log");
+        let mut command = Command::new(&binary);
+        command
+            .args(["--name", "test"])
+            .arg("--data-dir")
+            .arg(home.join("data"))
+            .args([
+                "--listen-client-urls",
+                &client_url,
+                "--advertise-client-urls",
+                &client_url,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer_url,
+                "--initial-advertise-peer-urls",
+                &peer_url,
+            ])
+            .args(["--initial-cluster", &format!("test={peer_url}")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        let mut child = spawn_tied(command).expect("start etcd");
+        wait_for_port(client, Duration::from_secs(20), &mut child, "etcd");
+        wait_healthy(client, Duration::from_secs(20));
+        child
+    });
     EtcdServer {
-        server: Server {
-            child,
-            port: client,
-            dir,
-        },
+        server,
         url: format!("etcd://127.0.0.1:{client}"),
     }
 }
@@ -85,5 +85,15 @@ fn wait_healthy(port: u16, limit: Duration) {
             "etcd was not healthy within {limit:?}: {answer}"
         );
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+impl super::servers::StoreServer for EtcdServer {
+    fn store_url(&self) -> String {
+        self.url.clone()
+    }
+
+    fn server(&mut self) -> &mut Server {
+        &mut self.server
     }
 }

@@ -63,12 +63,16 @@ fn start() -> Mariadb {
     let mariadbd = require_binary("mariadbd", SBIN, INSTALL);
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
+    // Two installs at once get in each other's way (the bootstrap servers collide).
+    static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let installing = INSTALLING.lock().unwrap_or_else(|e| e.into_inner());
     let install = Command::new(install_db)
         .args(["--no-defaults", "--user=root", "--skip-test-db"])
         .arg("--auth-root-authentication-method=normal")
         .arg(format!("--datadir={}", data.display()))
         .output()
         .expect("run mariadb-install-db");
+    drop(installing);
     assert!(
         install.status.success(),
         "mariadb-install-db failed: {}{}",
@@ -81,56 +85,66 @@ fn start() -> Mariadb {
         &init,
         format!(
             "CREATE DATABASE IF NOT EXISTS {DATABASE};
-             CREATE USER '{USER}'@'%' IDENTIFIED BY '{PASSWORD}';
+             CREATE USER IF NOT EXISTS '{USER}'@'%' IDENTIFIED BY '{PASSWORD}';
              GRANT ALL ON *.* TO '{USER}'@'%';"
         ),
     )
     .expect("write init.sql");
 
     let port = free_port();
-    let log = dir.path().join("mariadbd.log");
-    let mut command = Command::new(mariadbd);
-    command
-        .arg("--no-defaults")
-        .arg("--user=root")
-        .arg(format!("--datadir={}", data.display()))
-        .arg(format!(
-            "--socket={}",
-            dir.path().join("mysqld.sock").display()
-        ))
-        .arg(format!(
-            "--pid-file={}",
-            dir.path().join("mysqld.pid").display()
-        ))
-        .arg(format!("--log-error={}", log.display()))
-        .arg(format!("--init-file={}", init.display()))
-        .arg(format!("--port={port}"))
-        .args(["--bind-address=127.0.0.1", "--skip-name-resolve"])
-        // A throwaway server: small buffers, no binary log, no durability.
-        .args(["--innodb-buffer-pool-size=16M", "--innodb-log-file-size=8M"])
-        .args(["--innodb-flush-log-at-trx-commit=0", "--skip-log-bin"])
-        .args(["--performance-schema=OFF", "--max-connections=300"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let mut child = spawn_tied(command).expect("start mariadbd");
-    // The init file has run once the server says it is ready for connections.
-    let started = Instant::now();
-    loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text.contains("ready for connections") {
-            break;
+    let home = dir.path().to_owned();
+    let server = Server::start(port, dir, move || {
+        let log = home.join("mariadbd.log");
+        // The server appends to its log; a fresh one shows when this start is ready.
+        let _ = std::fs::remove_file(&log);
+        let mut command = Command::new(&mariadbd);
+        command
+            .arg("--no-defaults")
+            .arg("--user=root")
+            .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--socket={}", home.join("mysqld.sock").display()))
+            .arg(format!("--pid-file={}", home.join("mysqld.pid").display()))
+            .arg(format!("--log-error={}", log.display()))
+            .arg(format!("--init-file={}", init.display()))
+            .arg(format!("--port={port}"))
+            .args(["--bind-address=127.0.0.1", "--skip-name-resolve"])
+            // A throwaway server: small buffers and no binary log. Each commit is written to
+            // the redo log before it returns (flushed to disk once a second), so a crash of the
+            // server loses no committed lease.
+            .args(["--innodb-buffer-pool-size=16M", "--innodb-log-file-size=8M"])
+            .args(["--innodb-flush-log-at-trx-commit=2", "--skip-log-bin"])
+            .args(["--performance-schema=OFF", "--max-connections=300"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut child = spawn_tied(command).expect("start mariadbd");
+        // The init file has run once the server says it is ready for connections.
+        let started = Instant::now();
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.contains("ready for connections") {
+                break;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("mariadbd exited with {status}:\n{text}");
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "mariadbd did not start within a minute:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("mariadbd exited with {status}:\n{text}");
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "mariadbd did not start within a minute:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
+        child
+    });
+    Mariadb { server }
+}
+
+impl super::servers::StoreServer for Mariadb {
+    fn store_url(&self) -> String {
+        self.url()
     }
-    Mariadb {
-        server: Server { child, port, dir },
+
+    fn server(&mut self) -> &mut Server {
+        &mut self.server
     }
 }

@@ -41,12 +41,19 @@ impl Mongo {
 /// The open server shared by the tests of this run.
 pub fn shared() -> &'static Mongo {
     static SHARED: OnceLock<Mongo> = OnceLock::new();
-    SHARED.get_or_init(own)
+    SHARED.get_or_init(|| {
+        let server = start(tempfile::tempdir().expect("temp dir"), None, false);
+        let url = format!("mongodb://127.0.0.1:{}/{DATABASE}", server.port);
+        Mongo { server, url }
+    })
 }
 
-/// A server of the caller's own, for tests that pause or kill it.
+/// A server of the caller's own, for tests that pause or crash it; it keeps its data on disk,
+/// so that it finds it again when restarted.
 pub fn own() -> Mongo {
-    let server = start(tempfile::tempdir().expect("temp dir"), None, false);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let server = start(dir, Some(&data), false);
     let url = format!("mongodb://127.0.0.1:{}/{DATABASE}", server.port);
     Mongo { server, url }
 }
@@ -94,35 +101,38 @@ fn binary() -> PathBuf {
 /// waits until it answers `ping`.
 fn start(dir: tempfile::TempDir, data: Option<&Path>, auth: bool) -> Server {
     let port = free_port();
-    let mut command = Command::new(binary());
-    command
-        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-        .arg("--storage-path")
-        .arg(data.map_or_else(|| ":memory:".into(), |d| d.as_os_str().to_owned()))
-        .args(["--log-level", "WARNING"])
-        .current_dir(dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(
-            std::fs::File::create(dir.path().join("secantusd.log")).expect("log file"),
-        ));
-    if auth {
-        command.arg("--auth");
-    }
-    let mut child = spawn_tied(command).expect("start secantusd-py");
-    wait_for_port(port, Duration::from_secs(30), &mut child, "secantusd-py");
-    let server = Server { child, port, dir };
-    let started = Instant::now();
-    // `ping` needs no authentication, so it works on the --auth server too.
-    while !ping(port) {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "secantusd-py on port {port} does not answer ping; see {}",
-            server.dir.path().join("secantusd.log").display()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    server
+    let binary = binary();
+    let home = dir.path().to_owned();
+    let storage = data.map_or_else(|| ":memory:".into(), |d| d.as_os_str().to_owned());
+    Server::start(port, dir, move || {
+        let log = home.join("secantusd.log");
+        let mut command = Command::new(&binary);
+        command
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .arg("--storage-path")
+            .arg(&storage)
+            .args(["--log-level", "WARNING"])
+            .current_dir(&home)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(&log).expect("log file")));
+        if auth {
+            command.arg("--auth");
+        }
+        let mut child = spawn_tied(command).expect("start secantusd-py");
+        wait_for_port(port, Duration::from_secs(30), &mut child, "secantusd-py");
+        let started = Instant::now();
+        // `ping` needs no authentication, so it works on the --auth server too.
+        while !ping(port) {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "secantusd-py on port {port} does not answer ping; see {}",
+                log.display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child
+    })
 }
 
 /// Stops a server cleanly (so that its data is on disk) and hands back its directory.
@@ -170,4 +180,14 @@ fn admin_command(port: u16, command: mongodb::bson::Document) -> mongodb::error:
     })
     .join()
     .expect("admin thread")
+}
+
+impl super::servers::StoreServer for Mongo {
+    fn store_url(&self) -> String {
+        self.url.clone()
+    }
+
+    fn server(&mut self) -> &mut Server {
+        &mut self.server
+    }
 }

@@ -138,40 +138,53 @@ fn start() -> Postgres {
     );
 
     let port = free_port();
-    let log = dir.path().join("postgres.log");
-    let log_file = std::fs::File::create(&log).expect("create the server log");
-    let mut command = as_postgres(Command::new(postgres), user, dir.path());
-    command
-        .arg("-D")
-        .arg(&data)
-        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .arg("-k")
-        .arg(dir.path())
-        // A throwaway cluster: durability off, small and quick.
-        .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
-        .args(["-c", "full_page_writes=off", "-c", "max_connections=200"])
-        .args(["-c", "shared_buffers=16MB"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log_file);
-    let mut child = spawn_tied(command).expect("start postgres");
-    // The port opens before the server accepts sessions; its log says when it does.
-    let started = Instant::now();
-    loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text.contains("ready to accept connections") {
-            break;
+    let home = dir.path().to_owned();
+    let server = Server::start(port, dir, move || {
+        let log = home.join("postgres.log");
+        let log_file = std::fs::File::create(&log).expect("create the server log");
+        let mut command = as_postgres(Command::new(&postgres), user, &home);
+        command
+            .arg("-D")
+            .arg(&data)
+            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+            .arg("-k")
+            .arg(&home)
+            // A throwaway cluster, small and quick: no fsync, but every commit is written to
+            // the WAL before it returns, so a crash of the server loses no committed lease.
+            .args(["-c", "fsync=off", "-c", "synchronous_commit=on"])
+            .args(["-c", "full_page_writes=off", "-c", "max_connections=200"])
+            .args(["-c", "shared_buffers=16MB"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file);
+        let mut child = spawn_tied(command).expect("start postgres");
+        // The port opens before the server accepts sessions; its log says when it does.
+        let started = Instant::now();
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.contains("ready to accept connections") {
+                break;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("postgres exited with {status}:\n{text}");
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "postgres did not start within a minute:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("postgres exited with {status}:\n{text}");
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "postgres did not start within a minute:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
+        child
+    });
+    Postgres { server }
+}
+
+impl super::servers::StoreServer for Postgres {
+    fn store_url(&self) -> String {
+        self.url()
     }
-    Postgres {
-        server: Server { child, port, dir },
+
+    fn server(&mut self) -> &mut Server {
+        &mut self.server
     }
 }

@@ -38,28 +38,50 @@ fn start(password: Option<&str>) -> RedisServer {
     let binary = require_binary("redis-server", &[], "apt-get install redis-server");
     let dir = tempfile::tempdir().expect("temp dir");
     let port = free_port();
-    let mut command = Command::new(binary);
-    command
-        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-        .arg("--dir")
-        .arg(dir.path())
-        .arg("--logfile")
-        .arg(dir.path().join("redis.log"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    if let Some(password) = password {
-        command.args(["--requirepass", password]);
-    }
-    let mut child = spawn_tied(command).expect("start redis-server");
-    wait_for_port(port, Duration::from_secs(20), &mut child, "redis-server");
+    let data = dir.path().to_owned();
+    let requirepass = password.map(str::to_owned);
+    // The append-only file keeps every acknowledged write across a crash of the server (it is
+    // written before the reply), so the tests that crash and restart the server find their data.
+    let server = Server::start(port, dir, move || {
+        let mut command = Command::new(&binary);
+        command
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+            ])
+            .args(["--daemonize", "no"])
+            .arg("--dir")
+            .arg(&data)
+            .arg("--logfile")
+            .arg(data.join("redis.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(password) = &requirepass {
+            command.args(["--requirepass", password]);
+        }
+        let mut child = spawn_tied(command).expect("start redis-server");
+        wait_for_port(port, Duration::from_secs(20), &mut child, "redis-server");
+        child
+    });
     let url = match password {
         Some(password) => format!("redis://:{password}@127.0.0.1:{port}"),
         None => format!("redis://127.0.0.1:{port}"),
     };
-    RedisServer {
-        server: Server { child, port, dir },
-        url,
+    RedisServer { server, url }
+}
+
+impl super::servers::StoreServer for RedisServer {
+    fn store_url(&self) -> String {
+        self.url.clone()
+    }
+
+    fn server(&mut self) -> &mut Server {
+        &mut self.server
     }
 }

@@ -13,6 +13,9 @@ use std::sync::Mutex;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
 type SpawnRequest = (Command, mpsc::Sender<std::io::Result<Child>>);
 
 /// Spawns `command` so that it is killed when the test binary exits.
@@ -89,16 +92,65 @@ pub fn wait_for_port(port: u16, limit: Duration, server: &mut Child, what: &str)
     }
 }
 
+/// How to start a server: spawns it and waits until it serves, on the same port and data
+/// every time, so that a test can crash the server and start it again.
+pub type Launch = Box<dyn Fn() -> Child + Send + Sync>;
+
 /// A running server process, killed on drop, with its temporary directory.
 pub struct Server {
     pub child: Child,
     pub port: u16,
     pub dir: tempfile::TempDir,
+    launch: Launch,
 }
 
 impl Server {
+    /// Starts a server with `launch` and keeps it to start the server again after a crash.
+    pub fn start(
+        port: u16,
+        dir: tempfile::TempDir,
+        launch: impl Fn() -> Child + Send + Sync + 'static,
+    ) -> Server {
+        let child = launch();
+        Server {
+            child,
+            port,
+            dir,
+            launch: Box::new(launch),
+        }
+    }
+
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
+    }
+
+    /// Every process of the server: PostgreSQL serves each connection from a process of its
+    /// own.
+    pub fn processes(&self) -> Vec<i32> {
+        process_tree(self.pid())
+    }
+
+    /// SIGKILLs the server and every process it started, as a crash would, and waits until
+    /// they are gone.
+    pub fn crash(&mut self) {
+        let all = self.processes();
+        for &pid in &all {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        let _ = self.child.wait();
+        let started = Instant::now();
+        while all.iter().any(|&pid| super::alive(pid)) {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the crashed server's processes did not exit"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Starts the server again, on the same port and data, after [`Server::crash`].
+    pub fn restart(&mut self) {
+        self.child = (self.launch)();
     }
 }
 
@@ -107,4 +159,56 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `(pid, comm, ppid, pgrp)` of every process, from /proc.
+pub fn processes() -> Vec<(i32, String, i32, i32)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = stat[open + 1..close].to_owned();
+        let rest: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        if let (Some(ppid), Some(pgrp)) = (rest.get(1), rest.get(2)) {
+            found.push((
+                pid,
+                comm,
+                ppid.parse().unwrap_or(0),
+                pgrp.parse().unwrap_or(0),
+            ));
+        }
+    }
+    found
+}
+
+/// `root` and all its descendants.
+pub fn process_tree(root: i32) -> Vec<i32> {
+    let all = processes();
+    let mut tree = vec![root];
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        tree.extend(
+            all.iter()
+                .filter(|(_, _, ppid, _)| *ppid == parent)
+                .map(|(pid, ..)| *pid),
+        );
+        i += 1;
+    }
+    tree
+}
+
+/// A test server of one store kind, with its store URL.
+pub trait StoreServer {
+    /// The URL of the store on this server.
+    fn store_url(&self) -> String;
+    /// The server's process.
+    fn server(&mut self) -> &mut Server;
 }
