@@ -20,6 +20,9 @@ impl Output {
 
     /// A library event; in human mode only notable ones unless `--verbose`.
     pub fn event(&self, event: &Event) {
+        if !self.json && !self.verbose && !event.is_notable() {
+            return;
+        }
         let fields = serde_json::to_value(event).unwrap_or(Value::Null);
         self.line(fields, &event.to_string(), event.is_notable());
     }
