@@ -33,7 +33,7 @@ const ITERATIONS: &str = "500";
 fn regenerate_benchmarks_md() {
     let sqlite = SqliteStore::new();
     let mut stores: Vec<(&'static str, String)> =
-        vec![("SQLite (WAL, synchronous=FULL)", sqlite.url.clone())];
+        vec![("SQLite (WAL, acquire fsynced)", sqlite.url.clone())];
     #[cfg(feature = "postgres")]
     stores.push((
         "PostgreSQL 15",
