@@ -160,20 +160,9 @@ pub fn server_down_past_the_lease(
     dir: &Path,
 ) {
     let name = unique("outage");
-    let pid_file = dir.join("job.pid");
     // The lease lasts at least `ttl` from when the holder sent its acquire, which is after this.
     let spawned = SystemTime::now();
-    let holder = Test::new()
-        .store(store)
-        .args([
-            "run", "--name", &name, "--ttl", ttl, "--json", "--", "sh", "-c",
-        ])
-        .args([format!("echo $$ > {}; exec sleep 60", pid_file.display())])
-        .spawn();
-    wait_until(10 * SECOND, "the job runs", || {
-        std::fs::read_to_string(&pid_file).is_ok_and(|s| s.ends_with('\n'))
-    });
-    let job = read_pid(&pid_file);
+    let (holder, job) = hold(store, &name, ttl, dir);
     let (status, reported) = crate::support::held_status(store, &name);
     // Both are lower bounds of the store's real expiry; etcd reports its lease's remaining time
     // in whole seconds, rounded down, so its reported expiry can be early.
@@ -194,16 +183,7 @@ pub fn server_down_past_the_lease(
         }
     };
     timeline.mark("server down", SystemTime::now());
-    wait_until(30 * SECOND, "the holder stopped its job", || {
-        !crate::support::alive(job)
-    });
-    let died = SystemTime::now();
-    timeline.mark("job killed", died);
-    timeline.mark("lease expired", expires);
-    assert!(
-        died < expires,
-        "the job died at {died:?}, after the lease expired at {expires:?}"
-    );
+    job_dies_before(job, expires, &mut timeline);
     // Let the lease run out by the store's clock before the server answers again.
     while SystemTime::now() < expires + Duration::from_millis(200) {
         std::thread::sleep(Duration::from_millis(20));
@@ -214,21 +194,7 @@ pub fn server_down_past_the_lease(
     }
     timeline.mark("server back", SystemTime::now());
 
-    let waiter = Test::new()
-        .store(store)
-        .args([
-            "run",
-            "--name",
-            &name,
-            "--wait",
-            "--timeout",
-            "20s",
-            "--ttl",
-            ttl,
-            "--json",
-        ])
-        .args(["--", "true"])
-        .status(0);
+    let waiter = waiter(store, &name, ttl).status(0);
     let next = locked_lease(&waiter);
     timeline.mark("next holder", acquired_at(&next));
     let token = next["token"].as_u64().expect("token");
@@ -247,33 +213,8 @@ pub fn server_down_past_the_lease(
 /// the lease's TTL and one renew interval (a third of the TTL) of the kill.
 pub fn supervisor_killed(store: &str, ttl: &str, dir: &Path) {
     let name = unique("sigkill");
-    let pid_file = dir.join("job.pid");
-    let holder = Test::new()
-        .store(store)
-        .args([
-            "run", "--name", &name, "--ttl", ttl, "--json", "--", "sh", "-c",
-        ])
-        .args([format!("echo $$ > {}; exec sleep 60", pid_file.display())])
-        .spawn();
-    wait_until(10 * SECOND, "the job runs", || {
-        std::fs::read_to_string(&pid_file).is_ok_and(|s| s.ends_with('\n'))
-    });
-    let job = read_pid(&pid_file);
-    let waiter = Test::new()
-        .store(store)
-        .args([
-            "run",
-            "--name",
-            &name,
-            "--wait",
-            "--timeout",
-            "30s",
-            "--ttl",
-            ttl,
-            "--json",
-        ])
-        .args(["--", "true"])
-        .spawn();
+    let (holder, job) = hold(store, &name, ttl, dir);
+    let waiter = waiter(store, &name, ttl).spawn();
     // Long enough for the waiter to start and for the holder to renew at least once.
     std::thread::sleep(Duration::from_millis(1500));
 
@@ -286,16 +227,7 @@ pub fn supervisor_killed(store: &str, ttl: &str, dir: &Path) {
     timeline.mark("supervisor killed", killed);
     // The lease as the dead holder left it (a lower bound if a renewal was still on its way).
     let (status, expires) = crate::support::held_status(store, &name);
-    wait_until(10 * SECOND, "the job died with its supervisor", || {
-        !crate::support::alive(job)
-    });
-    let died = SystemTime::now();
-    timeline.mark("job killed", died);
-    timeline.mark("lease expired", expires);
-    assert!(
-        died < expires,
-        "the job died at {died:?}, after the lease expired at {expires:?}"
-    );
+    job_dies_before(job, expires, &mut timeline);
 
     let waiter = waiter.finish(40 * SECOND);
     assert_eq!(waiter.code, 0, "{}", waiter.stderr);
@@ -315,6 +247,45 @@ pub fn supervisor_killed(store: &str, ttl: &str, dir: &Path) {
     );
     assert!(next["token"].as_u64() > status["lease"]["token"].as_u64());
     drop(holder);
+}
+
+/// Starts a holder of `name` whose job sleeps, and returns it with its job's pid once the job
+/// runs.
+fn hold(store: &str, name: &str, ttl: &str, dir: &Path) -> (crate::support::Running, i32) {
+    let pid_file = dir.join(format!("{name}.pid"));
+    let holder = Test::new()
+        .store(store)
+        .args([
+            "run", "--name", name, "--ttl", ttl, "--json", "--", "sh", "-c",
+        ])
+        .args([format!("echo $$ > {}; exec sleep 60", pid_file.display())])
+        .spawn();
+    wait_until(10 * SECOND, "the job runs", || {
+        std::fs::read_to_string(&pid_file).is_ok_and(|s| s.ends_with('\n'))
+    });
+    (holder, read_pid(&pid_file))
+}
+
+/// `singleton run --wait` on `name` with a job that does nothing.
+fn waiter(store: &str, name: &str, ttl: &str) -> Test {
+    Test::new()
+        .store(store)
+        .args(["run", "--name", name, "--ttl", ttl, "--json"])
+        .args(["--wait", "--timeout", "30s", "--", "true"])
+}
+
+/// Waits until `job` has died and asserts that it died before the lease expired.
+fn job_dies_before(job: i32, expires: SystemTime, timeline: &mut Timeline) {
+    wait_until(30 * SECOND, "the job was killed", || {
+        !crate::support::alive(job)
+    });
+    let died = SystemTime::now();
+    timeline.mark("job killed", died);
+    timeline.mark("lease expired", expires);
+    assert!(
+        died < expires,
+        "the job died at {died:?}, after the lease expired at {expires:?}"
+    );
 }
 
 /// The lease of a run's `locked` event.

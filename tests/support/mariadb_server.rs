@@ -5,9 +5,8 @@
 
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
 
-use super::servers::{Server, free_port, require_binary, spawn_tied};
+use super::servers::{Server, free_port, require_binary, spawn_tied, wait_for_log};
 
 const INSTALL: &str = "apt-get install mariadb-server (or scripts/install-test-deps)";
 
@@ -119,21 +118,7 @@ fn start() -> Mariadb {
             .stderr(Stdio::null());
         let mut child = spawn_tied(command).expect("start mariadbd");
         // The init file has run once the server says it is ready for connections.
-        let started = Instant::now();
-        loop {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if text.contains("ready for connections") {
-                break;
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("mariadbd exited with {status}:\n{text}");
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "mariadbd did not start within a minute:\n{text}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_log(&log, "ready for connections", &mut child, "mariadbd");
         child
     });
     Mariadb { server }

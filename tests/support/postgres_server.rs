@@ -7,9 +7,8 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
 
-use super::servers::{Server, free_port, require_binary, spawn_tied};
+use super::servers::{Server, free_port, require_binary, spawn_tied, wait_for_log};
 
 const INSTALL: &str = "apt-get install postgresql (or scripts/install-test-deps)";
 
@@ -159,21 +158,7 @@ fn start() -> Postgres {
             .stderr(log_file);
         let mut child = spawn_tied(command).expect("start postgres");
         // The port opens before the server accepts sessions; its log says when it does.
-        let started = Instant::now();
-        loop {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if text.contains("ready to accept connections") {
-                break;
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("postgres exited with {status}:\n{text}");
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "postgres did not start within a minute:\n{text}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_log(&log, "ready to accept connections", &mut child, "postgres");
         child
     });
     Postgres { server }

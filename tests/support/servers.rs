@@ -92,6 +92,26 @@ pub fn wait_for_port(port: u16, limit: Duration, server: &mut Child, what: &str)
     }
 }
 
+/// Waits until the server's `log` says `marker`, or panics (with the log) after a minute or
+/// when the server exits.
+pub fn wait_for_log(log: &std::path::Path, marker: &str, server: &mut Child, what: &str) {
+    let started = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains(marker) {
+            return;
+        }
+        if let Ok(Some(status)) = server.try_wait() {
+            panic!("{what} exited with {status}:\n{text}");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{what} did not start within a minute:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// How to start a server: spawns it and waits until it serves, on the same port and data
 /// every time, so that a test can crash the server and start it again.
 pub type Launch = Box<dyn Fn() -> Child + Send + Sync>;
