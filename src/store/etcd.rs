@@ -3,7 +3,7 @@
 //!
 //! Per name there are two keys, told apart by the kind that follows the prefix:
 //! - `{prefix}lease/{name}`: the live lease. Its value is the holder id, and it is attached to
-//!   an etcd lease granted for this acquisition alone, so the cluster (by its leader's clock)
+//!   an etcd lease that nothing else is attached to, so the cluster (by its leader's clock)
 //!   deletes it on expiry. Its create revision is the fencing token: revisions grow
 //!   cluster-wide, so a later acquisition of any name gets a larger one.
 //! - `{prefix}info/{name}`: who holds it (id, pid, host, label, created, granted TTL), written
@@ -14,12 +14,20 @@
 //! etcd leases last whole seconds, at least 2 s: a TTL is rounded up (a store lease longer
 //! than asked is safe, the holder's own deadline counts from what it asked for) and a shorter
 //! one is refused. etcd has no clock API, so `created` is the acquiring client's wall clock.
+//!
+//! Granting an etcd lease is a write the cluster commits like any other (a separate request:
+//! a transaction cannot grant one). So the store keeps the etcd lease of a released (or
+//! conflicting) acquisition as a spare and the next acquire sends a keep-alive for it, which
+//! the leader answers alone, together with its transaction: one round trip and one committed
+//! write, as a plain put. Without a spare, acquire grants a lease under an id of its own
+//! choosing, sent together with the transaction. See `refresh_and_attach` below for
+//! why neither can leave the holder a shorter lease than it counts on.
 
 use std::time::{Duration, SystemTime};
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, KeyValue, PutOptions,
-    Txn, TxnOp, TxnOpResponse, TxnResponse,
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, KeyValue,
+    LeaseGrantOptions, PutOptions, Txn, TxnOp, TxnOpResponse, TxnResponse,
 };
 
 use super::kv::{self, Fields};
@@ -48,6 +56,23 @@ pub struct EtcdStore {
     url: String,
     prefix: String,
     client: Client,
+    /// An etcd lease of ours with nothing attached, kept for the next acquisition (see
+    /// [`Spare`]).
+    spare: std::sync::Mutex<Option<Spare>>,
+}
+
+/// An etcd lease that an earlier acquisition of this store used (and released) or that a
+/// conflict left unused. Granting a lease is a write the cluster must commit, as costly as the
+/// transaction itself; a keep-alive is answered by the leader alone. So acquire refreshes a
+/// spare with a keep-alive sent together with its transaction instead of granting a new one.
+#[derive(Debug, Clone, Copy)]
+struct Spare {
+    id: i64,
+    /// Its granted length in seconds.
+    secs: i64,
+    /// When it runs out at the earliest, as far as we know (our clock; only used to skip a
+    /// spare that has probably run out, never for safety).
+    expires: SystemTime,
 }
 
 impl std::fmt::Debug for EtcdStore {
@@ -126,6 +151,7 @@ impl EtcdStore {
             url: masked,
             prefix,
             client,
+            spare: std::sync::Mutex::new(None),
         })
     }
 
@@ -179,6 +205,160 @@ impl EtcdStore {
             .txn(txn)
             .await
             .map_err(|e| self.error(operation, e))
+    }
+
+    /// The spare lease, if it was granted for `secs` and has not probably run out by `now`.
+    /// One that does not fit is revoked.
+    fn take_spare(&self, secs: i64, now: SystemTime) -> Option<Spare> {
+        let spare = self
+            .spare
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()?;
+        // Half its length left, or the keep-alive might well find it gone.
+        let half = Duration::from_secs(spare.secs.unsigned_abs()) / 2;
+        if spare.secs == secs && spare.expires > now + half {
+            Some(spare)
+        } else {
+            self.revoke_in_background(spare.id);
+            None
+        }
+    }
+
+    /// Keeps `spare` for the next acquisition; with one kept already, revokes it instead.
+    fn keep_spare(&self, spare: Spare) {
+        let mut slot = self
+            .spare
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if slot.is_none() {
+            *slot = Some(spare);
+        } else {
+            drop(slot);
+            self.revoke_in_background(spare.id);
+        }
+    }
+
+    /// Refreshes the spare lease with a keep-alive and runs `txn`, whose put attaches the lease
+    /// key to it, both sent at once: one round trip, and only the transaction is a write.
+    ///
+    /// Why the lease cannot run out under the holder: etcd refuses a put onto a lease it no
+    /// longer has, and a keep-alive of a lease that has run out fails (etcd waits for its
+    /// revocation first). So when both succeed, whichever came first, the key was on a live
+    /// lease from the transaction on, and the keep-alive, sent after the caller's request
+    /// time, restarted the lease's full length at the leader. Should the keep-alive fail, a key
+    /// the transaction attached is deleted again (owner-checked) and `None` asks the caller to
+    /// start over with a new lease.
+    async fn refresh_and_attach(
+        &self,
+        name: &str,
+        holder: &Holder,
+        spare: Spare,
+        txn: Txn,
+    ) -> Result<Option<TxnResponse>> {
+        let mut keeper = self.client.clone();
+        let mut attacher = self.client.clone();
+        let (kept, attached) = tokio::join!(keeper.lease_keep_alive(spare.id), attacher.txn(txn));
+        match (kept, attached) {
+            (Ok(_), Ok(response)) => Ok(Some(response)),
+            (Ok(_), Err(err)) => {
+                // The transaction may have been applied all the same: the revocation takes a
+                // key it attached with it.
+                self.revoke(spare.id).await;
+                Err(self.error("acquire", err))
+            }
+            (Err(_), Ok(response)) => {
+                if response.succeeded() {
+                    self.undo_attach(name, holder, &response).await?;
+                }
+                self.revoke_in_background(spare.id);
+                Ok(None)
+            }
+            (Err(_), Err(err)) if is_lease_not_found(&err) => Ok(None),
+            (Err(_), Err(err)) => {
+                self.revoke_in_background(spare.id);
+                Err(self.error("acquire", err))
+            }
+        }
+    }
+
+    /// Deletes the lease key that a successful acquire transaction (`response`) created,
+    /// because its etcd lease cannot be vouched for. Owner-checked, like a release.
+    async fn undo_attach(&self, name: &str, holder: &Holder, response: &TxnResponse) -> Result<()> {
+        let token = response
+            .header()
+            .and_then(|header| u64::try_from(header.revision()).ok())
+            .ok_or_else(|| self.malformed("acquire", name))?;
+        let lease = Lease {
+            name: name.to_owned(),
+            holder: holder.clone(),
+            token: FencingToken(token),
+            created: SystemTime::now(),
+            expires: None,
+        };
+        self.delete_if_ours("acquire", &lease).await.map(|_| ())
+    }
+
+    /// Grants the etcd lease `lease_id` for `secs` seconds and runs `txn`, whose put attaches
+    /// the lease key to it, both sent at once: one round trip instead of two. etcd checks a
+    /// put's lease before it applies any of a transaction's operations, so a transaction that
+    /// overtakes the grant changes nothing and fails with "lease not found"; it is sent again
+    /// once the grant has been applied. The lease starts when the grant is applied, after the
+    /// caller's request time, so the holder's deadline stays on the safe side.
+    async fn grant_and_attach(
+        &self,
+        name: &str,
+        holder: &Holder,
+        lease_id: i64,
+        secs: i64,
+        txn: Txn,
+    ) -> Result<TxnResponse> {
+        let mut granter = self.client.clone();
+        let mut attacher = self.client.clone();
+        let (granted, attached) = tokio::join!(
+            granter.lease_grant(secs, Some(LeaseGrantOptions::new().with_id(lease_id))),
+            attacher.txn(txn.clone()),
+        );
+        let attached = match attached {
+            Err(err) if granted.is_ok() && is_lease_not_found(&err) => attacher.txn(txn).await,
+            other => other,
+        };
+        match (granted, attached) {
+            (Ok(_), Ok(response)) => Ok(response),
+            (Ok(_), Err(err)) => {
+                self.revoke(lease_id).await;
+                Err(self.error("acquire", err))
+            }
+            (Err(err), Ok(response)) => {
+                // The key went onto a lease with our id that, as far as we know, our grant did
+                // not create (an id that collided, or a grant whose answer was lost): take the
+                // key back, but leave that lease alone, it may be somebody else's.
+                if response.succeeded()
+                    && let Err(undo) = self.undo_attach(name, holder, &response).await
+                {
+                    tracing::warn!(store = %self.url, name, error = %undo, "could not undo an acquisition whose etcd lease grant failed; it ends with that lease");
+                }
+                Err(self.error("acquire", err))
+            }
+            (Err(err), Err(_)) => Err(self.error("acquire", err)),
+        }
+    }
+
+    /// Deletes the lease key and the info key of `lease` in one transaction if the lease is
+    /// still ours; the response's results are the deleted lease key and info key.
+    async fn delete_if_ours(&self, operation: &'static str, lease: &Lease) -> Result<TxnResponse> {
+        let lease_key = self.key(LEASE, &lease.name);
+        let txn = Txn::new().when(ours(&lease_key, lease)?).and_then([
+            TxnOp::delete(
+                lease_key.clone(),
+                Some(DeleteOptions::new().with_prev_key()),
+            ),
+            TxnOp::delete(
+                self.key(INFO, &lease.name),
+                Some(DeleteOptions::new().with_prev_key()),
+            ),
+        ]);
+        self.txn(operation, txn).await
     }
 
     /// When the etcd lease `id` expires by its remaining TTL (informational); `None` for no
@@ -335,6 +515,11 @@ fn results(response: &TxnResponse) -> Vec<Vec<KeyValue>> {
         .collect()
 }
 
+/// Whether etcd refused a transaction because a put names a lease it does not have (yet).
+fn is_lease_not_found(err: &etcd_client::Error) -> bool {
+    matches!(err, etcd_client::Error::GRpcStatus(status) if status.message().contains("lease not found"))
+}
+
 /// The `n`th operation's first key-value.
 fn first(results: &[Vec<KeyValue>], n: usize) -> Option<&KeyValue> {
     results.get(n).and_then(|kvs| kvs.first())
@@ -424,46 +609,62 @@ impl Store for EtcdStore {
 
     async fn acquire(&self, name: &str, holder: &Holder, ttl: Option<Duration>) -> Result<Acquire> {
         let secs = ttl.map(|ttl| self.ttl_secs(ttl)).transpose()?;
-        let lease_id = match secs {
-            Some(secs) => self
-                .client
-                .clone()
-                .lease_grant(secs, None)
-                .await
-                .map_err(|e| self.error("acquire", e))?
-                .id(),
-            None => 0,
-        };
         let (lease_key, info_key) = (self.key(LEASE, name), self.key(INFO, name));
         let created = SystemTime::now();
         let created_ms = unix_ms(created);
-        let put = (lease_id != 0).then(|| PutOptions::new().with_lease(lease_id));
         let info = Info::encode(holder, created_ms, secs.map_or(0, i64::unsigned_abs));
-        let txn = Txn::new()
-            .when([Compare::create_revision(
-                lease_key.clone(),
-                CompareOp::Equal,
-                0,
-            )])
-            .and_then([
-                TxnOp::get(info_key.clone(), None),
-                TxnOp::put(lease_key.clone(), holder.id.as_bytes(), put),
-                TxnOp::put(info_key.clone(), info, None),
-            ])
-            .or_else([TxnOp::get(lease_key, None), TxnOp::get(info_key, None)]);
-        let response = match self.txn("acquire", txn).await {
-            Ok(response) => response,
-            Err(err) => {
-                self.revoke(lease_id).await;
-                return Err(err);
+        let txn = |lease_id: i64| {
+            let put = (lease_id != 0).then(|| PutOptions::new().with_lease(lease_id));
+            Txn::new()
+                .when([Compare::create_revision(
+                    lease_key.clone(),
+                    CompareOp::Equal,
+                    0,
+                )])
+                .and_then([
+                    TxnOp::get(info_key.clone(), None),
+                    TxnOp::put(lease_key.clone(), holder.id.as_bytes(), put),
+                    TxnOp::put(info_key.clone(), info.clone(), None),
+                ])
+                .or_else([
+                    TxnOp::get(lease_key.clone(), None),
+                    TxnOp::get(info_key.clone(), None),
+                ])
+        };
+        let (lease_id, response) = match secs {
+            None => (0, self.txn("acquire", txn(0)).await?),
+            Some(secs) => {
+                let refreshed = match self.take_spare(secs, created) {
+                    Some(spare) => self
+                        .refresh_and_attach(name, holder, spare, txn(spare.id))
+                        .await?
+                        .map(|response| (spare.id, response)),
+                    None => None,
+                };
+                match refreshed {
+                    Some(done) => done,
+                    None => {
+                        // An id of our own choosing, so that the grant need not come back
+                        // before the transaction that attaches the key to it can be sent.
+                        let id = fastrand::i64(1..=i64::MAX);
+                        let response = self.grant_and_attach(name, holder, id, secs, txn(id));
+                        (id, response.await?)
+                    }
+                }
             }
         };
         let found = results(&response);
         if !response.succeeded() {
             let held = first(&found, 0).ok_or_else(|| self.malformed("acquire", name))?;
-            let (revoked, expires) =
-                tokio::join!(self.revoke(lease_id), self.expiry("acquire", held.lease()));
-            let () = revoked;
+            // Nothing was attached to our lease: keep it for the next attempt.
+            if let Some(secs) = secs {
+                self.keep_spare(Spare {
+                    id: lease_id,
+                    secs,
+                    expires: created + Duration::from_secs(secs.unsigned_abs()),
+                });
+            }
+            let expires = self.expiry("acquire", held.lease()).await;
             let mut lease = self
                 .lease_of(name, held, first(&found, 1))
                 .ok_or_else(|| self.malformed("acquire", name))?;
@@ -548,20 +749,23 @@ impl Store for EtcdStore {
     }
 
     async fn release(&self, lease: &Lease) -> Result<Released> {
-        let lease_key = self.key(LEASE, &lease.name);
-        let txn = Txn::new().when(ours(&lease_key, lease)?).and_then([
-            TxnOp::delete(
-                lease_key.clone(),
-                Some(DeleteOptions::new().with_prev_key()),
-            ),
-            TxnOp::delete(self.key(INFO, &lease.name), None),
-        ]);
-        let response = self.txn("release", txn).await?;
+        let response = self.delete_if_ours("release", lease).await?;
         if !response.succeeded() {
             return Ok(Released::NotHeld);
         }
-        if let Some(deleted) = first(&results(&response), 0) {
-            self.revoke_in_background(deleted.lease());
+        let found = results(&response);
+        // Our key was the only thing attached to its etcd lease, and it is gone now: the
+        // lease can serve the next acquisition.
+        let granted = first(&found, 1).and_then(|info| Info::decode(info.value()));
+        if let (Some(deleted), Some(info)) = (first(&found, 0), granted) {
+            match i64::try_from(info.granted_secs) {
+                Ok(secs) if deleted.lease() != 0 => self.keep_spare(Spare {
+                    id: deleted.lease(),
+                    secs,
+                    expires: lease.expires.unwrap_or_else(SystemTime::now),
+                }),
+                _ => self.revoke_in_background(deleted.lease()),
+            }
         }
         Ok(Released::Released)
     }

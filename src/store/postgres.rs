@@ -8,7 +8,9 @@
 //! Acquire is one statement that locks the name's row (`SELECT … FOR UPDATE`, which in READ
 //! COMMITTED returns the newest committed version), takes it over if it is free or expired, or
 //! inserts it if it does not exist, and returns both the new lease and the row as it was: the
-//! holder on a conflict, or the expired lease that was taken over. See docs/postgres.md.
+//! holder on a conflict, or the expired lease that was taken over. The common cases go
+//! through a lighter statement first, which locks nothing: a plain `UPDATE` of a released row,
+//! and a read of the row for a conflict. See docs/postgres.md.
 
 use std::time::{Duration, SystemTime};
 
@@ -37,6 +39,7 @@ const LIVE: &str = "holder_id IS NOT NULL AND (expires_at IS NULL OR expires_at 
 #[derive(Debug)]
 struct Statements {
     create: String,
+    acquire_free: String,
     acquire: String,
     renew: String,
     release: String,
@@ -70,6 +73,24 @@ impl Statements {
                      value   text NOT NULL,
                      created timestamptz NOT NULL DEFAULT now()
                  )"
+            ),
+            // Takes a free row (released: no holder to report) without locking it first;
+            // reports a live lease from its snapshot. A plain UPDATE re-evaluates its
+            // condition and token + 1 on the newest version should the row change under it.
+            acquire_free: format!(
+                "WITH taken AS (
+                     UPDATE {t}
+                     SET token = token + 1, holder_id = $2, host = $3, pid = $4, label = $5,
+                         created = now(), expires_at = {expiry}
+                     WHERE name = $1 AND holder_id IS NULL
+                     RETURNING token, created, expires_at
+                 )
+                 SELECT taken.token, taken.created, taken.expires_at,
+                        old.token, old.holder_id, old.host, old.pid, old.label, old.created,
+                        old.expires_at, old.live
+                 FROM (VALUES (1)) AS one (x) LEFT JOIN taken ON true
+                 LEFT JOIN (SELECT {LEASE_COLUMNS}, {LIVE} AS live FROM {t} WHERE name = $1)
+                      AS old ON true"
             ),
             acquire: format!(
                 "WITH old AS (
@@ -123,8 +144,9 @@ impl Statements {
 
     /// Every statement an operation runs, prepared at connect so that a table of another shape
     /// is reported at once.
-    fn all(&self) -> [&str; 8] {
+    fn all(&self) -> [&str; 9] {
         [
+            &self.acquire_free,
             &self.acquire,
             &self.renew,
             &self.release,
@@ -330,7 +352,15 @@ impl Store for PostgresStore {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let rows = match self.query("acquire", &self.sql.acquire, &params).await {
+            // First the light statement, which decides the common cases (a released row, a
+            // live lease); an expired lease, a name never used or a row that changed under it
+            // go to the statement that locks the row first.
+            let statement = if attempt == 1 {
+                &self.sql.acquire_free
+            } else {
+                &self.sql.acquire
+            };
+            let rows = match self.query("acquire", statement, &params).await {
                 Err(err) if err.is_retryable() && attempt < ACQUIRE_ATTEMPTS => continue,
                 other => other.map_err(|e| e.into_error(&self.url, "acquire"))?,
             };
@@ -347,7 +377,8 @@ impl Store for PostgresStore {
                     created: row.try_get(1).map_err(read)?,
                     expires: row.try_get(2).map_err(read)?,
                 };
-                // A row we took over was free or expired; only an expired one had a holder.
+                // A row we took over was free or expired; only an expired one had a holder
+                // (and only the locking statement takes those).
                 return Ok(Acquire::Acquired {
                     lease,
                     took_over: old,
@@ -356,8 +387,9 @@ impl Store for PostgresStore {
             let live = row.try_get::<_, Option<bool>>(10).map_err(read)?;
             match old {
                 Some(held) if live == Some(true) => return Ok(Acquire::Held(held)),
-                // Another session inserted the name's first row after our snapshot was taken:
-                // the row exists now, so the next run sees and decides on it.
+                // Not decided: the light statement found the row expired, missing or changed
+                // since its snapshot, or another session inserted the name's first row after
+                // the locking statement's snapshot. The next (locking) run decides.
                 _ if attempt < ACQUIRE_ATTEMPTS => continue,
                 _ => {
                     return Err(Error::store(
