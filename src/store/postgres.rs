@@ -377,11 +377,13 @@ impl Store for PostgresStore {
                     created: row.try_get(1).map_err(read)?,
                     expires: row.try_get(2).map_err(read)?,
                 };
-                // A row we took over was free or expired; only an expired one had a holder
-                // (and only the locking statement takes those).
+                // A row we took over was free or expired; only an expired one had a holder,
+                // and only the locking statement takes those. (The light statement's snapshot
+                // may show a holder that released the row just before its UPDATE took it.)
+                let light = attempt == 1;
                 return Ok(Acquire::Acquired {
                     lease,
-                    took_over: old,
+                    took_over: if light { None } else { old },
                 });
             }
             let live = row.try_get::<_, Option<bool>>(10).map_err(read)?;
