@@ -171,9 +171,24 @@ pub fn server_down_past_the_lease(
     let mut timeline = Timeline::new(format!("{outage:?} server ({}), lease {ttl}", kind(store)));
     let resume = match outage {
         Outage::Paused => {
-            let resume = ServerResumer(server.processes());
-            for &pid in &resume.0 {
-                kill(Pid::from_raw(pid), Signal::SIGSTOP).expect("stop the server");
+            // Again until no new process appears: PostgreSQL may start a backend meanwhile. One
+            // that has exited (a closed connection's backend) has nothing left to stop.
+            let mut resume = ServerResumer(Vec::new());
+            loop {
+                let new: Vec<i32> = server
+                    .processes()
+                    .into_iter()
+                    .filter(|pid| !resume.0.contains(pid))
+                    .collect();
+                if new.is_empty() {
+                    break;
+                }
+                for pid in new {
+                    match kill(Pid::from_raw(pid), Signal::SIGSTOP) {
+                        Ok(()) | Err(nix::errno::Errno::ESRCH) => resume.0.push(pid),
+                        Err(err) => panic!("stop the server's process {pid}: {err}"),
+                    }
+                }
             }
             Some(resume)
         }
