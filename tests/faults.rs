@@ -170,28 +170,7 @@ pub fn server_down_past_the_lease(
 
     let mut timeline = Timeline::new(format!("{outage:?} server ({}), lease {ttl}", kind(store)));
     let resume = match outage {
-        Outage::Paused => {
-            // Again until no new process appears: PostgreSQL may start a backend meanwhile. One
-            // that has exited (a closed connection's backend) has nothing left to stop.
-            let mut resume = ServerResumer(Vec::new());
-            loop {
-                let new: Vec<i32> = server
-                    .processes()
-                    .into_iter()
-                    .filter(|pid| !resume.0.contains(pid))
-                    .collect();
-                if new.is_empty() {
-                    break;
-                }
-                for pid in new {
-                    match kill(Pid::from_raw(pid), Signal::SIGSTOP) {
-                        Ok(()) | Err(nix::errno::Errno::ESRCH) => resume.0.push(pid),
-                        Err(err) => panic!("stop the server's process {pid}: {err}"),
-                    }
-                }
-            }
-            Some(resume)
-        }
+        Outage::Paused => Some(server.pause()),
         Outage::Crashed => {
             server.crash();
             None
@@ -364,17 +343,6 @@ impl Drop for Timeline {
             })
             .collect();
         eprintln!("timeline: {}: {}", self.fault, marks.join(", "));
-    }
-}
-
-/// Sends SIGCONT to a stopped server's processes when dropped, also when the test fails.
-struct ServerResumer(Vec<i32>);
-
-impl Drop for ServerResumer {
-    fn drop(&mut self) {
-        for &pid in &self.0 {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGCONT);
-        }
     }
 }
 

@@ -152,12 +152,11 @@ async fn a_silent_server_times_out() {
     else {
         panic!("{name} should be free");
     };
-    let pid = nix::unistd::Pid::from_raw(server.server.pid());
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP");
+    let paused = server.server.pause();
     let started = Instant::now();
     let outcome = store.renew(&lease, Duration::from_secs(30)).await;
     let elapsed = started.elapsed();
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).expect("SIGCONT");
+    drop(paused);
     match outcome {
         Err(Error::Timeout {
             operation: "renew",

@@ -150,6 +150,30 @@ impl Server {
         process_tree(self.pid())
     }
 
+    /// Stops (SIGSTOP) the server and every process it started, as a long pause would; they
+    /// run again when the returned guard is dropped, also when the test fails. Stops again
+    /// until no new process appears (PostgreSQL may start a backend meanwhile); one that has
+    /// exited meanwhile (a closed connection's backend) has nothing left to stop.
+    pub fn pause(&self) -> Paused {
+        let mut paused = Paused(Vec::new());
+        loop {
+            let new: Vec<i32> = self
+                .processes()
+                .into_iter()
+                .filter(|pid| !paused.0.contains(pid))
+                .collect();
+            if new.is_empty() {
+                return paused;
+            }
+            for pid in new {
+                match kill(Pid::from_raw(pid), Signal::SIGSTOP) {
+                    Ok(()) | Err(nix::errno::Errno::ESRCH) => paused.0.push(pid),
+                    Err(err) => panic!("stop the server's process {pid}: {err}"),
+                }
+            }
+        }
+    }
+
     /// SIGKILLs the server and every process it started, as a crash would, and waits until
     /// they are gone.
     pub fn crash(&mut self) {
@@ -171,6 +195,17 @@ impl Server {
     /// Starts the server again, on the same port and data, after [`Server::crash`].
     pub fn restart(&mut self) {
         self.child = (self.launch)();
+    }
+}
+
+/// A paused server's processes, continued (SIGCONT) when dropped.
+pub struct Paused(Vec<i32>);
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGCONT);
+        }
     }
 }
 
