@@ -355,7 +355,8 @@ impl Store for PostgresStore {
             // First the light statement, which decides the common cases (a released row, a
             // live lease); an expired lease, a name never used or a row that changed under it
             // go to the statement that locks the row first.
-            let statement = if attempt == 1 {
+            let light = attempt == 1;
+            let statement = if light {
                 &self.sql.acquire_free
             } else {
                 &self.sql.acquire
@@ -380,7 +381,6 @@ impl Store for PostgresStore {
                 // A row we took over was free or expired; only an expired one had a holder,
                 // and only the locking statement takes those. (The light statement's snapshot
                 // may show a holder that released the row just before its UPDATE took it.)
-                let light = attempt == 1;
                 return Ok(Acquire::Acquired {
                     lease,
                     took_over: if light { None } else { old },
