@@ -16,7 +16,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::Error;
-use crate::store::{Acquire, Holder, Lease, MAX_NAME_LEN, Released, Store};
+use crate::store::{Acquire, Freed, Holder, Lease, MAX_NAME_LEN, Released, Store};
+
+/// Whether word comes within 10 s. Word is a hint that may come late or twice: this waits long
+/// enough that only a store that does not send it fails.
+async fn heard(freed: &mut Freed) -> bool {
+    tokio::time::timeout(Duration::from_secs(10), freed.next())
+        .await
+        .is_ok()
+}
 
 /// The suite, bound to one store.
 #[derive(Debug, Clone)]
@@ -381,6 +389,35 @@ impl Suite {
         assert!(
             none.is_none(),
             "force-releasing a free name removes nothing"
+        );
+    }
+
+    /// For a store whose [`Store::watch`] tells waiters (not every store can): a watcher hears
+    /// a release and a force-release of its name. Not part of [`Suite::run_all`]; panics if the
+    /// store cannot watch.
+    pub async fn watchers_hear_releases(&self) {
+        let name = unique("watch");
+        let mut freed = self
+            .store()
+            .watch(&name)
+            .await
+            .unwrap_or_else(|e| panic!("watch {name:?}: {e}"))
+            .unwrap_or_else(|| panic!("{} cannot tell waiters", self.store().describe()));
+        let lease = self.must_acquire(&name, &holder("a"), Some(LONG_TTL)).await;
+        assert_eq!(self.release(&lease).await, Released::Released);
+        assert!(
+            heard(&mut freed).await,
+            "the watcher of {name:?} did not hear its release"
+        );
+        let lease = self.must_acquire(&name, &holder("b"), Some(LONG_TTL)).await;
+        self.store()
+            .force_release(&name)
+            .await
+            .unwrap_or_else(|e| panic!("force_release {name:?}: {e}"))
+            .expect("force_release returns the lease it removed");
+        assert!(
+            heard(&mut freed).await,
+            "the watcher of {name:?} did not hear the force-release of {lease}"
         );
     }
 

@@ -39,4 +39,4 @@ pub use error::{BoxError, Error, Result};
 pub use event::Event;
 pub use lease::{CLOCK_RATE_TOLERANCE, LeaseGuard, MAX_DURATION};
 pub use singleton::{Lock, Options, Singleton};
-pub use store::{Acquire, FencingToken, Holder, Lease, Released, Store, connect};
+pub use store::{Acquire, FencingToken, Freed, Holder, Lease, Released, Store, connect};

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::lease::{Held, LeaseGuard, Timing};
-use crate::store::{Acquire, Holder, Lease, Released, Store, validate_name};
+use crate::store::{Acquire, Freed, Holder, Lease, Released, Store, validate_name};
 
 /// How a [`Singleton`] holds its lease.
 ///
@@ -84,7 +84,9 @@ impl Options {
         self
     }
 
-    /// How often [`Singleton::lock_wait`] retries (default 100 ms, with random jitter).
+    /// How often [`Singleton::lock_wait`] retries (default 100 ms, with random jitter). Where the
+    /// store tells waiters of a release ([`Store::watch`]: PostgreSQL, Redis, etcd, `memory:`),
+    /// the waiter also tries again as soon as it hears.
     pub fn poll_interval(mut self, every: Duration) -> Self {
         self.poll_interval = every;
         self
@@ -214,6 +216,10 @@ impl Singleton {
     /// Acquires the lease, waiting for the current holder to let go; gives up after `timeout`
     /// (`None`: wait for ever) and then returns [`Lock::Conflict`] with the last holder seen.
     /// Emits `waiting` when it starts waiting and whenever the holder changes.
+    ///
+    /// It retries every poll interval and, where the store tells waiters of a release
+    /// ([`Store::watch`]), as soon as it hears; what it hears only makes it try again, it
+    /// never grants anything.
     pub async fn lock_wait(&self, timeout: Option<Duration>) -> Result<Lock> {
         let give_up = match timeout {
             Some(timeout) => Some(
@@ -227,11 +233,25 @@ impl Singleton {
             name: self.inner.name.clone(),
         });
         let mut waiting_for: Option<String> = None;
+        // Word from the store that the name was freed, asked for at the first conflict.
+        let mut freed: Option<Option<Freed>> = None;
         loop {
             let held_by = match self.attempt().await? {
                 Lock::Conflict(held_by) => held_by,
                 locked => return Ok(locked),
             };
+            if freed.is_none() {
+                let watching = self.watch();
+                freed = Some(match give_up {
+                    Some(give_up) => tokio::time::timeout_at(give_up, watching)
+                        .await
+                        .ok()
+                        .flatten(),
+                    None => watching.await,
+                });
+                // A release between that attempt and the start of listening went unheard.
+                continue;
+            }
             let now = Instant::now();
             if give_up.is_some_and(|give_up| give_up <= now) {
                 self.inner.emit(Event::Conflict {
@@ -250,7 +270,28 @@ impl Singleton {
             // Jitter keeps many waiters from polling in lock step.
             let pause = self.inner.poll_interval.mul_f64(0.5 + fastrand::f64());
             let wake = now + pause;
-            tokio::time::sleep_until(give_up.map_or(wake, |give_up| wake.min(give_up))).await;
+            let sleep = tokio::time::sleep_until(give_up.map_or(wake, |give_up| wake.min(give_up)));
+            match freed.as_mut().and_then(Option::as_mut) {
+                Some(word) => {
+                    tokio::select! {
+                        () = sleep => {}
+                        () = word.next() => {}
+                    }
+                }
+                None => sleep.await,
+            }
+        }
+    }
+
+    /// Starts listening for word that the name was freed; `None` if the store cannot tell or
+    /// listening failed, in which case the waiter polls alone.
+    async fn watch(&self) -> Option<Freed> {
+        match self.inner.store.watch(&self.inner.name).await {
+            Ok(freed) => freed,
+            Err(err) => {
+                tracing::debug!(name = %self.inner.name, "polling only: {err}");
+                None
+            }
         }
     }
 

@@ -209,7 +209,10 @@ fn benchmarks_md(measured: &[Measured], overhead: &Overhead, rss_kb: u64) -> Str
          connection type: two round trips (SQL INSERT + DELETE of one row; SQLite the same, \
          each in its own transaction; MongoDB insert + delete; Redis SET NX PX + DEL; etcd put + \
          delete). Both are measured alternately, {ITERATIONS} times each, in the same run \
-         (`singleton bench`).\n"
+         (`singleton bench`). Hand-off is the time from a holder's release call to a waiting \
+         contender's acquisition: PostgreSQL (LISTEN/NOTIFY), Redis (pub/sub) and etcd (a \
+         watch) tell waiters of a release; on SQLite, MariaDB and MongoDB they poll every \
+         100 ms with jitter.\n"
     );
     let _ = writeln!(
         md,
@@ -220,7 +223,7 @@ fn benchmarks_md(measured: &[Measured], overhead: &Overhead, rss_kb: u64) -> Str
         let r = &m.report;
         let _ = writeln!(
             md,
-            "| {} | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs | **{:.2}×** | {:.0}/s, {} | {:.1} / {:.1} ms |",
+            "| {} | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs | **{:.2}×** | {:.0}/s, {} | {:.2} / {:.2} ms |",
             m.label,
             m.us("floor_us", "p50"),
             m.us("floor_us", "p99"),

@@ -179,6 +179,30 @@ async fn lock_wait_waits_for_release_and_times_out() {
     next.release().await.unwrap();
 }
 
+/// A waiter hears the release from the store instead of waiting for its next poll, which
+/// here is at least 30 s away.
+#[tokio::test]
+async fn lock_wait_acquires_on_word_of_the_release_between_polls() {
+    let store = memory().await;
+    let name = unique("word");
+    let a = Singleton::new(&name, store.clone(), Options::default()).unwrap();
+    let slow_poll = Options::default().poll_interval(Duration::from_secs(60));
+    let b = Singleton::new(&name, store.clone(), slow_poll).unwrap();
+    let mut eb = b.events();
+    let guard = locked(a.lock().await.unwrap());
+    let waiter = tokio::spawn(async move { b.lock_wait(None).await });
+    while kinds(&mut eb).iter().all(|kind| *kind != "waiting") {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    guard.release().await.unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("the waiter should acquire on word of the release, long before its next poll")
+        .unwrap()
+        .unwrap();
+    locked(next).release().await.unwrap();
+}
+
 #[tokio::test]
 async fn taking_over_an_expired_lease_emits_expired() {
     let store = memory().await;

@@ -171,7 +171,8 @@ async fn hammer(url: &str, name: &str, plan: Plan) -> Result<Throughput, Error> 
     })
 }
 
-/// A holder releases while a waiter polls with `lock_wait`; measures release-to-acquire.
+/// A holder releases while a waiter waits in `lock_wait` (hearing of the release where the store
+/// tells, else polling); measures release-to-acquire.
 async fn handoff(store: &Arc<dyn Store>, name: &str, rounds: usize) -> Result<Percentiles, Error> {
     let holder = Singleton::new(name, Arc::clone(store), Options::default())?;
     let mut samples = Vec::with_capacity(rounds);

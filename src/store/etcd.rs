@@ -27,11 +27,12 @@ use std::time::{Duration, SystemTime};
 
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, KeyValue,
-    LeaseGrantOptions, PutOptions, Txn, TxnOp, TxnOpResponse, TxnResponse,
+    LeaseGrantOptions, PutOptions, Txn, TxnOp, TxnOpResponse, TxnResponse, WatchFilterType,
+    WatchOptions,
 };
 
 use super::kv::{self, Fields};
-use super::{Acquire, FencingToken, Holder, Lease, Released, Store, mask_password};
+use super::{Acquire, FencingToken, Freed, Holder, Lease, Released, Store, mask_password};
 use crate::error::{Error, Result};
 
 /// Key prefix unless the URL's `?prefix=` sets another.
@@ -819,6 +820,43 @@ impl Store for EtcdStore {
         lease
             .ok_or_else(|| self.malformed("force-release", name))
             .map(Some)
+    }
+
+    /// A watch (on the client's gRPC channel) for deletions of the name's lease key: release,
+    /// force-release and expiry alike.
+    async fn watch(&self, name: &str) -> Result<Option<Freed>> {
+        let mut client = self.client.clone();
+        let options = WatchOptions::new().with_filters([WatchFilterType::NoPut]);
+        let starting = async {
+            let mut stream = client.watch(self.key(LEASE, name), Some(options)).await?;
+            // Deletions are reported from the moment etcd confirms the watch.
+            match stream.message().await? {
+                Some(response) if response.created() => Ok(stream),
+                _ => Err(etcd_client::Error::WatchError(
+                    "etcd did not confirm the watch".to_owned(),
+                )),
+            }
+        };
+        let mut stream = tokio::time::timeout(kv::RESPONSE_TIMEOUT, starting)
+            .await
+            .map_err(|_| Error::Timeout {
+                store: self.url.clone(),
+                operation: "watch",
+                after: kv::RESPONSE_TIMEOUT,
+            })?
+            .map_err(|e| self.error("watch", e))?;
+        let (heard, word) = Freed::channel();
+        let listener = tokio::spawn(async move {
+            while let Ok(Some(response)) = stream.message().await {
+                if response.canceled() {
+                    return;
+                }
+                if !response.events().is_empty() {
+                    let _ = heard.try_send(());
+                }
+            }
+        });
+        Ok(Some(Freed::new(word, listener, ())))
     }
 
     async fn benchmark_floor(&self, scratch_key: &str) -> Result<()> {

@@ -7,14 +7,28 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-use super::{Acquire, FencingToken, Holder, Lease, Released, Store};
+use tokio::sync::broadcast;
+
+use super::{Acquire, FencingToken, Freed, Holder, Lease, Released, Store};
 use crate::error::{Error, Result};
 
 /// An in-process store. Its clock is this process's monotonic clock.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemoryStore {
     names: Mutex<BTreeMap<String, Slot>>,
     scratch: Mutex<BTreeMap<String, ()>>,
+    /// The names released or force-released, for [`Store::watch`].
+    freed: broadcast::Sender<String>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore {
+            names: Mutex::default(),
+            scratch: Mutex::default(),
+            freed: broadcast::Sender::new(64),
+        }
+    }
 }
 
 /// One name's record. The token counter outlives the lease.
@@ -133,6 +147,9 @@ impl Store for MemoryStore {
             return Ok(Released::NotHeld);
         }
         slot.held = None;
+        drop(names);
+        // Nobody listening is no error.
+        let _ = self.freed.send(lease.name.clone());
         Ok(Released::Released)
     }
 
@@ -170,11 +187,34 @@ impl Store for MemoryStore {
 
     async fn force_release(&self, name: &str) -> Result<Option<Lease>> {
         let now = Instant::now();
-        Ok(self
+        let removed = self
             .names()
             .get_mut(name)
             .and_then(|slot| slot.held.take())
             .filter(|held| held.is_live(now))
-            .map(|held| held.snapshot(now)))
+            .map(|held| held.snapshot(now));
+        if removed.is_some() {
+            let _ = self.freed.send(name.to_owned());
+        }
+        Ok(removed)
+    }
+
+    async fn watch(&self, name: &str) -> Result<Option<Freed>> {
+        let mut freed = self.freed.subscribe();
+        let name = name.to_owned();
+        let (heard, word) = Freed::channel();
+        let listener = tokio::spawn(async move {
+            loop {
+                match freed.recv().await {
+                    Ok(released) if released != name => continue,
+                    // Missed words may have named ours.
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                        let _ = heard.try_send(());
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(Some(Freed::new(word, listener, ())))
     }
 }

@@ -144,6 +144,54 @@ pub enum Released {
     NotHeld,
 }
 
+/// Word from a store that a name may have just been freed, from [`Store::watch`]: a waiter that
+/// hears it tries to acquire at once instead of at its next poll.
+///
+/// It is only a hint, and it never grants anything: the waiter still has to win an acquire. Word
+/// may come late, twice, for a release somebody else then won, or not at all (a dropped
+/// connection ends it), so waiters keep polling too. Dropping it stops listening.
+pub struct Freed {
+    heard: tokio::sync::mpsc::Receiver<()>,
+    _listener: tokio_util::task::AbortOnDropHandle<()>,
+    _keep: Box<dyn std::any::Any + Send + Sync>,
+}
+
+impl Freed {
+    /// Wraps a listener task that calls [`Freed::channel`]'s sender's `try_send(())` whenever the
+    /// name may have been freed. `keep` is held as long as this is (e.g. a client whose
+    /// connection the task drives); the task is aborted on drop.
+    pub(crate) fn new(
+        heard: tokio::sync::mpsc::Receiver<()>,
+        listener: tokio::task::JoinHandle<()>,
+        keep: impl std::any::Any + Send + Sync,
+    ) -> Self {
+        Freed {
+            heard,
+            _listener: tokio_util::task::AbortOnDropHandle::new(listener),
+            _keep: Box::new(keep),
+        }
+    }
+
+    /// The channel a listener reports on: room for one word, as several in a row mean the same.
+    pub(crate) fn channel() -> (tokio::sync::mpsc::Sender<()>, tokio::sync::mpsc::Receiver<()>) {
+        tokio::sync::mpsc::channel(1)
+    }
+
+    /// Waits for the next word. Once the store's feed has ended (its connection dropped), it
+    /// waits for ever: the caller's polling carries on alone.
+    pub async fn next(&mut self) {
+        if self.heard.recv().await.is_none() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl fmt::Debug for Freed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Freed").finish_non_exhaustive()
+    }
+}
+
 /// A place where leases live. Implementations must make every method ONE atomic operation of the
 /// store, decide expiry by the store's clock, and never change a lease that another holder owns.
 ///
@@ -174,6 +222,15 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Operator override: frees `name` whoever holds it and returns the lease that was removed.
     /// The fencing counter survives. Callers should log this.
     async fn force_release(&self, name: &str) -> Result<Option<Lease>>;
+
+    /// Starts listening for word that `name` may have been freed (released, force-released or,
+    /// where the store says so, expired), for waiters. When this returns, every later release
+    /// will be heard, barring a dropped connection. `Ok(None)`, the default, means the store
+    /// cannot tell: waiters then only poll.
+    async fn watch(&self, name: &str) -> Result<Option<Freed>> {
+        let _ = name;
+        Ok(None)
+    }
 
     /// For `singleton bench`: the store's raw equivalent of an acquire+release, the floor we
     /// measure ourselves against. It writes one plain record under `scratch_key` and deletes it

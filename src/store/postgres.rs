@@ -16,10 +16,10 @@ use std::time::{Duration, SystemTime};
 
 use deadpool_postgres::{Manager, Object, Pool, PoolError, Runtime};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{NoTls, Row};
+use tokio_postgres::{AsyncMessage, NoTls, Row};
 
 use super::sql::{self, SqlUrl};
-use super::{Acquire, Holder, Lease, Released, Store};
+use super::{Acquire, Freed, Holder, Lease, Released, Store};
 use crate::error::{Error, Result};
 
 /// Connections kept at most; each operation holds one for one round trip.
@@ -123,19 +123,28 @@ impl Statements {
                    AND (expires_at IS NULL OR expires_at > now())
                  RETURNING expires_at"
             ),
+            // Release and force-release also tell the waiters listening on the table's
+            // channel (see `watch`).
             release: format!(
-                "UPDATE {t} SET holder_id = NULL, expires_at = NULL
-                 WHERE name = $1 AND holder_id = $2 AND token = $3"
+                "WITH freed AS (
+                     UPDATE {t} SET holder_id = NULL, expires_at = NULL
+                     WHERE name = $1 AND holder_id = $2 AND token = $3
+                     RETURNING name
+                 )
+                 SELECT pg_notify('{table}', name)::text FROM freed"
             ),
             inspect: format!("SELECT {LEASE_COLUMNS} FROM {t} WHERE name = $1 AND {LIVE}"),
             list: format!("SELECT {LEASE_COLUMNS}, name FROM {t} WHERE {LIVE} ORDER BY name"),
             force_release: format!(
-                "UPDATE {t} AS l SET holder_id = NULL, expires_at = NULL
-                 FROM (SELECT name, {LEASE_COLUMNS}, {LIVE} AS live FROM {t}
-                       WHERE name = $1 AND holder_id IS NOT NULL FOR UPDATE) AS old
-                 WHERE l.name = old.name
-                 RETURNING old.token, old.holder_id, old.host, old.pid, old.label, old.created,
-                           old.expires_at, old.live"
+                "WITH freed AS (
+                     UPDATE {t} AS l SET holder_id = NULL, expires_at = NULL
+                     FROM (SELECT name, {LEASE_COLUMNS}, {LIVE} AS live FROM {t}
+                           WHERE name = $1 AND holder_id IS NOT NULL FOR UPDATE) AS old
+                     WHERE l.name = old.name
+                     RETURNING old.token, old.holder_id, old.host, old.pid, old.label,
+                               old.created, old.expires_at, old.live, l.name
+                 )
+                 SELECT {LEASE_COLUMNS}, live, pg_notify('{table}', name)::text FROM freed"
             ),
             floor_insert: format!("INSERT INTO {s} (key, value) VALUES ($1, $2)"),
             floor_delete: format!("DELETE FROM {s} WHERE key = $1"),
@@ -165,6 +174,8 @@ pub struct PostgresStore {
     url: SqlUrl,
     pool: Pool,
     sql: Statements,
+    /// For the connection each waiter listens on.
+    config: tokio_postgres::Config,
 }
 
 impl PostgresStore {
@@ -179,7 +190,7 @@ impl PostgresStore {
                 reason: sql::OneLine::of(&e).to_string(),
             })?;
         config.connect_timeout(url.connect_timeout);
-        let pool = Pool::builder(Manager::new(config, NoTls))
+        let pool = Pool::builder(Manager::new(config.clone(), NoTls))
             .max_size(POOL_SIZE)
             .runtime(Runtime::Tokio1)
             // Bounds the whole of connecting and authenticating, which the driver's own
@@ -188,7 +199,12 @@ impl PostgresStore {
             .build()
             .map_err(|e| url.error("connect", e))?;
         let sql = Statements::new(&url.table, &url.scratch_table());
-        let store = PostgresStore { url, pool, sql };
+        let store = PostgresStore {
+            url,
+            pool,
+            sql,
+            config,
+        };
         store.set_up().await?;
         Ok(store)
     }
@@ -427,14 +443,14 @@ impl Store for PostgresStore {
 
     async fn release(&self, lease: &Lease) -> Result<Released> {
         let token = i64::try_from(lease.token.0).unwrap_or(i64::MAX);
-        let changed = self
-            .execute(
+        let freed = self
+            .rows(
                 "release",
                 &self.sql.release,
                 &[&lease.name, &lease.holder.id, &token],
             )
             .await?;
-        Ok(if changed == 1 {
+        Ok(if freed.len() == 1 {
             Released::Released
         } else {
             Released::NotHeld
@@ -475,6 +491,37 @@ impl Store for PostgresStore {
         } else {
             Ok(None)
         }
+    }
+
+    /// A connection of its own that `LISTEN`s on the table's channel, on which release
+    /// notifies the name (`pg_notify`, sent when the release commits).
+    async fn watch(&self, name: &str) -> Result<Option<Freed>> {
+        let error = |e| self.url.error("watch", e);
+        let connecting = self.config.connect(NoTls);
+        let (client, mut connection) = tokio::time::timeout(self.url.connect_timeout, connecting)
+            .await
+            .map_err(|_| self.url.connect_timed_out("watch"))?
+            .map_err(error)?;
+        let (heard, word) = Freed::channel();
+        let name = name.to_owned();
+        // Drives the connection, which also carries the LISTEN below, until it drops.
+        let listener = tokio::spawn(async move {
+            while let Some(Ok(message)) =
+                std::future::poll_fn(|cx| connection.poll_message(cx)).await
+            {
+                if let AsyncMessage::Notification(notice) = message {
+                    if notice.payload() == name {
+                        let _ = heard.try_send(());
+                    }
+                }
+            }
+        });
+        let listen = format!("LISTEN \"{}\"", self.url.table);
+        tokio::time::timeout(self.url.connect_timeout, client.batch_execute(&listen))
+            .await
+            .map_err(|_| self.url.connect_timed_out("watch"))?
+            .map_err(error)?;
+        Ok(Some(Freed::new(word, listener, client)))
     }
 
     async fn benchmark_floor(&self, scratch_key: &str) -> Result<()> {

@@ -3,11 +3,14 @@
 //! Per name there are two keys, told apart by the kind that follows the prefix:
 //! - `{prefix}lease:{name}`: the live lease, a string with a millisecond TTL (`PX`), so that
 //!   Redis's own clock decides expiry. Its value is the record `token, holder id, pid, host,
-//!   label, created (server ms)`, length-prefixed (see [`super::kv`]).
+//!   label, created (server ms)`, length-prefixed (see `kv.rs`).
 //! - `{prefix}fence:{name}`: a hash that never expires: `token` is the fencing counter
 //!   (`HINCRBY`), `last`/`expires` a copy of the current lease, so that the acquire that takes
 //!   over an expired lease (whose key Redis has already dropped) can report it. Release and
 //!   force-release clear `last`, so only an expiry leaves it behind.
+//!
+//! Release and force-release publish on the channel `{prefix}freed:{name}`, which waiters
+//! subscribe to ([`Store::watch`]).
 //!
 //! Acquire, renew, release, inspect and force-release are each ONE Lua script (sent as
 //! `EVALSHA`, loaded on first use), which Redis runs atomically; renew and release compare the
@@ -19,10 +22,11 @@ use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use futures_util::StreamExt;
 use redis::{RedisError, Script};
 
 use super::kv::{self, Fields};
-use super::{Acquire, FencingToken, Lease, Released, Store, mask_password};
+use super::{Acquire, FencingToken, Freed, Lease, Released, Store, mask_password};
 use crate::error::{Error, Result};
 
 /// Key prefix unless the URL's `?prefix=` sets another.
@@ -31,6 +35,8 @@ pub const DEFAULT_PREFIX: &str = "singleton:";
 const LEASE: &str = "lease:";
 const FENCE: &str = "fence:";
 const BENCH: &str = "bench:";
+/// The pub/sub channel on which release tells waiters, not a key.
+const FREED: &str = "freed:";
 
 /// How often the connection manager retries one reconnection before the request that needed
 /// it fails (it does not retry for ever), and the longest pause between tries.
@@ -86,7 +92,9 @@ end
 return {pttl, now}
 ";
 
-/// KEYS: lease, fence. ARGV: the encoded (token, holder id). Returns 1 if released, else 0.
+/// KEYS: lease, fence. ARGV: the encoded (token, holder id), the name's freed channel.
+/// Returns 1 if released, else 0. Tells the waiters with `pcall`: a user whom an ACL forbids
+/// to publish can still release.
 const RELEASE: &str = "
 local current = redis.call('GET', KEYS[1])
 if not current or string.sub(current, 1, #ARGV[1]) ~= ARGV[1] then
@@ -94,6 +102,7 @@ if not current or string.sub(current, 1, #ARGV[1]) ~= ARGV[1] then
 end
 redis.call('DEL', KEYS[1])
 redis.call('HDEL', KEYS[2], 'last', 'expires')
+redis.pcall('PUBLISH', ARGV[2], '')
 return 1
 ";
 
@@ -106,12 +115,16 @@ end
 return {now, found}
 ";
 
-/// KEYS: lease, fence. Returns {value or nil, pttl, now}; the fencing counter stays.
+/// KEYS: lease, fence. ARGV: the name's freed channel. Returns {value or nil, pttl, now}; the
+/// fencing counter stays.
 const FORCE_RELEASE: &str = "
 local current = redis.call('GET', KEYS[1])
 local pttl = redis.call('PTTL', KEYS[1])
 redis.call('DEL', KEYS[1])
 redis.call('HDEL', KEYS[2], 'last', 'expires')
+if current then
+  redis.pcall('PUBLISH', ARGV[1], '')
+end
 return {current, pttl, now}
 ";
 
@@ -121,6 +134,9 @@ pub struct RedisStore {
     prefix: String,
     conn: ConnectionManager,
     scripts: Scripts,
+    /// For the pub/sub connection each waiter listens on.
+    client: redis::Client,
+    connect_timeout: Duration,
 }
 
 struct Scripts {
@@ -194,7 +210,7 @@ impl RedisStore {
         // The manager retries the first connection too; bound the whole attempt. The PING
         // makes a server that wants a password we did not give fail here, not at first use.
         let connecting = async {
-            let mut conn = ConnectionManager::new_with_config(client, config).await?;
+            let mut conn = ConnectionManager::new_with_config(client.clone(), config).await?;
             redis::cmd("PING").query_async::<()>(&mut conn).await?;
             Ok::<_, RedisError>(conn)
         };
@@ -211,6 +227,8 @@ impl RedisStore {
             prefix: options.prefix,
             conn,
             scripts: Scripts::new(),
+            client,
+            connect_timeout: options.connect_timeout,
         })
     }
 
@@ -380,6 +398,7 @@ impl Store for RedisStore {
             .key(self.key(LEASE, &lease.name))
             .key(self.key(FENCE, &lease.name))
             .arg(Self::owner(lease))
+            .arg(self.key(FREED, &lease.name))
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(|e| self.error("release", e))?;
@@ -434,6 +453,7 @@ impl Store for RedisStore {
             .force_release
             .key(self.key(LEASE, name))
             .key(self.key(FENCE, name))
+            .arg(self.key(FREED, name))
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(|e| self.error("force-release", e))?;
@@ -443,6 +463,32 @@ impl Store for RedisStore {
                     .ok_or_else(|| self.malformed("force-release", name))
             })
             .transpose()
+    }
+
+    /// A pub/sub connection of its own, subscribed to the name's channel, on which release and
+    /// force-release publish.
+    async fn watch(&self, name: &str) -> Result<Option<Freed>> {
+        let subscribing = async {
+            let mut pubsub = self.client.get_async_pubsub().await?;
+            pubsub.subscribe(self.key(FREED, name)).await?;
+            Ok::<_, RedisError>(pubsub.into_on_message())
+        };
+        let mut messages = tokio::time::timeout(self.connect_timeout, subscribing)
+            .await
+            .map_err(|_| Error::Timeout {
+                store: self.url.clone(),
+                operation: "watch",
+                after: self.connect_timeout,
+            })?
+            .map_err(|e| self.error("watch", e))?;
+        let (heard, word) = Freed::channel();
+        // The stream ends when the connection drops.
+        let listener = tokio::spawn(async move {
+            while messages.next().await.is_some() {
+                let _ = heard.try_send(());
+            }
+        });
+        Ok(Some(Freed::new(word, listener, ())))
     }
 
     async fn benchmark_floor(&self, scratch_key: &str) -> Result<()> {

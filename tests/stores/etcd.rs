@@ -20,6 +20,14 @@ async fn etcd_store_conforms() {
         .await;
 }
 
+#[tokio::test]
+async fn etcd_store_tells_waiters() {
+    let store = singleton_process::connect(&etcd_server::shared().url)
+        .await
+        .expect("connect");
+    Suite::new(store).watchers_hear_releases().await;
+}
+
 #[test]
 fn twelve_processes_five_rounds_on_etcd_never_overlap() {
     let dir = tempfile::tempdir().expect("temp dir");

@@ -7,3 +7,11 @@ async fn memory_store_conforms() {
         .expect("connect");
     Suite::new(store).run_all().await;
 }
+
+#[tokio::test]
+async fn memory_store_tells_waiters() {
+    let store = singleton_process::connect("memory:")
+        .await
+        .expect("connect");
+    Suite::new(store).watchers_hear_releases().await;
+}

@@ -17,6 +17,14 @@ async fn redis_store_conforms() {
     Suite::new(store).run_all().await;
 }
 
+#[tokio::test]
+async fn redis_store_tells_waiters() {
+    let store = singleton_process::connect(&redis_server::shared().url)
+        .await
+        .expect("connect");
+    Suite::new(store).watchers_hear_releases().await;
+}
+
 #[test]
 fn twelve_processes_five_rounds_on_redis_never_overlap() {
     let dir = tempfile::tempdir().expect("temp dir");
