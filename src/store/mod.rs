@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
+use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
 
@@ -151,7 +152,7 @@ pub enum Released {
 /// may come late, twice, for a release somebody else then won, or not at all (a dropped
 /// connection ends it), so waiters keep polling too. Dropping it stops listening.
 pub struct Freed {
-    heard: tokio::sync::mpsc::Receiver<()>,
+    heard: mpsc::Receiver<()>,
     _listener: tokio_util::task::AbortOnDropHandle<()>,
     _keep: Box<dyn std::any::Any + Send + Sync>,
 }
@@ -161,7 +162,7 @@ impl Freed {
     /// name may have been freed. `keep` is held as long as this is (e.g. a client whose
     /// connection the task drives); the task is aborted on drop.
     pub(crate) fn new(
-        heard: tokio::sync::mpsc::Receiver<()>,
+        heard: mpsc::Receiver<()>,
         listener: tokio::task::JoinHandle<()>,
         keep: impl std::any::Any + Send + Sync,
     ) -> Self {
@@ -173,8 +174,8 @@ impl Freed {
     }
 
     /// The channel a listener reports on: room for one word, as several in a row mean the same.
-    pub(crate) fn channel() -> (tokio::sync::mpsc::Sender<()>, tokio::sync::mpsc::Receiver<()>) {
-        tokio::sync::mpsc::channel(1)
+    pub(crate) fn channel() -> (mpsc::Sender<()>, mpsc::Receiver<()>) {
+        mpsc::channel(1)
     }
 
     /// Waits for the next word. Once the store's feed has ended (its connection dropped), it

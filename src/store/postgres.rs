@@ -8,9 +8,9 @@
 //! Acquire is one statement that locks the name's row (`SELECT … FOR UPDATE`, which in READ
 //! COMMITTED returns the newest committed version), takes it over if it is free or expired, or
 //! inserts it if it does not exist, and returns both the new lease and the row as it was: the
-//! holder on a conflict, or the expired lease that was taken over. The common cases go
-//! through a lighter statement first, which locks nothing: a plain `UPDATE` of a released row,
-//! and a read of the row for a conflict. See docs/postgres.md.
+//! holder on a conflict, or the expired lease that was taken over. The common cases are decided
+//! first by plain statements that lock nothing: an `UPDATE` that takes a released row, else a
+//! read that reports a live lease. See docs/postgres.md.
 
 use std::time::{Duration, SystemTime};
 
@@ -74,23 +74,15 @@ impl Statements {
                      created timestamptz NOT NULL DEFAULT now()
                  )"
             ),
-            // Takes a free row (released: no holder to report) without locking it first;
-            // reports a live lease from its snapshot. A plain UPDATE re-evaluates its
-            // condition and token + 1 on the newest version should the row change under it.
+            // Takes a released row (no holder to report) without locking it first. A plain
+            // UPDATE re-evaluates its condition and token + 1 on the newest version should the
+            // row change under it.
             acquire_free: format!(
-                "WITH taken AS (
-                     UPDATE {t}
-                     SET token = token + 1, holder_id = $2, host = $3, pid = $4, label = $5,
-                         created = now(), expires_at = {expiry}
-                     WHERE name = $1 AND holder_id IS NULL
-                     RETURNING token, created, expires_at
-                 )
-                 SELECT taken.token, taken.created, taken.expires_at,
-                        old.token, old.holder_id, old.host, old.pid, old.label, old.created,
-                        old.expires_at, old.live
-                 FROM (VALUES (1)) AS one (x) LEFT JOIN taken ON true
-                 LEFT JOIN (SELECT {LEASE_COLUMNS}, {LIVE} AS live FROM {t} WHERE name = $1)
-                      AS old ON true"
+                "UPDATE {t}
+                 SET token = token + 1, holder_id = $2, host = $3, pid = $4, label = $5,
+                     created = now(), expires_at = {expiry}
+                 WHERE name = $1 AND holder_id IS NULL
+                 RETURNING token, created, expires_at"
             ),
             acquire: format!(
                 "WITH old AS (
@@ -365,19 +357,38 @@ impl Store for PostgresStore {
             &holder.label,
             &ttl_us,
         ];
+        // The common cases first, each one plain statement that locks nothing: take a
+        // released row, or else report a live lease.
+        match self.query("acquire", &self.sql.acquire_free, &params).await {
+            Ok(rows) => {
+                if let Some(row) = rows.first() {
+                    let read = |e| self.read_error("acquire", e);
+                    let lease = Lease {
+                        name: name.to_owned(),
+                        holder: holder.clone(),
+                        token: sql::token(row.try_get::<_, i64>(0).map_err(read)?),
+                        created: row.try_get(1).map_err(read)?,
+                        expires: row.try_get(2).map_err(read)?,
+                    };
+                    // The row had no holder: there is no expired lease to report.
+                    return Ok(Acquire::Acquired {
+                        lease,
+                        took_over: None,
+                    });
+                }
+                if let Some(held) = self.inspect(name).await? {
+                    return Ok(Acquire::Held(held));
+                }
+            }
+            Err(err) if err.is_retryable() => {}
+            Err(err) => return Err(err.into_error(&self.url, "acquire")),
+        }
+        // Not decided: the lease expired, the name was never used, or the row changed between
+        // the two statements. The locking statement decides.
         let mut attempt = 0;
         loop {
             attempt += 1;
-            // First the light statement, which decides the common cases (a released row, a
-            // live lease); an expired lease, a name never used or a row that changed under it
-            // go to the statement that locks the row first.
-            let light = attempt == 1;
-            let statement = if light {
-                &self.sql.acquire_free
-            } else {
-                &self.sql.acquire
-            };
-            let rows = match self.query("acquire", statement, &params).await {
+            let rows = match self.query("acquire", &self.sql.acquire, &params).await {
                 Err(err) if err.is_retryable() && attempt < ACQUIRE_ATTEMPTS => continue,
                 other => other.map_err(|e| e.into_error(&self.url, "acquire"))?,
             };
@@ -394,20 +405,17 @@ impl Store for PostgresStore {
                     created: row.try_get(1).map_err(read)?,
                     expires: row.try_get(2).map_err(read)?,
                 };
-                // A row we took over was free or expired; only an expired one had a holder,
-                // and only the locking statement takes those. (The light statement's snapshot
-                // may show a holder that released the row just before its UPDATE took it.)
+                // A row we took over was free or expired; only an expired one had a holder.
                 return Ok(Acquire::Acquired {
                     lease,
-                    took_over: if light { None } else { old },
+                    took_over: old,
                 });
             }
             let live = row.try_get::<_, Option<bool>>(10).map_err(read)?;
             match old {
                 Some(held) if live == Some(true) => return Ok(Acquire::Held(held)),
-                // Not decided: the light statement found the row expired, missing or changed
-                // since its snapshot, or another session inserted the name's first row after
-                // the locking statement's snapshot. The next (locking) run decides.
+                // Another session inserted the name's first row after this statement's
+                // snapshot; the next run sees it.
                 _ if attempt < ACQUIRE_ATTEMPTS => continue,
                 _ => {
                     return Err(Error::store(

@@ -21,8 +21,8 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use futures_util::StreamExt;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script};
 
 use super::kv::{self, Fields};
