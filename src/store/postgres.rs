@@ -116,27 +116,21 @@ impl Statements {
                  RETURNING expires_at"
             ),
             // Release and force-release also tell the waiters listening on the table's
-            // channel (see `watch`).
+            // channel (see `watch`): RETURNING runs pg_notify for a row they changed only.
             release: format!(
-                "WITH freed AS (
-                     UPDATE {t} SET holder_id = NULL, expires_at = NULL
-                     WHERE name = $1 AND holder_id = $2 AND token = $3
-                     RETURNING name
-                 )
-                 SELECT pg_notify('{table}', name)::text FROM freed"
+                "UPDATE {t} SET holder_id = NULL, expires_at = NULL
+                 WHERE name = $1 AND holder_id = $2 AND token = $3
+                 RETURNING pg_notify('{table}', name)::text"
             ),
             inspect: format!("SELECT {LEASE_COLUMNS} FROM {t} WHERE name = $1 AND {LIVE}"),
             list: format!("SELECT {LEASE_COLUMNS}, name FROM {t} WHERE {LIVE} ORDER BY name"),
             force_release: format!(
-                "WITH freed AS (
-                     UPDATE {t} AS l SET holder_id = NULL, expires_at = NULL
-                     FROM (SELECT name, {LEASE_COLUMNS}, {LIVE} AS live FROM {t}
-                           WHERE name = $1 AND holder_id IS NOT NULL FOR UPDATE) AS old
-                     WHERE l.name = old.name
-                     RETURNING old.token, old.holder_id, old.host, old.pid, old.label,
-                               old.created, old.expires_at, old.live, l.name
-                 )
-                 SELECT {LEASE_COLUMNS}, live, pg_notify('{table}', name)::text FROM freed"
+                "UPDATE {t} AS l SET holder_id = NULL, expires_at = NULL
+                 FROM (SELECT name, {LEASE_COLUMNS}, {LIVE} AS live FROM {t}
+                       WHERE name = $1 AND holder_id IS NOT NULL FOR UPDATE) AS old
+                 WHERE l.name = old.name
+                 RETURNING old.token, old.holder_id, old.host, old.pid, old.label, old.created,
+                           old.expires_at, old.live, pg_notify('{table}', l.name)::text"
             ),
             floor_insert: format!("INSERT INTO {s} (key, value) VALUES ($1, $2)"),
             floor_delete: format!("DELETE FROM {s} WHERE key = $1"),
