@@ -233,24 +233,14 @@ impl Singleton {
             name: self.inner.name.clone(),
         });
         let mut waiting_for: Option<String> = None;
-        // Word from the store that the name was freed, asked for at the first conflict.
-        let mut freed: Option<Option<Freed>> = None;
+        let mut word = Word::Unasked;
         loop {
             let held_by = match self.attempt().await? {
                 Lock::Conflict(held_by) => held_by,
                 locked => return Ok(locked),
             };
-            if freed.is_none() {
-                let watching = self.watch();
-                freed = Some(match give_up {
-                    Some(give_up) => tokio::time::timeout_at(give_up, watching)
-                        .await
-                        .ok()
-                        .flatten(),
-                    None => watching.await,
-                });
-                // A release between that attempt and the start of listening went unheard.
-                continue;
+            if matches!(word, Word::Unasked) {
+                word = Word::start(&self.inner);
             }
             let now = Instant::now();
             if give_up.is_some_and(|give_up| give_up <= now) {
@@ -270,27 +260,9 @@ impl Singleton {
             // Jitter keeps many waiters from polling in lock step.
             let pause = self.inner.poll_interval.mul_f64(0.5 + fastrand::f64());
             let wake = now + pause;
-            let sleep = tokio::time::sleep_until(give_up.map_or(wake, |give_up| wake.min(give_up)));
-            match freed.as_mut().and_then(Option::as_mut) {
-                Some(word) => {
-                    tokio::select! {
-                        () = sleep => {}
-                        () = word.next() => {}
-                    }
-                }
-                None => sleep.await,
-            }
-        }
-    }
-
-    /// Starts listening for word that the name was freed; `None` if the store cannot tell or
-    /// listening failed, in which case the waiter polls alone.
-    async fn watch(&self) -> Option<Freed> {
-        match self.inner.store.watch(&self.inner.name).await {
-            Ok(freed) => freed,
-            Err(err) => {
-                tracing::debug!(name = %self.inner.name, "polling only: {err}");
-                None
+            tokio::select! {
+                () = tokio::time::sleep_until(give_up.map_or(wake, |give_up| wake.min(give_up))) => {}
+                () = word.next() => {}
             }
         }
     }
@@ -345,6 +317,47 @@ impl Singleton {
     pub async fn inspect(&self) -> Result<Option<Lease>> {
         let found = self.inner.store.inspect(&self.inner.name).await;
         self.inner.observe(found)
+    }
+}
+
+/// What a waiter hears from the store ([`Store::watch`]), besides its own polling.
+enum Word {
+    /// Not asked for yet: the name has not been found held.
+    Unasked,
+    /// Listening is being set up, in the background so that the waiter polls meanwhile.
+    Starting(tokio_util::task::AbortOnDropHandle<Option<Freed>>),
+    /// Listening.
+    Listening(Freed),
+    /// The store cannot tell, or listening failed: polling only.
+    Deaf,
+}
+
+impl Word {
+    fn start(inner: &Arc<Inner>) -> Self {
+        let store = Arc::clone(&inner.store);
+        let name = inner.name.clone();
+        Word::Starting(tokio_util::task::AbortOnDropHandle::new(tokio::spawn(
+            async move {
+                store.watch(&name).await.unwrap_or_else(|err| {
+                    tracing::debug!(%name, "waiting by polling only: {err}");
+                    None
+                })
+            },
+        )))
+    }
+
+    /// Returns when the waiter should try again: on word that the name was freed, or as soon
+    /// as listening has started (a release before that went unheard). Never returns when
+    /// there is nothing to hear. Cancel-safe.
+    async fn next(&mut self) {
+        match self {
+            Word::Starting(starting) => {
+                let freed = starting.await.ok().flatten();
+                *self = freed.map_or(Word::Deaf, Word::Listening);
+            }
+            Word::Listening(freed) => freed.next().await,
+            Word::Unasked | Word::Deaf => std::future::pending().await,
+        }
     }
 }
 

@@ -203,6 +203,88 @@ async fn lock_wait_acquires_on_word_of_the_release_between_polls() {
     locked(next).release().await.unwrap();
 }
 
+/// The memory store, except that starting to listen for releases never finishes, as when the
+/// listening connection hangs.
+#[derive(Debug)]
+struct HangingWatch(Arc<dyn Store>);
+
+#[async_trait::async_trait]
+impl Store for HangingWatch {
+    fn describe(&self) -> &str {
+        self.0.describe()
+    }
+    async fn acquire(
+        &self,
+        name: &str,
+        holder: &Holder,
+        ttl: Option<Duration>,
+    ) -> singleton_process::Result<singleton_process::Acquire> {
+        self.0.acquire(name, holder, ttl).await
+    }
+    async fn renew(
+        &self,
+        lease: &singleton_process::Lease,
+        ttl: Duration,
+    ) -> singleton_process::Result<singleton_process::Lease> {
+        self.0.renew(lease, ttl).await
+    }
+    async fn release(
+        &self,
+        lease: &singleton_process::Lease,
+    ) -> singleton_process::Result<singleton_process::Released> {
+        self.0.release(lease).await
+    }
+    async fn inspect(
+        &self,
+        name: &str,
+    ) -> singleton_process::Result<Option<singleton_process::Lease>> {
+        self.0.inspect(name).await
+    }
+    async fn list(&self) -> singleton_process::Result<Vec<singleton_process::Lease>> {
+        self.0.list().await
+    }
+    async fn force_release(
+        &self,
+        name: &str,
+    ) -> singleton_process::Result<Option<singleton_process::Lease>> {
+        self.0.force_release(name).await
+    }
+    async fn watch(
+        &self,
+        _name: &str,
+    ) -> singleton_process::Result<Option<singleton_process::Freed>> {
+        std::future::pending().await
+    }
+}
+
+/// A waiter whose store never starts telling it anything still polls, and times out on time.
+#[tokio::test]
+async fn lock_wait_polls_while_listening_hangs() {
+    let store: Arc<dyn Store> = Arc::new(HangingWatch(memory().await));
+    let name = unique("hanging-watch");
+    let a = Singleton::new(&name, store.clone(), Options::default()).unwrap();
+    let fast_poll = Options::default().poll_interval(Duration::from_millis(50));
+    let b = Singleton::new(&name, store.clone(), fast_poll).unwrap();
+    let guard = locked(a.lock().await.unwrap());
+    let timed_out = tokio::time::timeout(
+        Duration::from_secs(5),
+        b.lock_wait(Some(Duration::from_millis(200))),
+    )
+    .await
+    .expect("the wait timeout holds while listening hangs")
+    .unwrap();
+    assert!(matches!(timed_out, Lock::Conflict(_)));
+    let waiter = tokio::spawn(async move { b.lock_wait(None).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    guard.release().await.unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("polling acquires the released name while listening hangs")
+        .unwrap()
+        .unwrap();
+    locked(next).release().await.unwrap();
+}
+
 #[tokio::test]
 async fn taking_over_an_expired_lease_emits_expired() {
     let store = memory().await;
