@@ -85,7 +85,8 @@ impl Options {
     }
 
     /// How often [`Singleton::lock_wait`] retries (default 100 ms, with random jitter). Where the
-    /// store tells waiters of a release ([`Store::watch`]: PostgreSQL, Redis, etcd, `memory:`),
+    /// store tells waiters of a release ([`Store::watch`]: SQLite, PostgreSQL, Redis, etcd,
+    /// `memory:`),
     /// the waiter also tries again as soon as it hears.
     pub fn poll_interval(mut self, every: Duration) -> Self {
         self.poll_interval = every;

@@ -210,9 +210,9 @@ fn benchmarks_md(measured: &[Measured], overhead: &Overhead, rss_kb: u64) -> Str
          each in its own transaction; MongoDB insert + delete; Redis SET NX PX + DEL; etcd put + \
          delete). Both are measured alternately, {ITERATIONS} times each, in the same run \
          (`singleton bench`). Hand-off is the time from a holder's release call to a waiting \
-         contender's acquisition: PostgreSQL (LISTEN/NOTIFY), Redis (pub/sub) and etcd (a \
-         watch) tell waiters of a release; on SQLite, MariaDB and MongoDB they poll every \
-         100 ms with jitter.\n"
+         contender's acquisition: SQLite (inotify on its WAL), PostgreSQL (LISTEN/NOTIFY), \
+         Redis (pub/sub) and etcd (a watch) tell waiters of a release; on MariaDB and MongoDB \
+         they poll every 100 ms with jitter.\n"
     );
     let _ = writeln!(
         md,

@@ -17,9 +17,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 
-use super::{Acquire, FencingToken, Holder, Lease, Released, Store};
+use super::{Acquire, FencingToken, Freed, Holder, Lease, Released, Store};
 use crate::error::{BoxError, Error, Result};
 
 /// How long an operation waits for another process's write transaction before it fails.
@@ -50,6 +53,8 @@ const SELECT_ROW: &str =
 #[derive(Debug)]
 pub struct SqliteStore {
     url: String,
+    /// The database file; its write-ahead log is this plus `-wal`.
+    path: PathBuf,
     clock: HostClock,
     conn: Arc<Mutex<Db>>,
     /// Whether `benchmark_floor`'s scratch table exists.
@@ -75,12 +80,14 @@ impl SqliteStore {
         let url = format!("sqlite://{}", path.display());
         let clock = HostClock::new().map_err(|e| Error::store(&url, "connect", e))?;
         let path = path.to_path_buf();
-        let conn = tokio::task::spawn_blocking(move || open_connection(&path))
+        let opening = path.clone();
+        let conn = tokio::task::spawn_blocking(move || open_connection(&opening))
             .await
             .map_err(|e| Error::store(&url, "connect", e))?
             .map_err(|e| Error::store(&url, "connect", e))?;
         Ok(SqliteStore {
             url,
+            path,
             clock,
             conn: Arc::new(Mutex::new(Db { conn, synced: true })),
             scratch_ready: AtomicBool::new(false),
@@ -122,6 +129,16 @@ impl SqliteStore {
         .await
         .map_err(|e| Error::store(&self.url, operation, e))?
         .map_err(|e| Error::store(&self.url, operation, e))
+    }
+}
+
+/// An inotify instance, for tokio's [`AsyncFd`].
+struct Watching(Inotify);
+
+impl std::os::fd::AsRawFd for Watching {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsFd;
+        self.0.as_fd().as_raw_fd()
     }
 }
 
@@ -485,6 +502,52 @@ impl Store for SqliteStore {
             Ok(leases)
         })
         .await
+    }
+
+    /// Word of every commit to the database: inotify on its write-ahead log, which every
+    /// commit (of any process on this host) appends to. So a waiter also wakes for renewals
+    /// and other names' changes, and just tries again; an attempt that finds the name held
+    /// commits no change, so waiters never wake each other. The log exists as long as a
+    /// connection is open, and this store keeps one.
+    async fn watch(&self, name: &str) -> Result<Option<Freed>> {
+        let _ = name;
+        let error = |e: nix::Error| Error::store(&self.url, "watch", e);
+        let inotify =
+            Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).map_err(error)?;
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        inotify
+            .add_watch(Path::new(&wal), AddWatchFlags::IN_MODIFY)
+            .map_err(error)?;
+        // SAFETY: `Watching` owns the inotify descriptor and always returns that one; it is
+        // closed only when the `AsyncFd` drops it.
+        let inotify =
+            unsafe { AsyncFd::register_with_interest(Watching(inotify), Interest::READABLE) }
+                .map_err(|e| Error::store(&self.url, "watch", e.to_string()))?;
+        let (heard, word) = Freed::channel();
+        let listener = tokio::spawn(async move {
+            loop {
+                let Ok(mut ready) = inotify.readable().await else {
+                    return;
+                };
+                match ready.try_io(|inotify| Ok(inotify.get_ref().0.read_events()?)) {
+                    Ok(Ok(events)) => {
+                        // The log was deleted or its file system unmounted: nothing more
+                        // will come.
+                        if events
+                            .iter()
+                            .any(|e| e.mask.contains(AddWatchFlags::IN_IGNORED))
+                        {
+                            return;
+                        }
+                        let _ = heard.try_send(());
+                    }
+                    Ok(Err(_)) => return,
+                    Err(_would_block) => {}
+                }
+            }
+        });
+        Ok(Some(Freed::new(word, listener, ())))
     }
 
     async fn benchmark_floor(&self, scratch_key: &str) -> Result<()> {

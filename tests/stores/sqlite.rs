@@ -15,6 +15,54 @@ async fn sqlite_store_conforms() {
     Suite::new(store).run_all().await;
 }
 
+#[tokio::test]
+async fn sqlite_store_tells_waiters() {
+    let file = SqliteStore::new();
+    let store = singleton_process::connect(&file.url)
+        .await
+        .expect("connect");
+    Suite::new(store).watchers_hear_releases().await;
+}
+
+/// SQLite's word is "something was committed": a waiter's own attempt on a held name must not
+/// count, or waiters would wake each other for ever.
+#[tokio::test]
+async fn a_conflicting_attempt_wakes_no_sqlite_waiter() {
+    let file = SqliteStore::new();
+    let holder = singleton_process::connect(&file.url)
+        .await
+        .expect("connect");
+    let waiter = singleton_process::connect(&file.url)
+        .await
+        .expect("connect");
+    let name = crate::support::unique("quiet");
+    let Acquire::Acquired { lease, .. } = holder
+        .acquire(&name, &Holder::current("a"), Some(Duration::from_secs(60)))
+        .await
+        .unwrap()
+    else {
+        panic!("a new name is free");
+    };
+    let mut freed = waiter.watch(&name).await.unwrap().expect("sqlite watches");
+    for _ in 0..3 {
+        let attempt = waiter
+            .acquire(&name, &Holder::current("b"), Some(Duration::from_secs(60)))
+            .await
+            .unwrap();
+        assert!(matches!(attempt, Acquire::Held(_)));
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), freed.next())
+            .await
+            .is_err(),
+        "conflicting attempts woke the waiter"
+    );
+    holder.release(&lease).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), freed.next())
+        .await
+        .expect("the release wakes the waiter");
+}
+
 /// Sixteen separate connections to one file (as sixteen processes would have): one winner.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn separate_connections_to_one_file_have_one_winner() {
