@@ -21,9 +21,10 @@ use crate::store::{Acquire, Freed, Holder, Lease, MAX_NAME_LEN, Released, Store}
 /// Whether word comes within 10 s. Word is a hint that may come late or twice: this waits long
 /// enough that only a store that does not send it fails.
 async fn heard(freed: &mut Freed) -> bool {
-    tokio::time::timeout(Duration::from_secs(10), freed.next())
-        .await
-        .is_ok()
+    matches!(
+        tokio::time::timeout(Duration::from_secs(10), freed.next()).await,
+        Ok(true)
+    )
 }
 
 /// The suite, bound to one store.

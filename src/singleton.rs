@@ -240,9 +240,6 @@ impl Singleton {
                 Lock::Conflict(held_by) => held_by,
                 locked => return Ok(locked),
             };
-            if matches!(word, Word::Unasked) {
-                word = Word::start(&self.inner);
-            }
             let now = Instant::now();
             if give_up.is_some_and(|give_up| give_up <= now) {
                 self.inner.emit(Event::Conflict {
@@ -251,6 +248,7 @@ impl Singleton {
                 });
                 return Ok(Lock::Conflict(held_by));
             }
+            word.start_if_due(&self.inner, now);
             if waiting_for.as_deref() != Some(held_by.holder.id.as_str()) {
                 waiting_for = Some(held_by.holder.id.clone());
                 self.inner.emit(Event::Waiting {
@@ -321,6 +319,10 @@ impl Singleton {
     }
 }
 
+/// How long a waiter whose store stopped telling it (or could not start to) waits before it
+/// asks again: the store may be restarting, and the waiter polls meanwhile.
+const LISTEN_AGAIN_AFTER: Duration = Duration::from_secs(10);
+
 /// What a waiter hears from the store ([`Store::watch`]), besides its own polling.
 enum Word {
     /// Not asked for yet: the name has not been found held.
@@ -329,35 +331,49 @@ enum Word {
     Starting(tokio_util::task::AbortOnDropHandle<Option<Freed>>),
     /// Listening.
     Listening(Freed),
-    /// The store cannot tell, or listening failed: polling only.
-    Deaf,
+    /// Polling only since then: the store cannot tell, listening failed, or its feed ended.
+    Deaf(Instant),
 }
 
 impl Word {
-    fn start(inner: &Arc<Inner>) -> Self {
+    /// Starts listening if it has not been asked for yet, or if the last try or feed ended a
+    /// while ago.
+    fn start_if_due(&mut self, inner: &Arc<Inner>, now: Instant) {
+        let due = match self {
+            Word::Unasked => true,
+            Word::Deaf(since) => now.saturating_duration_since(*since) >= LISTEN_AGAIN_AFTER,
+            Word::Starting(_) | Word::Listening(_) => false,
+        };
+        if !due {
+            return;
+        }
         let store = Arc::clone(&inner.store);
         let name = inner.name.clone();
-        Word::Starting(tokio_util::task::AbortOnDropHandle::new(tokio::spawn(
+        *self = Word::Starting(tokio_util::task::AbortOnDropHandle::new(tokio::spawn(
             async move {
                 store.watch(&name).await.unwrap_or_else(|err| {
-                    tracing::debug!(%name, "waiting by polling only: {err}");
+                    tracing::debug!(%name, "waiting by polling only for now: {err}");
                     None
                 })
             },
-        )))
+        )));
     }
 
-    /// Returns when the waiter should try again: on word that the name was freed, or as soon
-    /// as listening has started (a release before that went unheard). Never returns when
-    /// there is nothing to hear. Cancel-safe.
+    /// Returns when the waiter should try again: on word that the name was freed, as soon as
+    /// listening has started (a release before that went unheard), or when the feed ends.
+    /// Never returns while there is nothing to hear. Cancel-safe.
     async fn next(&mut self) {
         match self {
             Word::Starting(starting) => {
                 let freed = starting.await.ok().flatten();
-                *self = freed.map_or(Word::Deaf, Word::Listening);
+                *self = freed.map_or(Word::Deaf(Instant::now()), Word::Listening);
             }
-            Word::Listening(freed) => freed.next().await,
-            Word::Unasked | Word::Deaf => std::future::pending().await,
+            Word::Listening(freed) => {
+                if !freed.next().await {
+                    *self = Word::Deaf(Instant::now());
+                }
+            }
+            Word::Unasked | Word::Deaf(_) => std::future::pending().await,
         }
     }
 }

@@ -846,7 +846,7 @@ impl Store for EtcdStore {
             })?
             .map_err(|e| self.error("watch", e))?;
         let (heard, word) = Freed::channel();
-        let listener = tokio::spawn(async move {
+        let listener = Freed::listen(async move {
             while let Ok(Some(response)) = stream.message().await {
                 if response.canceled() {
                     return;

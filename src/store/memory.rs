@@ -203,7 +203,7 @@ impl Store for MemoryStore {
         let mut freed = self.freed.subscribe();
         let name = name.to_owned();
         let (heard, word) = Freed::channel();
-        let listener = tokio::spawn(async move {
+        let listener = Freed::listen(async move {
             loop {
                 match freed.recv().await {
                     Ok(released) if released != name => continue,

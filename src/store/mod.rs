@@ -158,19 +158,27 @@ pub struct Freed {
 }
 
 impl Freed {
-    /// Wraps a listener task that calls [`Freed::channel`]'s sender's `try_send(())` whenever the
-    /// name may have been freed. `keep` is held as long as this is (e.g. a client whose
-    /// connection the task drives); the task is aborted on drop.
+    /// Wraps a listener task (see [`Freed::listen`]) that calls [`Freed::channel`]'s sender's
+    /// `try_send(())` whenever the name may have been freed, and returns when its feed ends.
+    /// `keep` is held as long as this is (e.g. a client whose connection the task drives).
     pub(crate) fn new(
         heard: mpsc::Receiver<()>,
-        listener: tokio::task::JoinHandle<()>,
+        listener: tokio_util::task::AbortOnDropHandle<()>,
         keep: impl std::any::Any + Send + Sync,
     ) -> Self {
         Freed {
             heard,
-            _listener: tokio_util::task::AbortOnDropHandle::new(listener),
+            _listener: listener,
             _keep: Box::new(keep),
         }
+    }
+
+    /// Spawns a listener task that is aborted when the handle is dropped, also before it is
+    /// handed to [`Freed::new`] (say, when setting up the subscription fails).
+    pub(crate) fn listen(
+        task: impl Future<Output = ()> + Send + 'static,
+    ) -> tokio_util::task::AbortOnDropHandle<()> {
+        tokio_util::task::AbortOnDropHandle::new(tokio::spawn(task))
     }
 
     /// The channel a listener reports on: room for one word, as several in a row mean the same.
@@ -178,12 +186,10 @@ impl Freed {
         mpsc::channel(1)
     }
 
-    /// Waits for the next word. Once the store's feed has ended (its connection dropped), it
-    /// waits for ever: the caller's polling carries on alone.
-    pub async fn next(&mut self) {
-        if self.heard.recv().await.is_none() {
-            std::future::pending::<()>().await;
-        }
+    /// Waits for the next word: `true` when it comes, `false` once the store's feed has ended
+    /// (say, its connection dropped), after which nothing more will come. Cancel-safe.
+    pub async fn next(&mut self) -> bool {
+        self.heard.recv().await.is_some()
     }
 }
 

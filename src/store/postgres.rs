@@ -25,6 +25,10 @@ use crate::error::{Error, Result};
 /// Connections kept at most; each operation holds one for one round trip.
 const POOL_SIZE: usize = 16;
 
+/// How long a waiter's row in the waiters table asks releases to notify; renewed every third of
+/// it while the waiter listens. A waiter that died leaves releases notifying for at most this.
+const WAIT_REGISTRATION: Duration = Duration::from_secs(600);
+
 /// How often acquire re-runs its statement when it could not decide (two first-ever inserts of
 /// one name at once, or a serialization failure under a stricter default isolation level).
 const ACQUIRE_ATTEMPTS: usize = 5;
@@ -43,17 +47,30 @@ struct Statements {
     acquire: String,
     renew: String,
     release: String,
+    release_quietly: String,
     inspect: String,
     list: String,
     force_release: String,
+    force_release_quietly: String,
+    wait: String,
     floor_insert: String,
     floor_delete: String,
 }
 
 impl Statements {
-    fn new(table: &str, scratch: &str) -> Self {
+    fn new(table: &str) -> Self {
         let t = format!("\"{table}\"");
-        let s = format!("\"{scratch}\"");
+        let s = format!("\"{table}{}\"", sql::SCRATCH_SUFFIX);
+        let w = format!("\"{table}{}\"", sql::WAITERS_SUFFIX);
+        // Tells the waiters listening on the table's channel (see `watch`) that `name` was
+        // freed, if any have said they wait for it: NULL otherwise, and no notification,
+        // whose commit-time lock would make releases of all names on the server take turns.
+        let notify = |name: &str| {
+            format!(
+                "(SELECT pg_notify('{table}', {name})::text FROM {w}
+                  WHERE {w}.name = {name} AND until > now())"
+            )
+        };
         // $6 is the lease length in microseconds; NULL makes expires_at NULL: never expires.
         let expiry = "now() + $6::bigint * interval '1 microsecond'";
         Statements {
@@ -72,6 +89,10 @@ impl Statements {
                      key     text COLLATE \"C\" PRIMARY KEY,
                      value   text NOT NULL,
                      created timestamptz NOT NULL DEFAULT now()
+                 );
+                 CREATE TABLE IF NOT EXISTS {w} (
+                     name  text COLLATE \"C\" PRIMARY KEY,
+                     until timestamptz NOT NULL   -- server clock; somebody waits until then
                  )"
             ),
             // Takes a released row (no holder to report) without locking it first. A plain
@@ -115,12 +136,17 @@ impl Statements {
                    AND (expires_at IS NULL OR expires_at > now())
                  RETURNING expires_at"
             ),
-            // Release and force-release also tell the waiters listening on the table's
-            // channel (see `watch`): RETURNING runs pg_notify for a row they changed only.
+            // RETURNING runs the notification for a row the UPDATE changed only.
             release: format!(
                 "UPDATE {t} SET holder_id = NULL, expires_at = NULL
                  WHERE name = $1 AND holder_id = $2 AND token = $3
-                 RETURNING pg_notify('{table}', name)::text"
+                 RETURNING {}",
+                notify("$1")
+            ),
+            release_quietly: format!(
+                "UPDATE {t} SET holder_id = NULL, expires_at = NULL
+                 WHERE name = $1 AND holder_id = $2 AND token = $3
+                 RETURNING name"
             ),
             inspect: format!("SELECT {LEASE_COLUMNS} FROM {t} WHERE name = $1 AND {LIVE}"),
             list: format!("SELECT {LEASE_COLUMNS}, name FROM {t} WHERE {LIVE} ORDER BY name"),
@@ -130,7 +156,22 @@ impl Statements {
                        WHERE name = $1 AND holder_id IS NOT NULL FOR UPDATE) AS old
                  WHERE l.name = old.name
                  RETURNING old.token, old.holder_id, old.host, old.pid, old.label, old.created,
-                           old.expires_at, old.live, pg_notify('{table}', l.name)::text"
+                           old.expires_at, old.live, {}",
+                notify("l.name")
+            ),
+            force_release_quietly: format!(
+                "UPDATE {t} AS l SET holder_id = NULL, expires_at = NULL
+                 FROM (SELECT name, {LEASE_COLUMNS}, {LIVE} AS live FROM {t}
+                       WHERE name = $1 AND holder_id IS NOT NULL FOR UPDATE) AS old
+                 WHERE l.name = old.name
+                 RETURNING old.token, old.holder_id, old.host, old.pid, old.label, old.created,
+                           old.expires_at, old.live"
+            ),
+            // $2 in microseconds. Several waiters share the row: the latest `until` counts.
+            wait: format!(
+                "INSERT INTO {w} (name, until)
+                 VALUES ($1, now() + $2::bigint * interval '1 microsecond')
+                 ON CONFLICT (name) DO UPDATE SET until = greatest({w}.until, excluded.until)"
             ),
             floor_insert: format!("INSERT INTO {s} (key, value) VALUES ($1, $2)"),
             floor_delete: format!("DELETE FROM {s} WHERE key = $1"),
@@ -139,15 +180,18 @@ impl Statements {
 
     /// Every statement an operation runs, prepared at connect so that a table of another shape
     /// is reported at once.
-    fn all(&self) -> [&str; 9] {
+    fn all(&self) -> [&str; 12] {
         [
             &self.acquire_free,
             &self.acquire,
             &self.renew,
             &self.release,
+            &self.release_quietly,
             &self.inspect,
             &self.list,
             &self.force_release,
+            &self.force_release_quietly,
+            &self.wait,
             &self.floor_insert,
             &self.floor_delete,
         ]
@@ -184,7 +228,7 @@ impl PostgresStore {
             .create_timeout(Some(url.connect_timeout))
             .build()
             .map_err(|e| url.error("connect", e))?;
-        let sql = Statements::new(&url.table, &url.scratch_table());
+        let sql = Statements::new(&url.table);
         let store = PostgresStore {
             url,
             pool,
@@ -445,13 +489,18 @@ impl Store for PostgresStore {
 
     async fn release(&self, lease: &Lease) -> Result<Released> {
         let token = i64::try_from(lease.token.0).unwrap_or(i64::MAX);
-        let freed = self
-            .rows(
-                "release",
-                &self.sql.release,
-                &[&lease.name, &lease.holder.id, &token],
-            )
-            .await?;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+            [&lease.name, &lease.holder.id, &token];
+        let freed = match self.query("release", &self.sql.release, &params).await {
+            Ok(rows) => rows,
+            // The server refused the notification (its queue is full, say) and with it the
+            // whole statement, which so changed nothing: release without telling waiters.
+            Err(QueryError::Driver(err)) if err.as_db_error().is_some() => {
+                self.rows("release", &self.sql.release_quietly, &params)
+                    .await?
+            }
+            Err(err) => return Err(err.into_error(&self.url, "release")),
+        };
         Ok(if freed.len() == 1 {
             Released::Released
         } else {
@@ -479,9 +528,18 @@ impl Store for PostgresStore {
     }
 
     async fn force_release(&self, name: &str) -> Result<Option<Lease>> {
-        let rows = self
-            .rows("force-release", &self.sql.force_release, &[&name])
-            .await?;
+        let rows = match self
+            .query("force-release", &self.sql.force_release, &[&name])
+            .await
+        {
+            Ok(rows) => rows,
+            // As in release: the statement that notifies failed as a whole.
+            Err(QueryError::Driver(err)) if err.as_db_error().is_some() => {
+                self.rows("force-release", &self.sql.force_release_quietly, &[&name])
+                    .await?
+            }
+            Err(err) => return Err(err.into_error(&self.url, "force-release")),
+        };
         let Some(row) = rows.first() else {
             return Ok(None);
         };
@@ -495,35 +553,61 @@ impl Store for PostgresStore {
         }
     }
 
-    /// A connection of its own that `LISTEN`s on the table's channel, on which release
-    /// notifies the name (`pg_notify`, sent when the release commits).
+    /// A connection of its own that `LISTEN`s on the table's channel, and a row in the
+    /// waiters table that asks release and force-release to notify the name (`pg_notify`, sent
+    /// when they commit) for the next [`WAIT_REGISTRATION`], renewed while listening.
     async fn watch(&self, name: &str) -> Result<Option<Freed>> {
         let error = |e| self.url.error("watch", e);
+        let timed_out = |_| self.url.connect_timed_out("watch");
         let connecting = self.config.connect(NoTls);
         let (client, mut connection) = tokio::time::timeout(self.url.connect_timeout, connecting)
             .await
-            .map_err(|_| self.url.connect_timed_out("watch"))?
+            .map_err(timed_out)?
             .map_err(error)?;
         let (heard, word) = Freed::channel();
-        let name = name.to_owned();
-        // Drives the connection, which also carries the LISTEN below, until it drops.
-        let listener = tokio::spawn(async move {
+        let listening_for = name.to_owned();
+        // Drives the connection, which also carries the statements below, until it drops.
+        let listener = Freed::listen(async move {
             while let Some(Ok(message)) =
                 std::future::poll_fn(|cx| connection.poll_message(cx)).await
             {
                 if let AsyncMessage::Notification(notice) = message {
-                    if notice.payload() == name {
+                    if notice.payload() == listening_for {
                         let _ = heard.try_send(());
                     }
                 }
             }
         });
         let listen = format!("LISTEN \"{}\"", self.url.table);
-        tokio::time::timeout(self.url.connect_timeout, client.batch_execute(&listen))
+        let registration = sql::micros(WAIT_REGISTRATION)
+            .map_err(|e| Error::store(&self.url.masked, "watch", e))?;
+        let setting_up = async {
+            client.batch_execute(&listen).await?;
+            client
+                .execute(self.sql.wait.as_str(), &[&name, &registration])
+                .await
+        };
+        tokio::time::timeout(self.url.connect_timeout, setting_up)
             .await
-            .map_err(|_| self.url.connect_timed_out("watch"))?
+            .map_err(timed_out)?
             .map_err(error)?;
-        Ok(Some(Freed::new(word, listener, client)))
+        let client = std::sync::Arc::new(client);
+        let renewing = std::sync::Arc::clone(&client);
+        let (wait, name) = (self.sql.wait.clone(), name.to_owned());
+        // Should a renewal fail, the row runs out and releases stop notifying: waiters poll.
+        let renewer = Freed::listen(async move {
+            loop {
+                tokio::time::sleep(WAIT_REGISTRATION / 3).await;
+                if renewing
+                    .execute(wait.as_str(), &[&name, &registration])
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+        Ok(Some(Freed::new(word, listener, (client, renewer))))
     }
 
     async fn benchmark_floor(&self, scratch_key: &str) -> Result<()> {

@@ -483,7 +483,7 @@ impl Store for RedisStore {
             .map_err(|e| self.error("watch", e))?;
         let (heard, word) = Freed::channel();
         // The stream ends when the connection drops.
-        let listener = tokio::spawn(async move {
+        let listener = Freed::listen(async move {
             while messages.next().await.is_some() {
                 let _ = heard.try_send(());
             }

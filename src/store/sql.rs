@@ -13,8 +13,11 @@ pub(crate) const DEFAULT_TABLE: &str = "singleton_locks";
 /// The scratch table for [`super::Store::benchmark_floor`] is the lease table's name plus this.
 pub(crate) const SCRATCH_SUFFIX: &str = "_bench";
 
+/// PostgreSQL's table of waiters that want word of releases is the lease table's name plus this.
+pub(crate) const WAITERS_SUFFIX: &str = "_waits";
+
 /// Longest table name: PostgreSQL cuts identifiers at 63 bytes (MySQL at 64), and the scratch
-/// table's name must fit too.
+/// and waiters tables' names must fit too (the suffixes are as long).
 const MAX_TABLE_LEN: usize = 63 - SCRATCH_SUFFIX.len();
 
 /// How long connecting may take when the URL has no `?connect_timeout=`.

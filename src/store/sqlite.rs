@@ -525,7 +525,7 @@ impl Store for SqliteStore {
             unsafe { AsyncFd::register_with_interest(Watching(inotify), Interest::READABLE) }
                 .map_err(|e| Error::store(&self.url, "watch", e.to_string()))?;
         let (heard, word) = Freed::channel();
-        let listener = tokio::spawn(async move {
+        let listener = Freed::listen(async move {
             loop {
                 let Ok(mut ready) = inotify.readable().await else {
                     return;

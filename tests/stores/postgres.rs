@@ -1,7 +1,10 @@
 //! The PostgreSQL store against a real server.
 
 use singleton_process::conformance::Suite;
-use singleton_process::{Acquire, Holder};
+use std::time::Duration;
+
+use singleton_process::{Acquire, Holder, Released};
+use tokio_postgres::{AsyncMessage, NoTls};
 
 use crate::support::postgres_server::shared;
 use crate::support::{history, unique};
@@ -20,6 +23,95 @@ async fn postgres_store_tells_waiters() {
         .await
         .expect("connect");
     Suite::new(store).watchers_hear_releases().await;
+}
+
+/// A release notifies (and so takes PostgreSQL's commit-time notification lock) only when
+/// somebody waits for the name.
+#[tokio::test]
+async fn releases_notify_only_names_somebody_waits_for() {
+    let store = singleton_process::connect(&shared().url())
+        .await
+        .expect("connect");
+    // A bare listener on the table's channel, which registers no wait of its own.
+    let (client, mut connection) = tokio_postgres::connect(&shared().raw_url(), NoTls)
+        .await
+        .expect("connect the bare listener");
+    let (heard, mut notices) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(Ok(message)) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            if let AsyncMessage::Notification(notice) = message {
+                let _ = heard.send(notice.payload().to_owned());
+            }
+        }
+    });
+    client
+        .batch_execute("LISTEN \"singleton_locks\"")
+        .await
+        .expect("LISTEN");
+    let name = unique("notify");
+    let cycle = || async {
+        let Acquire::Acquired { lease, .. } = store
+            .acquire(&name, &Holder::current("t"), None)
+            .await
+            .unwrap()
+        else {
+            panic!("{name} is free");
+        };
+        store.release(&lease).await.unwrap();
+    };
+    let heard_name = |notices: &mut tokio::sync::mpsc::UnboundedReceiver<String>| {
+        let mut any = false;
+        while let Ok(payload) = notices.try_recv() {
+            any |= payload == name;
+        }
+        any
+    };
+    cycle().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !heard_name(&mut notices),
+        "a release nobody waited for notified"
+    );
+    let _waiting = store.watch(&name).await.unwrap().expect("postgres watches");
+    cycle().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        heard_name(&mut notices),
+        "a release somebody waits for did not notify"
+    );
+}
+
+/// A release whose notification fails still releases: here the waiters table is gone.
+#[tokio::test]
+async fn a_failed_notification_does_not_fail_the_release() {
+    let table = unique("quiet").replace('-', "_");
+    let store = singleton_process::connect(&format!("{}&table={table}", shared().url()))
+        .await
+        .expect("connect");
+    let (client, connection) = tokio_postgres::connect(&shared().raw_url(), NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!("DROP TABLE \"{table}_waits\""))
+        .await
+        .expect("drop the waiters table");
+    let name = unique("quiet");
+    for _ in 0..2 {
+        let Acquire::Acquired { lease, .. } = store
+            .acquire(&name, &Holder::current("t"), None)
+            .await
+            .unwrap()
+        else {
+            panic!("{name} is free");
+        };
+        assert_eq!(store.release(&lease).await.unwrap(), Released::Released);
+    }
+    store
+        .acquire(&name, &Holder::current("t"), None)
+        .await
+        .unwrap();
+    assert!(store.force_release(&name).await.unwrap().is_some());
 }
 
 #[test]

@@ -55,12 +55,11 @@ async fn a_conflicting_attempt_wakes_no_sqlite_waiter() {
         tokio::time::timeout(Duration::from_millis(500), freed.next())
             .await
             .is_err(),
-        "conflicting attempts woke the waiter"
+        "conflicting attempts woke the waiter, or its feed ended"
     );
     holder.release(&lease).await.unwrap();
-    tokio::time::timeout(Duration::from_secs(10), freed.next())
-        .await
-        .expect("the release wakes the waiter");
+    let woke = tokio::time::timeout(Duration::from_secs(10), freed.next()).await;
+    assert_eq!(woke, Ok(true), "the release wakes the waiter");
 }
 
 /// Sixteen separate connections to one file (as sixteen processes would have): one winner.
