@@ -323,6 +323,15 @@ impl PostgresStore {
             .map_err(|e| self.url.error(operation, e))
     }
 
+    /// The live lease on `name`, if any; errors name `operation`.
+    async fn live_lease(&self, operation: &'static str, name: &str) -> Result<Option<Lease>> {
+        let rows = self.rows(operation, &self.sql.inspect, &[&name]).await?;
+        match rows.first() {
+            Some(row) => lease_at(name, row, 0).map_err(|e| self.read_error(operation, e)),
+            None => Ok(None),
+        }
+    }
+
     fn read_error(&self, operation: &'static str, err: tokio_postgres::Error) -> Error {
         self.url.error(operation, err)
     }
@@ -353,6 +362,25 @@ impl QueryError {
             )
         )
     }
+}
+
+/// The lease an acquire statement made for `holder`, from its first three columns (token,
+/// created, expires_at), if it made one.
+fn new_lease(
+    name: &str,
+    holder: &Holder,
+    row: &Row,
+) -> Result<Option<Lease>, tokio_postgres::Error> {
+    let Some(token) = row.try_get::<_, Option<i64>>(0)? else {
+        return Ok(None);
+    };
+    Ok(Some(Lease {
+        name: name.to_owned(),
+        holder: holder.clone(),
+        token: sql::token(token),
+        created: row.try_get(1)?,
+        expires: row.try_get(2)?,
+    }))
 }
 
 /// The lease in the seven lease columns starting at `at`, if somebody holds the row.
@@ -399,22 +427,20 @@ impl Store for PostgresStore {
         // released row, or else report a live lease.
         match self.query("acquire", &self.sql.acquire_free, &params).await {
             Ok(rows) => {
-                if let Some(row) = rows.first() {
-                    let read = |e| self.read_error("acquire", e);
-                    let lease = Lease {
-                        name: name.to_owned(),
-                        holder: holder.clone(),
-                        token: sql::token(row.try_get::<_, i64>(0).map_err(read)?),
-                        created: row.try_get(1).map_err(read)?,
-                        expires: row.try_get(2).map_err(read)?,
-                    };
+                let taken = match rows.first() {
+                    Some(row) => {
+                        new_lease(name, holder, row).map_err(|e| self.read_error("acquire", e))?
+                    }
+                    None => None,
+                };
+                if let Some(lease) = taken {
                     // The row had no holder: there is no expired lease to report.
                     return Ok(Acquire::Acquired {
                         lease,
                         took_over: None,
                     });
                 }
-                if let Some(held) = self.inspect(name).await? {
+                if let Some(held) = self.live_lease("acquire", name).await? {
                     return Ok(Acquire::Held(held));
                 }
             }
@@ -435,14 +461,7 @@ impl Store for PostgresStore {
             };
             let read = |e| self.read_error("acquire", e);
             let old = lease_at(name, row, 3).map_err(read)?;
-            if let Some(token) = row.try_get::<_, Option<i64>>(0).map_err(read)? {
-                let lease = Lease {
-                    name: name.to_owned(),
-                    holder: holder.clone(),
-                    token: sql::token(token),
-                    created: row.try_get(1).map_err(read)?,
-                    expires: row.try_get(2).map_err(read)?,
-                };
+            if let Some(lease) = new_lease(name, holder, row).map_err(read)? {
                 // A row we took over was free or expired; only an expired one had a holder.
                 return Ok(Acquire::Acquired {
                     lease,
@@ -509,11 +528,7 @@ impl Store for PostgresStore {
     }
 
     async fn inspect(&self, name: &str) -> Result<Option<Lease>> {
-        let rows = self.rows("inspect", &self.sql.inspect, &[&name]).await?;
-        match rows.first() {
-            Some(row) => lease_at(name, row, 0).map_err(|e| self.read_error("inspect", e)),
-            None => Ok(None),
-        }
+        self.live_lease("inspect", name).await
     }
 
     async fn list(&self) -> Result<Vec<Lease>> {
