@@ -114,6 +114,15 @@ impl Error {
     }
 
     /// The usual reason a renewal finds the lease gone.
+    #[cfg_attr(
+        not(any(
+            feature = "sqlite",
+            feature = "postgres",
+            feature = "mysql",
+            feature = "mongodb"
+        )),
+        allow(dead_code)
+    )]
     pub(crate) const NOT_OURS: &'static str = "it expired or another holder has it";
 
     pub(crate) fn options(reason: impl Into<String>) -> Self {

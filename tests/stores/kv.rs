@@ -4,28 +4,14 @@
 //! the name's bytes.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
-use singleton_process::{Acquire, Holder, Lease, Store};
-
+use super::must_acquire;
 use crate::support::{Done, unique};
 
 /// `base_url` with a fresh `?prefix=` (or `&prefix=`), so a test sees only its own keys.
 pub fn with_fresh_prefix(base_url: &str, separator: char) -> String {
     let joiner = if base_url.contains('?') { '&' } else { '?' };
     format!("{base_url}{joiner}prefix={}{separator}", unique("t"))
-}
-
-async fn must_acquire(store: &dyn Store, name: &str) -> Lease {
-    let ttl = Some(Duration::from_secs(60));
-    match store
-        .acquire(name, &Holder::current("t"), ttl)
-        .await
-        .expect("acquire")
-    {
-        Acquire::Acquired { lease, .. } => lease,
-        Acquire::Held(other) => panic!("{name:?} should be free, but is {other}"),
-    }
 }
 
 /// Names that look like other keys, kinds or glob patterns are listed exactly as themselves,

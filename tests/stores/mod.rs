@@ -16,3 +16,20 @@ mod redis;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 mod sql;
 mod sqlite;
+
+use std::time::Duration;
+
+use singleton_process::{Acquire, Holder, Lease, Store};
+
+/// Acquires `name`, which must be free, for a minute.
+async fn must_acquire(store: &dyn Store, name: &str) -> Lease {
+    let ttl = Some(Duration::from_secs(60));
+    match store
+        .acquire(name, &Holder::current("t"), ttl)
+        .await
+        .expect("acquire")
+    {
+        Acquire::Acquired { lease, .. } => lease,
+        Acquire::Held(other) => panic!("{name:?} should be free, but is {other}"),
+    }
+}

@@ -1,11 +1,12 @@
 //! The PostgreSQL store against a real server.
 
-use singleton_process::conformance::Suite;
 use std::time::Duration;
 
+use singleton_process::conformance::Suite;
 use singleton_process::{Acquire, Holder, Released};
 use tokio_postgres::{AsyncMessage, NoTls};
 
+use super::must_acquire;
 use crate::support::postgres_server::shared;
 use crate::support::{history, unique};
 
@@ -50,13 +51,7 @@ async fn releases_notify_only_names_somebody_waits_for() {
         .expect("LISTEN");
     let name = unique("notify");
     let cycle = || async {
-        let Acquire::Acquired { lease, .. } = store
-            .acquire(&name, &Holder::current("t"), None)
-            .await
-            .unwrap()
-        else {
-            panic!("{name} is free");
-        };
+        let lease = must_acquire(&*store, &name).await;
         store.release(&lease).await.unwrap();
     };
     let heard_name = |notices: &mut tokio::sync::mpsc::UnboundedReceiver<String>| {
@@ -98,19 +93,10 @@ async fn a_failed_notification_does_not_fail_the_release() {
         .expect("drop the waiters table");
     let name = unique("quiet");
     for _ in 0..2 {
-        let Acquire::Acquired { lease, .. } = store
-            .acquire(&name, &Holder::current("t"), None)
-            .await
-            .unwrap()
-        else {
-            panic!("{name} is free");
-        };
+        let lease = must_acquire(&*store, &name).await;
         assert_eq!(store.release(&lease).await.unwrap(), Released::Released);
     }
-    store
-        .acquire(&name, &Holder::current("t"), None)
-        .await
-        .unwrap();
+    must_acquire(&*store, &name).await;
     assert!(store.force_release(&name).await.unwrap().is_some());
 }
 

@@ -36,13 +36,7 @@ async fn a_conflicting_attempt_wakes_no_sqlite_waiter() {
         .await
         .expect("connect");
     let name = crate::support::unique("quiet");
-    let Acquire::Acquired { lease, .. } = holder
-        .acquire(&name, &Holder::current("a"), Some(Duration::from_secs(60)))
-        .await
-        .unwrap()
-    else {
-        panic!("a new name is free");
-    };
+    let lease = super::must_acquire(&*holder, &name).await;
     let mut freed = waiter.watch(&name).await.unwrap().expect("sqlite watches");
     for _ in 0..3 {
         let attempt = waiter
