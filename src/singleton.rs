@@ -86,8 +86,7 @@ impl Options {
 
     /// How often [`Singleton::lock_wait`] retries (default 100 ms, with random jitter). Where the
     /// store tells waiters of a release ([`Store::watch`]: SQLite, PostgreSQL, Redis, etcd,
-    /// `memory:`),
-    /// the waiter also tries again as soon as it hears.
+    /// `memory:`), the waiter also tries again as soon as it hears.
     pub fn poll_interval(mut self, every: Duration) -> Self {
         self.poll_interval = every;
         self

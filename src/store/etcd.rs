@@ -856,7 +856,7 @@ impl Store for EtcdStore {
                 }
             }
         });
-        Ok(Some(Freed::new(word, listener, ())))
+        Ok(Some(Freed::new(word, listener)))
     }
 
     async fn benchmark_floor(&self, scratch_key: &str) -> Result<()> {

@@ -215,6 +215,6 @@ impl Store for MemoryStore {
                 }
             }
         });
-        Ok(Some(Freed::new(word, listener, ())))
+        Ok(Some(Freed::new(word, listener)))
     }
 }

@@ -153,23 +153,19 @@ pub enum Released {
 /// connection ends it), so waiters keep polling too. Dropping it stops listening.
 pub struct Freed {
     heard: mpsc::Receiver<()>,
-    _listener: tokio_util::task::AbortOnDropHandle<()>,
-    _keep: Box<dyn std::any::Any + Send + Sync>,
+    _listening: Box<dyn std::any::Any + Send + Sync>,
 }
 
 impl Freed {
-    /// Wraps a listener task (see [`Freed::listen`]) that calls [`Freed::channel`]'s sender's
-    /// `try_send(())` whenever the name may have been freed, and returns when its feed ends.
-    /// `keep` is held as long as this is (e.g. a client whose connection the task drives).
-    pub(crate) fn new(
-        heard: mpsc::Receiver<()>,
-        listener: tokio_util::task::AbortOnDropHandle<()>,
-        keep: impl std::any::Any + Send + Sync,
-    ) -> Self {
+    /// Word that arrives on `heard` (one `()` per word: a sender's `try_send(())` is enough,
+    /// as several in a row mean the same); the feed ends when every sender is gone.
+    /// `listening` is kept as long as this is and dropped with it, to stop listening: say, a
+    /// `tokio_util::task::AbortOnDropHandle` of the task that sends, and the connection it
+    /// listens on. A store that implements [`Store::watch`] builds one.
+    pub fn new(heard: mpsc::Receiver<()>, listening: impl std::any::Any + Send + Sync) -> Self {
         Freed {
             heard,
-            _listener: listener,
-            _keep: Box::new(keep),
+            _listening: Box::new(listening),
         }
     }
 

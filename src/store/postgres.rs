@@ -570,7 +570,7 @@ impl Store for PostgresStore {
 
     /// A connection of its own that `LISTEN`s on the table's channel, and a row in the
     /// waiters table that asks release and force-release to notify the name (`pg_notify`, sent
-    /// when they commit) for the next [`WAIT_REGISTRATION`], renewed while listening.
+    /// when they commit) for the next 10 minutes, renewed while listening.
     async fn watch(&self, name: &str) -> Result<Option<Freed>> {
         let error = |e| self.url.error("watch", e);
         let timed_out = |_| self.url.connect_timed_out("watch");
@@ -622,7 +622,7 @@ impl Store for PostgresStore {
                 }
             }
         });
-        Ok(Some(Freed::new(word, listener, (client, renewer))))
+        Ok(Some(Freed::new(word, (listener, client, renewer))))
     }
 
     async fn benchmark_floor(&self, scratch_key: &str) -> Result<()> {

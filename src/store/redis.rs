@@ -488,7 +488,7 @@ impl Store for RedisStore {
                 let _ = heard.try_send(());
             }
         });
-        Ok(Some(Freed::new(word, listener, ())))
+        Ok(Some(Freed::new(word, listener)))
     }
 
     async fn benchmark_floor(&self, scratch_key: &str) -> Result<()> {

@@ -547,7 +547,7 @@ impl Store for SqliteStore {
                 }
             }
         });
-        Ok(Some(Freed::new(word, listener, ())))
+        Ok(Some(Freed::new(word, listener)))
     }
 
     async fn benchmark_floor(&self, scratch_key: &str) -> Result<()> {
