@@ -58,10 +58,10 @@ struct Statements {
 }
 
 impl Statements {
-    fn new(table: &str) -> Self {
+    fn new(table: &str, scratch: &str, waiters: &str) -> Self {
         let t = format!("\"{table}\"");
-        let s = format!("\"{table}{}\"", sql::SCRATCH_SUFFIX);
-        let w = format!("\"{table}{}\"", sql::WAITERS_SUFFIX);
+        let s = format!("\"{scratch}\"");
+        let w = format!("\"{waiters}\"");
         // Tells the waiters listening on the table's channel (see `watch`) that `name` was
         // freed, if any have said they wait for it: NULL otherwise, and no notification,
         // whose commit-time lock would make releases of all names on the server take turns.
@@ -69,6 +69,24 @@ impl Statements {
             format!(
                 "(SELECT pg_notify('{table}', {name})::text FROM {w}
                   WHERE {w}.name = {name} AND until > now())"
+            )
+        };
+        // Each with the notification in RETURNING, and without it for when that fails.
+        let release = |returning: &str| {
+            format!(
+                "UPDATE {t} SET holder_id = NULL, expires_at = NULL
+                 WHERE name = $1 AND holder_id = $2 AND token = $3
+                 RETURNING {returning}"
+            )
+        };
+        let force_release = |and_returning: &str| {
+            format!(
+                "UPDATE {t} AS l SET holder_id = NULL, expires_at = NULL
+                 FROM (SELECT name, {LEASE_COLUMNS}, {LIVE} AS live FROM {t}
+                       WHERE name = $1 AND holder_id IS NOT NULL FOR UPDATE) AS old
+                 WHERE l.name = old.name
+                 RETURNING old.token, old.holder_id, old.host, old.pid, old.label, old.created,
+                           old.expires_at, old.live{and_returning}"
             )
         };
         // $6 is the lease length in microseconds; NULL makes expires_at NULL: never expires.
@@ -137,36 +155,12 @@ impl Statements {
                  RETURNING expires_at"
             ),
             // RETURNING runs the notification for a row the UPDATE changed only.
-            release: format!(
-                "UPDATE {t} SET holder_id = NULL, expires_at = NULL
-                 WHERE name = $1 AND holder_id = $2 AND token = $3
-                 RETURNING {}",
-                notify("$1")
-            ),
-            release_quietly: format!(
-                "UPDATE {t} SET holder_id = NULL, expires_at = NULL
-                 WHERE name = $1 AND holder_id = $2 AND token = $3
-                 RETURNING name"
-            ),
+            release: release(&notify("$1")),
+            release_quietly: release("name"),
             inspect: format!("SELECT {LEASE_COLUMNS} FROM {t} WHERE name = $1 AND {LIVE}"),
             list: format!("SELECT {LEASE_COLUMNS}, name FROM {t} WHERE {LIVE} ORDER BY name"),
-            force_release: format!(
-                "UPDATE {t} AS l SET holder_id = NULL, expires_at = NULL
-                 FROM (SELECT name, {LEASE_COLUMNS}, {LIVE} AS live FROM {t}
-                       WHERE name = $1 AND holder_id IS NOT NULL FOR UPDATE) AS old
-                 WHERE l.name = old.name
-                 RETURNING old.token, old.holder_id, old.host, old.pid, old.label, old.created,
-                           old.expires_at, old.live, {}",
-                notify("l.name")
-            ),
-            force_release_quietly: format!(
-                "UPDATE {t} AS l SET holder_id = NULL, expires_at = NULL
-                 FROM (SELECT name, {LEASE_COLUMNS}, {LIVE} AS live FROM {t}
-                       WHERE name = $1 AND holder_id IS NOT NULL FOR UPDATE) AS old
-                 WHERE l.name = old.name
-                 RETURNING old.token, old.holder_id, old.host, old.pid, old.label, old.created,
-                           old.expires_at, old.live"
-            ),
+            force_release: force_release(&format!(", {}", notify("l.name"))),
+            force_release_quietly: force_release(""),
             // $2 in microseconds. Several waiters share the row: the latest `until` counts.
             wait: format!(
                 "INSERT INTO {w} (name, until)
@@ -228,7 +222,7 @@ impl PostgresStore {
             .create_timeout(Some(url.connect_timeout))
             .build()
             .map_err(|e| url.error("connect", e))?;
-        let sql = Statements::new(&url.table);
+        let sql = Statements::new(&url.table, &url.scratch_table(), &url.waiters_table());
         let store = PostgresStore {
             url,
             pool,
@@ -321,6 +315,25 @@ impl PostgresStore {
             .execute(&statement, params)
             .await
             .map_err(|e| self.url.error(operation, e))
+    }
+
+    /// Runs `statement`, which tells waiters; if the server refuses the notification (its
+    /// queue is full, say), the whole statement failed and so changed nothing, and `quietly`,
+    /// the same without the notification, runs instead.
+    async fn telling_waiters(
+        &self,
+        operation: &'static str,
+        statement: &str,
+        quietly: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<Row>> {
+        match self.query(operation, statement, params).await {
+            Ok(rows) => Ok(rows),
+            Err(QueryError::Driver(err)) if err.as_db_error().is_some() => {
+                self.rows(operation, quietly, params).await
+            }
+            Err(err) => Err(err.into_error(&self.url, operation)),
+        }
     }
 
     /// The live lease on `name`, if any; errors name `operation`.
@@ -510,16 +523,14 @@ impl Store for PostgresStore {
         let token = i64::try_from(lease.token.0).unwrap_or(i64::MAX);
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
             [&lease.name, &lease.holder.id, &token];
-        let freed = match self.query("release", &self.sql.release, &params).await {
-            Ok(rows) => rows,
-            // The server refused the notification (its queue is full, say) and with it the
-            // whole statement, which so changed nothing: release without telling waiters.
-            Err(QueryError::Driver(err)) if err.as_db_error().is_some() => {
-                self.rows("release", &self.sql.release_quietly, &params)
-                    .await?
-            }
-            Err(err) => return Err(err.into_error(&self.url, "release")),
-        };
+        let freed = self
+            .telling_waiters(
+                "release",
+                &self.sql.release,
+                &self.sql.release_quietly,
+                &params,
+            )
+            .await?;
         Ok(if freed.len() == 1 {
             Released::Released
         } else {
@@ -543,18 +554,14 @@ impl Store for PostgresStore {
     }
 
     async fn force_release(&self, name: &str) -> Result<Option<Lease>> {
-        let rows = match self
-            .query("force-release", &self.sql.force_release, &[&name])
-            .await
-        {
-            Ok(rows) => rows,
-            // As in release: the statement that notifies failed as a whole.
-            Err(QueryError::Driver(err)) if err.as_db_error().is_some() => {
-                self.rows("force-release", &self.sql.force_release_quietly, &[&name])
-                    .await?
-            }
-            Err(err) => return Err(err.into_error(&self.url, "force-release")),
-        };
+        let rows = self
+            .telling_waiters(
+                "force-release",
+                &self.sql.force_release,
+                &self.sql.force_release_quietly,
+                &[&name],
+            )
+            .await?;
         let Some(row) = rows.first() else {
             return Ok(None);
         };

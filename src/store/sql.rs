@@ -11,14 +11,19 @@ use crate::error::{Error, Result};
 pub(crate) const DEFAULT_TABLE: &str = "singleton_locks";
 
 /// The scratch table for [`super::Store::benchmark_floor`] is the lease table's name plus this.
-pub(crate) const SCRATCH_SUFFIX: &str = "_bench";
+const SCRATCH_SUFFIX: &str = "_bench";
 
 /// PostgreSQL's table of waiters that want word of releases is the lease table's name plus this.
-pub(crate) const WAITERS_SUFFIX: &str = "_waits";
+const WAITERS_SUFFIX: &str = "_waits";
 
 /// Longest table name: PostgreSQL cuts identifiers at 63 bytes (MySQL at 64), and the scratch
-/// and waiters tables' names must fit too (the suffixes are as long).
-const MAX_TABLE_LEN: usize = 63 - SCRATCH_SUFFIX.len();
+/// and waiters tables' names must fit too.
+const MAX_TABLE_LEN: usize = 63
+    - if SCRATCH_SUFFIX.len() > WAITERS_SUFFIX.len() {
+        SCRATCH_SUFFIX.len()
+    } else {
+        WAITERS_SUFFIX.len()
+    };
 
 /// How long connecting may take when the URL has no `?connect_timeout=`.
 pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -99,6 +104,12 @@ impl SqlUrl {
     /// The name of the scratch table for the benchmark floor.
     pub fn scratch_table(&self) -> String {
         format!("{}{SCRATCH_SUFFIX}", self.table)
+    }
+
+    /// The name of PostgreSQL's table of waiters.
+    #[cfg(feature = "postgres")]
+    pub fn waiters_table(&self) -> String {
+        format!("{}{WAITERS_SUFFIX}", self.table)
     }
 
     /// [`Error::Store`] for this URL with the driver error flattened to one line.
