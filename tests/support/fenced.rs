@@ -30,11 +30,13 @@ impl Fenced {
     }
 
     /// A shell function `write_fenced` for job scripts; it needs `$RES` set to [`Self::dir`].
+    /// The highest token is replaced by a rename, as a writer killed half-way (the fault tests
+    /// SIGKILL jobs) must not leave it empty: an empty one rejected the next current write.
     pub fn shell_function() -> &'static str {
         r#"write_fenced() { flock "$RES/lock" sh -c '
   max=$(cat "$RES/max" 2>/dev/null || echo 0)
   if [ "$SINGLETON_TOKEN" -ge "$max" ]; then
-    echo "$SINGLETON_TOKEN" > "$RES/max"; ok=true
+    echo "$SINGLETON_TOKEN" > "$RES/max.new" && mv "$RES/max.new" "$RES/max"; ok=true
   else
     ok=false
   fi
