@@ -78,6 +78,21 @@ pub enum Error {
         source: BoxError,
     },
 
+    /// The store refused our credentials or our access: a wrong password, an unknown user, or no
+    /// permission on the lease table, key prefix or collection. Trying again will not help, so a
+    /// waiter ([`Singleton::lock_wait`](crate::Singleton::lock_wait)) that meets it before it has
+    /// ever reached the store gives up at once.
+    #[error("{store}: {operation} failed: {source}")]
+    Refused {
+        /// The store's URL, password masked.
+        store: String,
+        /// What we were doing: `connect`, `acquire`, ...
+        operation: &'static str,
+        /// The driver's error.
+        #[source]
+        source: BoxError,
+    },
+
     /// The store did not answer in time.
     #[error("{store}: {operation} timed out after {}", humantime::format_duration(*.after))]
     Timeout {
@@ -98,6 +113,19 @@ impl Error {
         source: impl Into<BoxError>,
     ) -> Self {
         Error::Store {
+            store: store.into(),
+            operation,
+            source: source.into(),
+        }
+    }
+
+    /// Builds [`Error::Refused`] from a driver's refusal of our credentials or access.
+    pub fn refused(
+        store: impl Into<String>,
+        operation: &'static str,
+        source: impl Into<BoxError>,
+    ) -> Self {
+        Error::Refused {
             store: store.into(),
             operation,
             source: source.into(),

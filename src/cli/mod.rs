@@ -315,7 +315,7 @@ fn exit_code(err: &Error) -> i32 {
         | Error::FeatureDisabled { .. }
         | Error::InvalidOptions { .. } => exit::USAGE,
         Error::Lost { .. } => exit::LOST,
-        Error::Store { .. } | Error::Timeout { .. } => exit::STORE,
+        Error::Store { .. } | Error::Refused { .. } | Error::Timeout { .. } => exit::STORE,
         _ => exit::INTERNAL,
     }
 }

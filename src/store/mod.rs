@@ -198,6 +198,13 @@ impl fmt::Debug for Freed {
 /// A place where leases live. Implementations must make every method ONE atomic operation of the
 /// store, decide expiry by the store's clock, and never change a lease that another holder owns.
 ///
+/// Every request is bounded: the [`Singleton`](crate::Singleton) above abandons a request that
+/// takes longer than its request timeout (it drops the future) and tries again while the lease's
+/// deadline allows. So a request future dropped before it completes must not leave its
+/// connection to be reused: a connection whose peer stopped answering (a half-open socket, a
+/// silently dropped packet stream) must not hang the next request too. An abandoned request may
+/// still take effect in the store; that is safe, as every write is owner-checked.
+///
 /// [`crate::conformance`] checks an implementation against this contract.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + fmt::Debug {
