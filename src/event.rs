@@ -57,6 +57,8 @@ pub enum Event {
         name: String,
         /// The lost lease's fencing token.
         token: FencingToken,
+        /// Whether the store said so (stop at once) or no renewal was confirmed in time.
+        loss: Loss,
         /// Why.
         reason: String,
     },
@@ -81,6 +83,23 @@ pub enum Event {
         /// The error's message.
         message: String,
     },
+}
+
+/// How a lease was lost, which decides how long its holder may take to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Loss {
+    /// No renewal was confirmed before the safe deadline minus the grace period: the store was
+    /// unreachable or slow, a renewal came back too late, or the lease was not renewed and ran
+    /// out. The lease may well still be ours until the safe deadline, so the holder has the
+    /// whole grace period to stop (the CLI: SIGTERM now, SIGKILL at the safe deadline).
+    Unconfirmed,
+    /// The store said the lease is no longer ours: a renewal found another holder or none
+    /// (expired and taken over, force-released, lost with the store's data), a release found it
+    /// gone, or the store's clock jumped ahead of ours. Somebody else may hold it already, so the
+    /// holder must stop at once (the CLI: SIGTERM now, SIGKILL after at most 1 s).
+    Gone,
 }
 
 impl Event {
@@ -155,6 +174,7 @@ impl fmt::Display for Event {
                 name,
                 token,
                 reason,
+                ..
             } => write!(f, "lost {name:?} (token {token}): {reason}"),
             Event::Releasing { name, token } => write!(f, "releasing {name:?} (token {token})"),
             Event::Released { name, token } => write!(f, "released {name:?} (token {token})"),

@@ -1,35 +1,45 @@
 //! The guard of a held lease: background renewal and lost-lease detection.
 //!
 //! # The safe deadline
-//! Just before an acquire or renew request is sent we note `sent` on the monotonic clock. The
-//! store starts the lease when it processes the request, which is later, so by the store's clock
-//! the lease lasts at least until `sent + ttl`. Our clock may run slower than the store's by up to
-//! [`CLOCK_RATE_TOLERANCE`], and some delays cannot be measured at all (a killed process taking time
-//! to die), hence a safety margin:
+//! Just before an acquire or renew request is sent we note `sent` on the boot clock
+//! ([`BootInstant`], `CLOCK_BOOTTIME`: it keeps counting while the host is suspended, as the
+//! store's clock does). The store starts the lease when it processes the request, which is
+//! later, so by the store's clock the lease lasts at least until `sent + ttl`. Our clock may run
+//! slower than the store's by up to [`CLOCK_RATE_TOLERANCE`], and some delays cannot be measured
+//! at all (a killed process taking time to die), hence a safety margin:
 //!
 //! ```text
 //! safe_until = sent + ttl × (1 − 1%) − safety_margin
 //! lost_at    = safe_until − grace
 //! ```
 //!
-//! The lease is renewed every `renew_interval`; a failed renewal is retried with backoff. If no
-//! renewal has succeeded by `lost_at`, [`Event::Lost`] fires and [`LeaseGuard::lost`] completes,
-//! leaving `grace` for the holder to stop before anybody else can acquire. The wall clock is never
-//! used for any of this.
+//! The lease is renewed every `renew_interval`; a failed renewal is retried with backoff, and a
+//! renewal that takes longer than the request timeout is abandoned and sent again (the store
+//! then uses a fresh connection). If no renewal has succeeded by `lost_at`, [`Event::Lost`]
+//! fires ([`Loss::Unconfirmed`]) and [`LeaseGuard::lost`] completes, leaving `grace` for the
+//! holder to stop before anybody else can acquire. When the store itself says the lease is no
+//! longer ours, it is lost at once ([`Loss::Gone`]). The wall clock is never used for any of this.
+//!
+//! # The store's clock
+//! Where a store reports its own clock in its replies ([`Store::expiry_on_store_clock`]), each
+//! renewal also checks that the store's clock did not run ahead of ours by more than the rate
+//! tolerance: a store host whose wall clock stepped forward (or a failover to a server whose
+//! clock is ahead) ends leases early, before the deadline this holder counts on. Such a lease is
+//! treated as lost.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::{self, BootInstant};
 use crate::error::{Error, Result};
-use crate::event::Event;
+use crate::event::{Event, Loss};
 use crate::singleton::{Inner, Options};
-use crate::store::{FencingToken, Holder, Lease};
+use crate::store::{FencingToken, Holder, Lease, Store, bounded};
 
 /// How much slower this host's monotonic clock may run than the store's clock, as a fraction.
 /// Real clocks drift by parts per million; 1% leaves a wide allowance.
@@ -37,6 +47,14 @@ pub const CLOCK_RATE_TOLERANCE: f64 = 0.01;
 
 /// The longest lease, wait or grace period accepted (a year); longer ones are almost surely typos.
 pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// The longest a store request may take by default before it is abandoned and tried again on a
+/// fresh connection (see [`Options::request_timeout`]).
+pub const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the store's clock may gain on ours beyond the rate tolerance between two replies:
+/// stores report times in milliseconds at best.
+const STORE_CLOCK_SLACK: Duration = Duration::from_millis(50);
 
 /// Lease timing derived from [`Options`], checked once.
 #[derive(Debug, Clone, Copy)]
@@ -48,16 +66,26 @@ pub(crate) struct Timing {
     pub(crate) grace: Duration,
     /// From `sent` to the safe deadline.
     safe_for: Duration,
+    /// How long one renew, release, inspect or watch set-up may take.
+    pub(crate) request_timeout: Duration,
 }
 
 impl Timing {
     pub(crate) fn new(options: &Options) -> Result<Self> {
+        if let Some(timeout) = options.request_timeout {
+            if timeout.is_zero() || timeout > MAX_DURATION {
+                return Err(Error::options(
+                    "the request timeout must be greater than zero and at most a year",
+                ));
+            }
+        }
         let Some(ttl) = options.lock_expire else {
             return Ok(Timing {
                 ttl: None,
                 renew_every: None,
                 grace: Duration::ZERO,
                 safe_for: Duration::MAX,
+                request_timeout: options.request_timeout.unwrap_or(MAX_REQUEST_TIMEOUT),
             });
         };
         let show = |d: Duration| humantime::format_duration(d).to_string();
@@ -103,21 +131,45 @@ impl Timing {
                 show(grace),
             )));
         }
+        // A third of the renew interval leaves time for two more tries before `lost`.
+        let request_timeout = options
+            .request_timeout
+            .unwrap_or_else(|| (renew_every.unwrap_or(ttl / 3) / 3).min(MAX_REQUEST_TIMEOUT));
         Ok(Timing {
             ttl: Some(ttl),
             renew_every,
             grace,
             safe_for,
+            request_timeout,
         })
     }
 
-    fn safe_until(&self, sent: Instant) -> Option<Instant> {
+    pub(crate) fn safe_until(&self, sent: BootInstant) -> Option<BootInstant> {
         self.ttl?;
         sent.checked_add(self.safe_for)
     }
 
-    fn lost_at(&self, sent: Instant) -> Option<Instant> {
+    fn lost_at(&self, sent: BootInstant) -> Option<BootInstant> {
         self.safe_until(sent).map(|safe| safe - self.grace)
+    }
+
+    /// How long one acquire may take: an answer after `lost_at` could not be used anyway, so
+    /// up to that (at most [`MAX_REQUEST_TIMEOUT`], unless the request timeout is longer).
+    pub(crate) fn acquire_timeout(&self) -> Duration {
+        let useful = self.ttl.map_or(MAX_REQUEST_TIMEOUT, |_| {
+            self.safe_for.saturating_sub(self.grace)
+        });
+        useful
+            .min(MAX_REQUEST_TIMEOUT)
+            .max(self.request_timeout)
+            .max(Duration::from_millis(1))
+    }
+
+    /// Whether an acquire sent at `sent` and answered at `received` came back too late to be
+    /// used: at or after the moment its lease would already count as lost.
+    pub(crate) fn answered_too_late(&self, sent: BootInstant, received: BootInstant) -> bool {
+        self.lost_at(sent)
+            .is_some_and(|lost_at| received >= lost_at)
     }
 }
 
@@ -125,26 +177,34 @@ impl Timing {
 #[derive(Debug)]
 pub(crate) struct Held {
     lease: Mutex<Lease>,
-    safe_until: watch::Sender<Option<Instant>>,
+    safe_until: watch::Sender<Option<BootInstant>>,
     lost: CancellationToken,
+    loss: OnceLock<Loss>,
     stop: CancellationToken,
     releasing: AtomicBool,
     keeper: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Held {
-    /// Starts holding `lease`, acquired with a request sent at `sent`, and spawns its keeper.
-    pub(crate) fn start(inner: &Arc<Inner>, lease: Lease, sent: Instant) -> Arc<Held> {
+    /// Starts holding `lease`, acquired with a request sent at `sent` and answered at
+    /// `received`, and spawns its keeper.
+    pub(crate) fn start(
+        inner: &Arc<Inner>,
+        lease: Lease,
+        sent: BootInstant,
+        received: BootInstant,
+    ) -> Arc<Held> {
         let held = Arc::new(Held {
             lease: Mutex::new(lease),
             safe_until: watch::Sender::new(inner.timing.safe_until(sent)),
             lost: CancellationToken::new(),
+            loss: OnceLock::new(),
             stop: CancellationToken::new(),
             releasing: AtomicBool::new(false),
             keeper: Mutex::new(None),
         });
         if inner.timing.ttl.is_some() {
-            let task = tokio::spawn(keep(Arc::clone(inner), Arc::clone(&held), sent));
+            let task = tokio::spawn(keep(Arc::clone(inner), Arc::clone(&held), sent, received));
             *lock(&held.keeper) = Some(task);
         }
         held
@@ -152,6 +212,14 @@ impl Held {
 
     pub(crate) fn lease(&self) -> Lease {
         lock(&self.lease).clone()
+    }
+
+    pub(crate) fn safe_until(&self) -> Option<BootInstant> {
+        *self.safe_until.borrow()
+    }
+
+    pub(crate) fn is_lost(&self) -> bool {
+        self.lost.is_cancelled()
     }
 
     /// Marks the start of the release; returns `false` if it had already begun. Stops the keeper
@@ -168,8 +236,8 @@ impl Held {
         true
     }
 
-    pub(crate) fn mark_lost(&self, inner: &Inner, reason: String) {
-        if self.lost.is_cancelled() {
+    pub(crate) fn mark_lost(&self, inner: &Inner, loss: Loss, reason: String) {
+        if self.loss.set(loss).is_err() {
             return;
         }
         self.lost.cancel();
@@ -177,6 +245,7 @@ impl Held {
         inner.emit(Event::Lost {
             name: lease.name,
             token: lease.token,
+            loss,
             reason,
         });
     }
@@ -192,73 +261,143 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 const RETRY_MIN: Duration = Duration::from_millis(50);
 
 /// The keeper of one lease: renews it on schedule and declares it lost at `lost_at`.
-async fn keep(inner: Arc<Inner>, held: Arc<Held>, sent: Instant) {
+async fn keep(inner: Arc<Inner>, held: Arc<Held>, sent: BootInstant, received: BootInstant) {
     let timing = inner.timing;
     let (Some(ttl), Some(mut lost_at)) = (timing.ttl, timing.lost_at(sent)) else {
         return;
     };
-    let mut next_renewal = timing.renew_every.map(|every| sent + every);
+    let mut store_clock = StoreClock::new(&*inner.store, ttl);
+    store_clock.check(&held.lease(), sent, received);
+    let mut next_renewal = timing.renew_every.and_then(|every| sent.checked_add(every));
     let mut retry_pause = RETRY_MIN;
     loop {
         let renewal_due = async {
             match next_renewal {
-                Some(at) => sleep_until(at).await,
+                Some(at) => clock::sleep_until(at).await,
                 None => std::future::pending().await,
             }
         };
         tokio::select! {
             biased;
             _ = held.stop.cancelled() => return,
-            _ = sleep_until(lost_at) => {
+            _ = clock::sleep_until(lost_at) => {
                 let reason = match timing.renew_every {
                     Some(_) => "no renewal succeeded before the safe deadline",
                     None => "the lease ran out (renewal is off)",
                 };
-                held.mark_lost(&inner, reason.into());
+                held.mark_lost(&inner, Loss::Unconfirmed, reason.into());
                 return;
             }
             _ = renewal_due => {}
         }
 
-        let sent = Instant::now();
+        let sent = BootInstant::now();
         let lease = held.lease();
+        let renewing = bounded(
+            &*inner.store,
+            "renew",
+            timing.request_timeout,
+            inner.store.renew(&lease, ttl),
+        );
         let renewed = tokio::select! {
             biased;
             _ = held.stop.cancelled() => return,
-            _ = sleep_until(lost_at) => {
-                held.mark_lost(&inner, "the store did not answer the renewal before the safe deadline".into());
+            _ = clock::sleep_until(lost_at) => {
+                held.mark_lost(
+                    &inner,
+                    Loss::Unconfirmed,
+                    "the store did not answer the renewal before the safe deadline".into(),
+                );
                 return;
             }
-            renewed = inner.store.renew(&lease, ttl) => renewed,
+            renewed = renewing => renewed,
         };
+        let received = BootInstant::now();
         match renewed {
             Ok(lease) => {
+                if let Some(ahead) = store_clock.check(&lease, sent, received) {
+                    held.mark_lost(
+                        &inner,
+                        Loss::Gone,
+                        format!(
+                            "the store's clock ran {} ahead of this host's since the last renewal, so its leases end earlier than this host can tell",
+                            humantime::format_duration(round_ms(ahead))
+                        ),
+                    );
+                    return;
+                }
                 if let Some(at) = timing.lost_at(sent) {
                     lost_at = at;
                 }
                 held.safe_until.send_replace(timing.safe_until(sent));
                 *lock(&held.lease) = lease.clone();
-                next_renewal = timing.renew_every.map(|every| sent + every);
+                next_renewal = timing.renew_every.and_then(|every| sent.checked_add(every));
                 retry_pause = RETRY_MIN;
                 inner.emit(Event::Renewed { lease });
             }
             Err(Error::Lost { reason, .. }) => {
-                held.mark_lost(&inner, reason);
+                held.mark_lost(&inner, Loss::Gone, reason);
                 return;
             }
             Err(err) => {
+                // An abandoned request is tried again at once: the store sends it on a fresh
+                // connection. Other failures back off.
+                let pause = match err {
+                    Error::Timeout { .. } => RETRY_MIN,
+                    _ => retry_pause,
+                };
                 inner.emit(Event::Error {
                     name: inner.name.clone(),
-                    message: format!(
-                        "{err}; retrying in {}",
-                        humantime::format_duration(retry_pause)
-                    ),
+                    message: format!("{err}; retrying in {}", humantime::format_duration(pause)),
                 });
-                next_renewal = Some(Instant::now() + retry_pause);
+                next_renewal = BootInstant::now().checked_add(pause);
                 let cap = timing.renew_every.unwrap_or(retry_pause) / 2;
                 retry_pause = (retry_pause * 2).min(cap.max(RETRY_MIN));
             }
         }
+    }
+}
+
+fn round_ms(duration: Duration) -> Duration {
+    Duration::from_millis(duration.as_millis().min(u64::MAX as u128) as u64)
+}
+
+/// Follows the store's clock through the expiries it reports, where they are read off its own
+/// clock ([`Store::expiry_on_store_clock`]), to catch it running ahead of ours.
+struct StoreClock {
+    ttl: Option<Duration>,
+    /// The store's time at the last reply, and when we sent its request.
+    last: Option<(SystemTime, BootInstant)>,
+}
+
+impl StoreClock {
+    fn new(store: &dyn Store, ttl: Duration) -> Self {
+        StoreClock {
+            ttl: store.expiry_on_store_clock().then_some(ttl),
+            last: None,
+        }
+    }
+
+    /// Notes the store's time in `lease`, the reply to a request sent at `sent` and answered at
+    /// `received`; returns how far the store's clock ran ahead of ours since the last reply,
+    /// if it did by more than the tolerance.
+    fn check(
+        &mut self,
+        lease: &Lease,
+        sent: BootInstant,
+        received: BootInstant,
+    ) -> Option<Duration> {
+        let store_now = lease.expires?.checked_sub(self.ttl?)?;
+        let ahead = self.last.and_then(|(last_store, last_sent)| {
+            // The store handled the last request after `last_sent` and this one before
+            // `received`: no more than this passed between them by our clock.
+            let ours = received.saturating_duration_since(last_sent);
+            let theirs = store_now.duration_since(last_store).unwrap_or_default();
+            let allowed = ours.mul_f64(1.0 + CLOCK_RATE_TOLERANCE) + STORE_CLOCK_SLACK;
+            (theirs > allowed).then(|| theirs - ours)
+        });
+        self.last = Some((store_now, sent));
+        ahead
     }
 }
 
@@ -299,21 +438,28 @@ impl LeaseGuard {
         self.held.lease()
     }
 
-    /// The monotonic instant until which the lease is certainly ours, as of the last successful
-    /// acquire or renew; `None` for a lease that never expires.
-    pub fn safe_until(&self) -> Option<Instant> {
-        *self.held.safe_until.borrow()
+    /// The instant (on the boot clock, which counts suspended time) until which the lease is
+    /// certainly ours, as of the last successful acquire or renew; `None` for a lease that never
+    /// expires.
+    pub fn safe_until(&self) -> Option<BootInstant> {
+        self.held.safe_until()
     }
 
     /// Follows [`safe_until`](Self::safe_until) as renewals move it, e.g. to hand the deadline to
     /// a process that must enforce it even if this one stalls.
-    pub fn safe_until_changes(&self) -> watch::Receiver<Option<Instant>> {
+    pub fn safe_until_changes(&self) -> watch::Receiver<Option<BootInstant>> {
         self.held.safe_until.subscribe()
     }
 
     /// Whether the lease has been lost.
     pub fn is_lost(&self) -> bool {
-        self.held.lost.is_cancelled()
+        self.held.is_lost()
+    }
+
+    /// How the lease was lost, once it is: [`Loss::Gone`] means the store said so, and the
+    /// holder must stop at once rather than use the grace period.
+    pub fn loss(&self) -> Option<Loss> {
+        self.held.loss.get().copied()
     }
 
     /// Completes when the lease is lost: stop working on the singleton's behalf at once.
@@ -328,7 +474,7 @@ impl LeaseGuard {
     }
 
     /// Stops renewal and gives the lease back (owner-checked). Returns `false` if it was not ours
-    /// any more.
+    /// any more (the lease then counts as lost, [`Loss::Gone`]).
     pub async fn release(self) -> Result<bool> {
         self.inner.release(&self.held).await
     }
@@ -366,6 +512,35 @@ mod tests {
         assert_eq!(t.grace, Duration::from_secs(3));
         // 15 s × 0.99 − 200 ms
         assert_eq!(t.safe_for, Duration::from_millis(14_650));
+        // A third of the renew interval; an acquire may take up to 5 s.
+        assert_eq!(t.request_timeout, Duration::from_secs(5) / 3);
+        assert_eq!(t.acquire_timeout(), MAX_REQUEST_TIMEOUT);
+    }
+
+    #[test]
+    fn short_leases_get_short_requests() {
+        let t = timing(Options::default().lock_expire(Duration::from_secs(1))).unwrap();
+        assert_eq!(t.request_timeout, Duration::from_secs(1) / 9);
+        // Up to `lost_at`: 990 ms − 200 ms margin − 200 ms grace.
+        assert_eq!(t.acquire_timeout(), Duration::from_millis(590));
+        let t = timing(Options::default().lock_expire(Duration::from_secs(600))).unwrap();
+        assert_eq!(t.request_timeout, MAX_REQUEST_TIMEOUT);
+        let t = timing(Options::default().request_timeout(Duration::from_secs(9))).unwrap();
+        assert_eq!(t.request_timeout, Duration::from_secs(9));
+        assert_eq!(t.acquire_timeout(), Duration::from_secs(9));
+        assert!(timing(Options::default().request_timeout(Duration::ZERO)).is_err());
+    }
+
+    #[test]
+    fn an_acquire_answered_after_lost_at_is_too_late() {
+        let t = timing(Options::default().lock_expire(Duration::from_secs(10))).unwrap();
+        let sent = BootInstant::from_since_start(Duration::from_secs(100));
+        // lost_at = sent + 9.9 s − 0.2 s − 2 s
+        let lost_at = sent + Duration::from_millis(7_700);
+        assert!(!t.answered_too_late(sent, lost_at - Duration::from_millis(1)));
+        assert!(t.answered_too_late(sent, lost_at));
+        let forever = timing(Options::default().lock_expire(None)).unwrap();
+        assert!(!forever.answered_too_late(sent, sent + MAX_DURATION));
     }
 
     #[test]
@@ -395,6 +570,54 @@ mod tests {
     #[test]
     fn never_expiring_leases_have_no_deadline() {
         let t = timing(Options::default().lock_expire(None)).unwrap();
-        assert_eq!(t.safe_until(Instant::now()), None);
+        assert_eq!(t.safe_until(BootInstant::now()), None);
+    }
+
+    fn lease_expiring(at: SystemTime) -> Lease {
+        Lease {
+            name: "n".into(),
+            holder: Holder::current(""),
+            token: FencingToken(1),
+            created: at,
+            expires: Some(at),
+        }
+    }
+
+    #[test]
+    fn a_store_clock_that_runs_ahead_is_caught() {
+        let ttl = Duration::from_secs(3);
+        let mut clock = StoreClock {
+            ttl: Some(ttl),
+            last: None,
+        };
+        let t0 = BootInstant::from_since_start(Duration::from_secs(50));
+        let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let ms = Duration::from_millis;
+        assert_eq!(
+            clock.check(&lease_expiring(wall + ttl), t0, t0 + ms(2)),
+            None
+        );
+        // One second later by both clocks: fine.
+        let t1 = t0 + ms(1000);
+        assert_eq!(
+            clock.check(&lease_expiring(wall + ms(1001) + ttl), t1, t1 + ms(2)),
+            None
+        );
+        // The store's clock stepped 10 s forward meanwhile.
+        let t2 = t1 + ms(1000);
+        let ahead = clock
+            .check(&lease_expiring(wall + ms(12_001) + ttl), t2, t2 + ms(2))
+            .expect("the jump is caught");
+        assert!(ahead > ms(9_900) && ahead < ms(10_000), "{ahead:?}");
+        // A store whose replies carry no clock of its own is not checked.
+        let mut unchecked = StoreClock {
+            ttl: None,
+            last: None,
+        };
+        assert_eq!(unchecked.check(&lease_expiring(wall), t0, t0), None);
+        assert_eq!(
+            unchecked.check(&lease_expiring(wall + ms(99_000)), t1, t1),
+            None
+        );
     }
 }

@@ -28,6 +28,7 @@
 
 #![warn(missing_docs)]
 
+pub mod clock;
 pub mod conformance;
 mod error;
 mod event;
@@ -35,8 +36,9 @@ mod lease;
 mod singleton;
 pub mod store;
 
+pub use clock::BootInstant;
 pub use error::{BoxError, Error, Result};
-pub use event::Event;
-pub use lease::{CLOCK_RATE_TOLERANCE, LeaseGuard, MAX_DURATION};
+pub use event::{Event, Loss};
+pub use lease::{CLOCK_RATE_TOLERANCE, LeaseGuard, MAX_DURATION, MAX_REQUEST_TIMEOUT};
 pub use singleton::{Lock, Options, Singleton};
 pub use store::{Acquire, FencingToken, Freed, Holder, Lease, Released, Store, connect};

@@ -4,12 +4,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::broadcast;
-use tokio::time::Instant;
 
+use crate::clock::{self, BootInstant};
 use crate::error::{Error, Result};
-use crate::event::Event;
+use crate::event::{Event, Loss};
 use crate::lease::{Held, LeaseGuard, Timing};
-use crate::store::{Acquire, Freed, Holder, Lease, Released, Store, validate_name};
+use crate::store::{Acquire, Freed, Holder, Lease, Released, Store, bounded, validate_name};
 
 /// How a [`Singleton`] holds its lease.
 ///
@@ -32,6 +32,7 @@ pub struct Options {
     pub(crate) safety_margin: Duration,
     pub(crate) grace: Option<Duration>,
     pub(crate) poll_interval: Duration,
+    pub(crate) request_timeout: Option<Duration>,
     pub(crate) label: String,
 }
 
@@ -44,6 +45,7 @@ impl Default for Options {
             safety_margin: Duration::from_millis(200),
             grace: None,
             poll_interval: Duration::from_millis(100),
+            request_timeout: None,
             label: String::new(),
         }
     }
@@ -89,6 +91,19 @@ impl Options {
     /// `memory:`), the waiter also tries again as soon as it hears.
     pub fn poll_interval(mut self, every: Duration) -> Self {
         self.poll_interval = every;
+        self
+    }
+
+    /// How long one store request (acquire, renew, release, inspect, the set-up of listening
+    /// for releases) may take before it is abandoned and, where the lease's deadline allows,
+    /// sent again, which the store does on a fresh connection: a connection whose packets are
+    /// silently dropped must not hang a renewal. Default: a third of the renew interval (a
+    /// ninth of the lease length when renewal is off), at most [`MAX_REQUEST_TIMEOUT`]
+    /// (5 s); an acquire may take up to the moment its lease would count as lost, at most 5 s.
+    ///
+    /// [`MAX_REQUEST_TIMEOUT`]: crate::MAX_REQUEST_TIMEOUT
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = Some(timeout);
         self
     }
 
@@ -151,6 +166,12 @@ pub(crate) struct Inner {
 /// How many events a slow subscriber may fall behind before it sees `Lagged`.
 const EVENT_BACKLOG: usize = 256;
 
+/// The longest pause between a waiter's tries while the store cannot be reached.
+const OUTAGE_PAUSE_MAX: Duration = Duration::from_secs(5);
+
+/// How many times a release or an inspection is sent before its failure is reported.
+const TRIES: u32 = 3;
+
 impl Singleton {
     /// A singleton called `name` (1..=255 bytes of UTF-8, no control characters) on `store`.
     /// Fails if the name or the options are invalid.
@@ -191,6 +212,11 @@ impl Singleton {
         self.inner.timing.grace
     }
 
+    /// How long one store request may take (see [`Options::request_timeout`]).
+    pub fn request_timeout(&self) -> Duration {
+        self.inner.timing.request_timeout
+    }
+
     /// Subscribes to this singleton's events. A subscriber that falls more than 256 events behind
     /// gets [`broadcast::error::RecvError::Lagged`] and skips ahead; it never slows lock handling.
     pub fn events(&self) -> broadcast::Receiver<Event> {
@@ -199,11 +225,16 @@ impl Singleton {
 
     /// Tries once to acquire the lease. Emits `locking`, then `locked` (and `expired` if an
     /// expired lease was taken over) or `conflict`.
+    ///
+    /// The acquire is bounded (see [`Options::request_timeout`]): a store that does not answer
+    /// in time gives [`Error::Timeout`], and so does an answer that came back too late to be used
+    /// (after the moment the new lease would already count as lost): that lease is given back.
     pub async fn lock(&self) -> Result<Lock> {
         self.inner.emit(Event::Locking {
             name: self.inner.name.clone(),
         });
-        let outcome = self.attempt().await?;
+        let holder = Holder::current(self.inner.label.clone());
+        let outcome = self.inner.observe(self.attempt(&holder).await)?;
         if let Lock::Conflict(held_by) = &outcome {
             self.inner.emit(Event::Conflict {
                 name: self.inner.name.clone(),
@@ -214,85 +245,169 @@ impl Singleton {
     }
 
     /// Acquires the lease, waiting for the current holder to let go; gives up after `timeout`
-    /// (`None`: wait for ever) and then returns [`Lock::Conflict`] with the last holder seen.
-    /// Emits `waiting` when it starts waiting and whenever the holder changes.
+    /// (`None`: wait for ever), also in the middle of a store request, and then returns
+    /// [`Lock::Conflict`] with the last holder seen, or [`Error::Timeout`] (operation `wait`) if
+    /// the store could not be reached to see one. Emits `waiting` when it starts waiting and
+    /// whenever the holder changes.
     ///
     /// It retries every poll interval and, where the store tells waiters of a release
     /// ([`Store::watch`]), as soon as it hears; what it hears only makes it try again, it
     /// never grants anything.
+    ///
+    /// It waits through store outages: a failed try is reported once per outage (an `error`
+    /// event) and tried again with backoff, up to every 5 s. Only what cannot get better ends
+    /// the wait at once: invalid options, and credentials the store refuses
+    /// ([`Error::Refused`]) before it has ever answered.
     pub async fn lock_wait(&self, timeout: Option<Duration>) -> Result<Lock> {
         let give_up = match timeout {
             Some(timeout) => Some(
-                Instant::now()
+                BootInstant::now()
                     .checked_add(timeout)
                     .ok_or_else(|| Error::options("the wait timeout is too large"))?,
             ),
             None => None,
         };
+        let until_give_up = || async move {
+            match give_up {
+                Some(at) => clock::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         self.inner.emit(Event::Locking {
             name: self.inner.name.clone(),
         });
-        let mut waiting_for: Option<String> = None;
+        let holder = Holder::current(self.inner.label.clone());
+        let mut last_seen: Option<Lease> = None;
         let mut word = Word::Unasked;
+        let mut reached = false;
+        let mut outage: Option<Duration> = None;
         loop {
-            let held_by = match self.attempt().await? {
-                Lock::Conflict(held_by) => held_by,
-                locked => return Ok(locked),
+            let tried = tokio::select! {
+                tried = self.attempt(&holder) => tried,
+                () = until_give_up() => return self.gave_up(last_seen, timeout),
             };
-            let now = Instant::now();
-            if give_up.is_some_and(|give_up| give_up <= now) {
-                self.inner.emit(Event::Conflict {
-                    name: self.inner.name.clone(),
-                    held_by: held_by.clone(),
-                });
-                return Ok(Lock::Conflict(held_by));
-            }
-            word.start_if_due(&self.inner, now);
-            if waiting_for.as_deref() != Some(held_by.holder.id.as_str()) {
-                waiting_for = Some(held_by.holder.id.clone());
-                self.inner.emit(Event::Waiting {
-                    name: self.inner.name.clone(),
-                    held_by,
-                });
-            }
-            // Jitter keeps many waiters from polling in lock step.
-            let pause = self.inner.poll_interval.mul_f64(0.5 + fastrand::f64());
-            let wake = now + pause;
+            let pause = match tried {
+                Ok(Lock::Conflict(held_by)) => {
+                    reached = true;
+                    if outage.take().is_some() {
+                        tracing::info!(name = %self.inner.name, "the store answers again");
+                    }
+                    word.start_if_due(&self.inner, BootInstant::now());
+                    if last_seen.as_ref().map(|l| &l.holder.id) != Some(&held_by.holder.id) {
+                        self.inner.emit(Event::Waiting {
+                            name: self.inner.name.clone(),
+                            held_by: held_by.clone(),
+                        });
+                    }
+                    last_seen = Some(held_by);
+                    // Jitter keeps many waiters from polling in lock step.
+                    self.inner.poll_interval.mul_f64(0.5 + fastrand::f64())
+                }
+                Ok(locked) => return Ok(locked),
+                Err(err) if ends_the_wait(&err, reached) => return self.inner.observe(Err(err)),
+                Err(err) => {
+                    let next = match outage {
+                        None => {
+                            self.inner.emit(Event::Error {
+                                name: self.inner.name.clone(),
+                                message: format!("{err}; still waiting, and trying again"),
+                            });
+                            self.inner.poll_interval
+                        }
+                        Some(last) => (last * 2).min(OUTAGE_PAUSE_MAX),
+                    };
+                    tracing::debug!(name = %self.inner.name, "store still failing: {err}");
+                    outage = Some(next.max(self.inner.poll_interval));
+                    next.mul_f64(0.5 + fastrand::f64())
+                }
+            };
             tokio::select! {
-                () = tokio::time::sleep_until(give_up.map_or(wake, |give_up| wake.min(give_up))) => {}
+                () = tokio::time::sleep(pause) => {}
                 () = word.next() => {}
+                () = until_give_up() => return self.gave_up(last_seen, timeout),
             }
         }
     }
 
-    /// One acquisition attempt; emits `expired` and `locked`, not `conflict`.
-    async fn attempt(&self) -> Result<Lock> {
-        let inner = &self.inner;
-        let holder = Holder::current(inner.label.clone());
-        // The safe deadline counts from before the request left: the store starts the lease
-        // no earlier than this.
-        let sent = Instant::now();
-        let acquired = inner
-            .store
-            .acquire(&inner.name, &holder, inner.timing.ttl)
-            .await;
-        match inner.observe(acquired)? {
-            Acquire::Held(held_by) => Ok(Lock::Conflict(held_by)),
-            Acquire::Acquired { lease, took_over } => {
-                if let Some(previous) = took_over {
-                    inner.emit(Event::Expired {
-                        name: inner.name.clone(),
-                        previous,
-                    });
-                }
-                inner.emit(Event::Locked {
-                    lease: lease.clone(),
+    /// What [`lock_wait`](Self::lock_wait) returns when its timeout runs out.
+    fn gave_up(&self, last_seen: Option<Lease>, timeout: Option<Duration>) -> Result<Lock> {
+        match last_seen {
+            Some(held_by) => {
+                self.inner.emit(Event::Conflict {
+                    name: self.inner.name.clone(),
+                    held_by: held_by.clone(),
                 });
-                let held = Held::start(inner, lease, sent);
-                *inner.current() = Some(Arc::clone(&held));
-                Ok(Lock::Locked(LeaseGuard::new(Arc::clone(inner), held)))
+                Ok(Lock::Conflict(held_by))
+            }
+            None => self.inner.observe(Err(Error::Timeout {
+                store: self.inner.store.describe().to_owned(),
+                operation: "wait",
+                after: timeout.unwrap_or_default(),
+            })),
+        }
+    }
+
+    /// One acquisition attempt for `holder`; emits `expired` and `locked`, not `conflict` or
+    /// `error`.
+    async fn attempt(&self, holder: &Holder) -> Result<Lock> {
+        let inner = &self.inner;
+        let timing = &inner.timing;
+        // An abandoned try of ours may have reached the store after all: its lease is in our
+        // name. It is given back and the acquire sent once more.
+        for _ in 0..2 {
+            // The safe deadline counts from before the request left: the store starts the lease
+            // no earlier than this.
+            let sent = BootInstant::now();
+            let acquired = bounded(
+                &*inner.store,
+                "acquire",
+                timing.acquire_timeout(),
+                inner.store.acquire(&inner.name, holder, timing.ttl),
+            )
+            .await;
+            let received = BootInstant::now();
+            match acquired? {
+                Acquire::Held(held_by) if held_by.holder.id == holder.id => {
+                    inner.give_back(&held_by).await;
+                }
+                Acquire::Held(held_by) => return Ok(Lock::Conflict(held_by)),
+                Acquire::Acquired { lease, .. } if timing.answered_too_late(sent, received) => {
+                    // The lease may already count as lost by the time anyone could use it (the
+                    // process stalled, or the reply crawled back): never start work with it.
+                    inner.give_back(&lease).await;
+                    let took = received.saturating_duration_since(sent);
+                    return Err(Error::store(
+                        inner.store.describe(),
+                        "acquire",
+                        format!(
+                            "the store's answer came back {} after the request, too late to use the lease safely; it was given back",
+                            humantime::format_duration(Duration::from_millis(
+                                took.as_millis() as u64
+                            ))
+                        ),
+                    ));
+                }
+                Acquire::Acquired { lease, took_over } => {
+                    if let Some(previous) = took_over {
+                        inner.emit(Event::Expired {
+                            name: inner.name.clone(),
+                            previous,
+                        });
+                    }
+                    inner.emit(Event::Locked {
+                        lease: lease.clone(),
+                    });
+                    let held = Held::start(inner, lease, sent, received);
+                    *inner.current() = Some(Arc::clone(&held));
+                    return Ok(Lock::Locked(LeaseGuard::new(Arc::clone(inner), held)));
+                }
             }
         }
+        Err(Error::store(
+            inner.store.describe(),
+            "acquire",
+            "the store keeps reporting a lease of this very attempt; try again",
+        ))
     }
 
     /// Releases the lease this singleton holds, if any (the original's `release()`). Returns
@@ -307,14 +422,36 @@ impl Singleton {
 
     /// Whether a live, unexpired lease on this name exists in the store (anyone's).
     pub async fn exists(&self) -> Result<bool> {
-        let found = self.inner.store.inspect(&self.inner.name).await;
-        Ok(self.inner.observe(found)?.is_some())
+        Ok(self.inspect().await?.is_some())
     }
 
     /// The live lease on this name, if any.
     pub async fn inspect(&self) -> Result<Option<Lease>> {
-        let found = self.inner.store.inspect(&self.inner.name).await;
-        self.inner.observe(found)
+        let inner = &self.inner;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let found = bounded(
+                &*inner.store,
+                "inspect",
+                inner.timing.request_timeout,
+                inner.store.inspect(&inner.name),
+            )
+            .await;
+            match found {
+                Err(Error::Timeout { .. }) if tries < TRIES => continue,
+                found => return inner.observe(found),
+            }
+        }
+    }
+}
+
+/// Whether a failed try ends a wait at once: what cannot get better by waiting.
+fn ends_the_wait(err: &Error, reached: bool) -> bool {
+    match err {
+        Error::Store { .. } | Error::Timeout { .. } | Error::Lost { .. } => false,
+        Error::Refused { .. } => !reached,
+        _ => true,
     }
 }
 
@@ -331,13 +468,13 @@ enum Word {
     /// Listening.
     Listening(Freed),
     /// Polling only since then: the store cannot tell, listening failed, or its feed ended.
-    Deaf(Instant),
+    Deaf(BootInstant),
 }
 
 impl Word {
     /// Starts listening if it has not been asked for yet, or if the last try or feed ended a
     /// while ago.
-    fn start_if_due(&mut self, inner: &Arc<Inner>, now: Instant) {
+    fn start_if_due(&mut self, inner: &Arc<Inner>, now: BootInstant) {
         let due = match self {
             Word::Unasked => true,
             Word::Deaf(since) => now.saturating_duration_since(*since) >= LISTEN_AGAIN_AFTER,
@@ -348,12 +485,15 @@ impl Word {
         }
         let store = Arc::clone(&inner.store);
         let name = inner.name.clone();
+        let limit = inner.timing.request_timeout;
         *self = Word::Starting(tokio_util::task::AbortOnDropHandle::new(tokio::spawn(
             async move {
-                store.watch(&name).await.unwrap_or_else(|err| {
-                    tracing::debug!(%name, "waiting by polling only for now: {err}");
-                    None
-                })
+                bounded(&*store, "watch", limit, store.watch(&name))
+                    .await
+                    .unwrap_or_else(|err| {
+                        tracing::debug!(%name, "waiting by polling only for now: {err}");
+                        None
+                    })
             },
         )));
     }
@@ -365,11 +505,11 @@ impl Word {
         match self {
             Word::Starting(starting) => {
                 let freed = starting.await.ok().flatten();
-                *self = freed.map_or(Word::Deaf(Instant::now()), Word::Listening);
+                *self = freed.map_or(Word::Deaf(BootInstant::now()), Word::Listening);
             }
             Word::Listening(freed) => {
                 if !freed.next().await {
-                    *self = Word::Deaf(Instant::now());
+                    *self = Word::Deaf(BootInstant::now());
                 }
             }
             Word::Unasked | Word::Deaf(_) => std::future::pending().await,
@@ -409,7 +549,24 @@ impl Inner {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Releases `held` once: stops its renewal, then gives the lease back (owner-checked).
+    /// Gives back a lease of ours that must not be used (best effort, one bounded try: if it
+    /// fails, the lease simply expires).
+    async fn give_back(&self, lease: &Lease) {
+        let released = bounded(
+            &*self.store,
+            "release",
+            self.timing.request_timeout,
+            self.store.release(lease),
+        )
+        .await;
+        if let Err(err) = released {
+            tracing::debug!(name = %self.name, "could not give back an unused lease: {err}");
+        }
+    }
+
+    /// Releases `held` once: stops its renewal, then gives the lease back (owner-checked). A
+    /// release that fails or times out is sent again, up to three times while the lease may
+    /// still be ours.
     pub(crate) async fn release(&self, held: &Arc<Held>) -> Result<bool> {
         if !held.begin_release().await {
             return Ok(false);
@@ -425,7 +582,34 @@ impl Inner {
             name: self.name.clone(),
             token: lease.token,
         });
-        let released = self.store.release(&lease).await;
+        let mut tries = 0;
+        let released = loop {
+            tries += 1;
+            let released = bounded(
+                &*self.store,
+                "release",
+                self.timing.request_timeout,
+                self.store.release(&lease),
+            )
+            .await;
+            let worth_again = !held.is_lost()
+                && held
+                    .safe_until()
+                    .is_none_or(|safe| BootInstant::now() < safe);
+            match released {
+                Err(Error::Timeout { .. } | Error::Store { .. })
+                    if tries < TRIES && worth_again =>
+                {
+                    let err = released.unwrap_err();
+                    self.emit(Event::Error {
+                        name: self.name.clone(),
+                        message: format!("{err}; trying again"),
+                    });
+                    tokio::time::sleep(RELEASE_RETRY * tries).await;
+                }
+                released => break released,
+            }
+        };
         match self.observe(released)? {
             Released::Released => {
                 self.emit(Event::Released {
@@ -435,9 +619,16 @@ impl Inner {
                 Ok(true)
             }
             Released::NotHeld => {
-                held.mark_lost(self, "it was no longer ours when we released it".into());
+                held.mark_lost(
+                    self,
+                    Loss::Gone,
+                    "it was no longer ours when we released it".into(),
+                );
                 Ok(false)
             }
         }
     }
 }
+
+/// The pause before a failed release is sent again, times the number of tries so far.
+const RELEASE_RETRY: Duration = Duration::from_millis(50);

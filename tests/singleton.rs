@@ -115,7 +115,7 @@ async fn without_renewal_the_lease_is_lost_before_it_expires() {
     let lost_after = started.elapsed();
     assert!(guard.is_lost());
     assert!(
-        Instant::now() <= safe_until,
+        singleton_process::BootInstant::now() <= safe_until,
         "lost must fire before the safe deadline"
     );
     assert!(

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use singleton_process::{Error, MAX_DURATION, Store};
+use singleton_process::store::bounded;
+use singleton_process::{Error, MAX_DURATION, MAX_REQUEST_TIMEOUT, Store};
 
 use output::Output;
 
@@ -136,6 +137,13 @@ struct RunArgs {
     #[arg(long, value_name = "CODE", default_value_t = exit::CONFLICT as u8)]
     conflict_exit: u8,
 
+    /// How the command's processes are kept together and stopped: `cgroup` (a cgroup v2 of its
+    /// own: processes that leave the process group, like daemons, are stopped too; needs root or
+    /// a delegated cgroup subtree), `group` (its process group only), or `auto` (a cgroup where
+    /// one can be made, else the group; -v says which).
+    #[arg(long, value_name = "MODE", value_enum, default_value_t = process::KillMode::Auto)]
+    kill_mode: process::KillMode,
+
     /// Print every event as one JSON object per line on stderr.
     #[arg(long)]
     json: bool,
@@ -220,17 +228,20 @@ async fn execute(cli: Cli, out: &Output) -> Result<i32, Error> {
         Some(url) => url,
         None => default_store_url()?,
     };
+    if let Command::Run(args) = cli.command {
+        return run::run(args, &url, out).await;
+    }
     let store = open_store(&url).await?;
     match cli.command {
-        Command::Run(args) => run::run(args, store, out).await,
+        Command::Run(_) => unreachable!("handled above"),
         Command::Status { name, json: _ } => {
             singleton_process::store::validate_name(&name)?;
-            let lease = store.inspect(&name).await?;
+            let lease = read(&*store, "inspect", || store.inspect(&name)).await?;
             out.status(&name, lease.as_ref());
             Ok(0)
         }
         Command::List { json: _ } => {
-            out.list(&store.list().await?);
+            out.list(&read(&*store, "list", || store.list()).await?);
             Ok(0)
         }
         Command::Bench {
@@ -260,10 +271,12 @@ async fn execute(cli: Cli, out: &Output) -> Result<i32, Error> {
         }
         Command::Exists { name } => {
             singleton_process::store::validate_name(&name)?;
-            Ok(match store.inspect(&name).await? {
-                Some(_) => 0,
-                None => exit::NOT_HELD,
-            })
+            Ok(
+                match read(&*store, "inspect", || store.inspect(&name)).await? {
+                    Some(_) => 0,
+                    None => exit::NOT_HELD,
+                },
+            )
         }
         Command::Release { name, force } => {
             singleton_process::store::validate_name(&name)?;
@@ -274,10 +287,31 @@ async fn execute(cli: Cli, out: &Output) -> Result<i32, Error> {
                     ),
                 });
             }
-            let removed = store.force_release(&name).await?;
+            let removed = bounded(
+                &*store,
+                "force-release",
+                MAX_REQUEST_TIMEOUT,
+                store.force_release(&name),
+            )
+            .await?;
             out.force_released(&name, removed.as_ref());
             Ok(if removed.is_some() { 0 } else { exit::NOT_HELD })
         }
+    }
+}
+
+/// A read of the store, bounded and tried once more if it times out (the store then uses a
+/// fresh connection).
+async fn read<T, F: Future<Output = Result<T, Error>>>(
+    store: &dyn Store,
+    operation: &'static str,
+    request: impl Fn() -> F,
+) -> Result<T, Error> {
+    match bounded(store, operation, MAX_REQUEST_TIMEOUT, request()).await {
+        Err(Error::Timeout { .. }) => {
+            bounded(store, operation, MAX_REQUEST_TIMEOUT, request()).await
+        }
+        done => done,
     }
 }
 

@@ -1,26 +1,278 @@
-//! The wrapped command's process group: spawning it, signalling it, and making sure it cannot
-//! outlive a supervisor that was killed.
+//! The wrapped command's processes: spawning them contained, signalling them, knowing when every
+//! one is gone, and making sure none outlives a supervisor that was killed.
+//!
+//! # Containment
+//! The command runs as the leader of a new process group, and, where the host lets us make one,
+//! in a cgroup v2 of its own (`--kill-mode`). A process group is left by anything that calls
+//! `setsid` or `setpgid`: a daemonizing child, a double fork, `sudo`, `nohup … &`; a cgroup is
+//! not (only a process allowed to write to another cgroup's `cgroup.procs` can move itself out,
+//! which in practice means one running as root that means to). The cgroup is stopped with
+//! `cgroup.kill`, and `cgroup.events` says when it is empty. Making a cgroup needs root, or a
+//! delegated subtree (a systemd unit with `Delegate=yes`, a user's `systemd --user` services);
+//! without one, the process group is all there is, and `-v`/`--json` say so.
 
-use std::ffi::OsString;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::ffi::{CString, OsString};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal, killpg, signal, sigprocmask};
-use nix::time::{ClockId, clock_gettime};
+use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal, kill, killpg, signal, sigprocmask};
+use nix::sys::time::TimeSpec;
+use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 use nix::unistd::{ForkResult, Pid, fork, pipe2};
+use singleton_process::BootInstant;
 use tokio::process::{Child, Command};
-use tokio::time::Instant;
 
-/// Spawns `command` directly (no shell) as the leader of a new process group. On Linux the
-/// command is killed by the kernel if the supervisor dies. With `terminal`, the new group becomes
-/// the terminal's foreground group, so that an interactive command can read from it (and gets
-/// Ctrl-C directly), as a shell would do for it.
+/// How the command's processes are kept together and stopped (`--kill-mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KillMode {
+    /// A cgroup v2 of its own where one can be made, else the process group.
+    Auto,
+    /// A cgroup v2 of its own; refuse to run if none can be made.
+    Cgroup,
+    /// The process group only: processes that leave it are not stopped.
+    Group,
+}
+
+/// A cgroup v2 made for one run of the command, removed when dropped once it is empty.
+#[derive(Debug)]
+pub struct Cgroup {
+    dir: PathBuf,
+    /// `cgroup.procs`, open for writing: the command moves itself in between fork and exec.
+    procs: OwnedFd,
+    /// `cgroup.kill` (Linux 5.14+), open for writing.
+    kill: Option<OwnedFd>,
+}
+
+impl Cgroup {
+    /// Makes a cgroup for the command under the supervisor's own, or says why it cannot.
+    pub fn create() -> Result<Cgroup, String> {
+        let parent = own_cgroup_dir()?;
+        let supervisor = std::process::id();
+        sweep_stale(&parent);
+        let dir = parent.join(format!("singleton-{supervisor}"));
+        if let Err(err) = std::fs::create_dir(&dir) {
+            // A leftover of a dead supervisor that had our pid: empty, or rmdir fails.
+            if err.kind() != std::io::ErrorKind::AlreadyExists
+                || std::fs::remove_dir(&dir)
+                    .and_then(|()| std::fs::create_dir(&dir))
+                    .is_err()
+            {
+                return Err(format!("cannot create {}: {err}", dir.display()));
+            }
+        }
+        let opened = (|| {
+            let procs = open_write(&dir.join("cgroup.procs"))?;
+            // Moving a process needs write access to the cgroup it comes from, too.
+            nix::unistd::access(&parent.join("cgroup.procs"), nix::unistd::AccessFlags::W_OK)
+                .map_err(std::io::Error::from)?;
+            Ok::<_, std::io::Error>(procs)
+        })();
+        let procs = match opened {
+            Ok(procs) => procs,
+            Err(err) => {
+                let _ = std::fs::remove_dir(&dir);
+                return Err(format!(
+                    "cannot move processes into {}: {err}",
+                    dir.display()
+                ));
+            }
+        };
+        let kill = open_write(&dir.join("cgroup.kill")).ok();
+        Ok(Cgroup { dir, procs, kill })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Whether any process is in the cgroup (`populated` of `cgroup.events`). A cgroup that
+    /// cannot be read counts as populated: nothing is released on a guess.
+    pub fn populated(&self) -> bool {
+        match std::fs::read_to_string(self.dir.join("cgroup.events")) {
+            Ok(events) => !events.lines().any(|line| line.trim() == "populated 0"),
+            Err(_) => true,
+        }
+    }
+
+    /// The processes in the cgroup.
+    fn pids(&self) -> Vec<Pid> {
+        std::fs::read_to_string(self.dir.join("cgroup.procs"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|pid| pid.parse().ok())
+            .filter(|&pid| pid > 1)
+            .map(Pid::from_raw)
+            .collect()
+    }
+
+    /// Sends `signal` to every process in the cgroup.
+    fn signal(&self, signal: Signal) {
+        for pid in self.pids() {
+            let _ = kill(pid, signal);
+        }
+    }
+
+    /// SIGKILLs every process in the cgroup, forks included.
+    fn kill(&self) {
+        match &self.kill {
+            Some(kill) => {
+                let _ = nix::unistd::write(kill, b"1");
+            }
+            None => self.signal(Signal::SIGKILL),
+        }
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        // Fails while processes remain: the watchdog then removes it once they are gone.
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+fn open_write(path: &Path) -> std::io::Result<OwnedFd> {
+    Ok(std::fs::OpenOptions::new().write(true).open(path)?.into())
+}
+
+/// The directory of the cgroup v2 this process is in, found through the cgroup2 mount in
+/// `/proc/self/mountinfo` (beside the v1 hierarchies on hybrid hosts, at /sys/fs/cgroup on
+/// pure v2 ones) and our path in `/proc/self/cgroup`.
+fn own_cgroup_dir() -> Result<PathBuf, String> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| format!("cannot read /proc/self/mountinfo: {e}"))?;
+    let (root, mount_point) =
+        cgroup2_mount(&mountinfo).ok_or("no cgroup2 file system is mounted")?;
+    let cgroups = std::fs::read_to_string("/proc/self/cgroup")
+        .map_err(|e| format!("cannot read /proc/self/cgroup: {e}"))?;
+    let own = cgroups
+        .lines()
+        .find_map(|line| line.strip_prefix("0::"))
+        .ok_or("this process is in no cgroup v2")?;
+    let relative = own
+        .strip_prefix(root.trim_end_matches('/'))
+        .ok_or_else(|| format!("our cgroup {own} is outside the cgroup2 mount's root {root}"))?;
+    Ok(mount_point.join(relative.trim_start_matches('/')))
+}
+
+/// The root and mount point of the first cgroup2 mount in a mountinfo text.
+fn cgroup2_mount(mountinfo: &str) -> Option<(String, PathBuf)> {
+    mountinfo.lines().find_map(|line| {
+        let (fields, rest) = line.split_once(" - ")?;
+        if rest.split_whitespace().next()? != "cgroup2" {
+            return None;
+        }
+        let mut fields = fields.split_whitespace().skip(3);
+        let root = unescape_mountinfo(fields.next()?);
+        let mount_point = unescape_mountinfo(fields.next()?);
+        Some((root, PathBuf::from(mount_point)))
+    })
+}
+
+/// Mountinfo writes space, tab, newline and backslash in paths as octal escapes.
+fn unescape_mountinfo(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes.get(i + 1..i + 4).and_then(|digits| {
+            std::str::from_utf8(digits)
+                .ok()
+                .and_then(|d| u8::from_str_radix(d, 8).ok())
+        });
+        match (bytes[i], octal) {
+            (b'\\', Some(byte)) => {
+                out.push(byte);
+                i += 4;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Removes the empty cgroups that supervisors which are gone left under `parent` (when both a
+/// supervisor and its watchdog were SIGKILLed). A populated one cannot be removed.
+fn sweep_stale(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|name| name.strip_prefix("singleton-"))
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir(entry.path());
+        }
+    }
+}
+
+/// The command's processes: its process group, and its cgroup where it has one.
+#[derive(Debug)]
+pub struct Job {
+    group: Pid,
+    cgroup: Option<Cgroup>,
+}
+
+impl Job {
+    /// The command's process group (its leader's pid).
+    pub fn group(&self) -> Pid {
+        self.group
+    }
+
+    pub fn cgroup(&self) -> Option<&Cgroup> {
+        self.cgroup.as_ref()
+    }
+
+    /// A signal from the user or the service manager, passed on as a shell would: to the
+    /// command's process group.
+    pub fn forward(&self, signal: Signal) {
+        signal_group(self.group, signal);
+    }
+
+    /// Sends `signal` to every process of the command: its group and its cgroup.
+    pub fn signal_all(&self, signal: Signal) {
+        signal_group(self.group, signal);
+        if let Some(cgroup) = &self.cgroup {
+            cgroup.signal(signal);
+        }
+    }
+
+    /// SIGKILLs every process of the command.
+    pub fn kill_all(&self) {
+        signal_group(self.group, Signal::SIGKILL);
+        if let Some(cgroup) = &self.cgroup {
+            cgroup.kill();
+        }
+    }
+
+    /// Whether every process of the command is gone.
+    pub fn is_gone(&self) -> bool {
+        !group_exists(self.group) && self.cgroup.as_ref().is_none_or(|c| !c.populated())
+    }
+}
+
+/// Spawns `command` directly (no shell) as the leader of a new process group, inside `cgroup`
+/// if given (it moves itself in before it executes anything, so nothing it starts is outside).
+/// On Linux the command is killed by the kernel if the supervisor dies. With `terminal`, the
+/// new group becomes the terminal's foreground group, so that an interactive command can read
+/// from it (and gets Ctrl-C directly), as a shell would do for it.
 pub fn spawn(
     command: &[OsString],
     env: &[(&str, String)],
     terminal: bool,
-) -> std::io::Result<Child> {
+    cgroup: Option<Cgroup>,
+) -> std::io::Result<(Child, Job)> {
     let (program, args) = command
         .split_first()
         .ok_or_else(|| std::io::Error::other("no command given"))?;
@@ -28,6 +280,22 @@ pub fn spawn(
     cmd.args(args).process_group(0);
     for (key, value) in env {
         cmd.env(key, value);
+    }
+    if let Some(cgroup) = &cgroup {
+        let procs: RawFd = cgroup.procs.as_raw_fd();
+        // SAFETY: the closure runs between fork and exec and only makes the async-signal-safe
+        // write(2) on a descriptor that stays open until the spawn returns.
+        unsafe {
+            cmd.pre_exec(move || {
+                // "0" moves the writing process itself. If it cannot, the command does not run.
+                let written = nix::libc::write(procs, b"0".as_ptr().cast(), 1);
+                if written == 1 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
     }
     if terminal {
         // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
@@ -57,7 +325,14 @@ pub fn spawn(
             });
         }
     }
-    cmd.spawn()
+    let child = cmd.spawn()?;
+    let group = child
+        .id()
+        .and_then(|pid| i32::try_from(pid).ok())
+        .filter(|&pid| pid > 1)
+        .map(Pid::from_raw)
+        .ok_or_else(|| std::io::Error::other("the command has no process id"))?;
+    Ok((child, Job { group, cgroup }))
 }
 
 /// Whether we run in the foreground of the terminal on stdin, and should hand it to the command.
@@ -85,32 +360,36 @@ fn with_sigttou_blocked<T>(f: impl FnOnce() -> nix::Result<T>) -> nix::Result<T>
     result
 }
 
-/// Sends `signal` to every process of the group; `false` if the group no longer exists.
-pub fn signal_group(group: Pid, signal: Signal) -> bool {
-    killpg(group, signal).is_ok()
+/// Sends `signal` to every process of the group; `false` if the group no longer exists. Never
+/// signals group 0 or 1, which would mean our own group or every process.
+fn signal_group(group: Pid, signal: Signal) -> bool {
+    group.as_raw() > 1 && killpg(group, signal).is_ok()
 }
 
 /// Whether any process of the group is still alive (or not yet reaped).
-pub fn group_exists(group: Pid) -> bool {
-    !matches!(killpg(group, None), Err(Errno::ESRCH))
+fn group_exists(group: Pid) -> bool {
+    group.as_raw() > 1 && !matches!(killpg(group, None), Err(Errno::ESRCH))
 }
 
-/// A watchdog process that enforces the lease's safe deadline on the command's whole process
-/// group, independently of the supervisor:
+/// A watchdog process that enforces the lease's safe deadline on all of the command's
+/// processes, independently of the supervisor:
 ///
-/// - if the supervisor dies (`kill -9`, OOM) without standing it down, it SIGKILLs the group at
-///   once. The kernel's parent-death signal reaches only the direct child; a shell script's own
-///   children would otherwise run on unsupervised while the lease expires and another host starts
-///   the job;
-/// - if the safe deadline passes while the group still runs, because the supervisor is stalled
-///   (stopped, starved, swapped out) and could not renew or stop the command, it SIGKILLs the group
-///   then, before the store can hand the lease to anyone else.
+/// - if the supervisor dies (`kill -9`, OOM) without standing it down, it SIGKILLs the command's
+///   process group and cgroup at once. The kernel's parent-death signal reaches only the direct
+///   child; a shell script's own children would otherwise run on unsupervised while the lease
+///   expires and another host starts the job;
+/// - if the safe deadline passes while the command still runs, because the supervisor is stalled
+///   (stopped, starved, swapped out) and could not renew or stop it, it SIGKILLs them then,
+///   before the store can hand the lease to anyone else.
 ///
-/// The supervisor sends each new deadline (after every renewal) through a pipe.
+/// After a kill it waits (up to a minute) for the cgroup to empty and removes it. Deadlines are
+/// on the boot clock (`CLOCK_BOOTTIME`), so a suspend of the host counts. The supervisor sends
+/// each new deadline (after every renewal) through a pipe.
 #[derive(Debug)]
 pub struct Watchdog {
-    /// Deadlines go in as 8-byte CLOCK_MONOTONIC nanoseconds; closing it without a stand-down
-    /// message makes the watchdog kill.
+    /// Deadlines go in as 8-byte nanoseconds of the boot clock; closing it without a stand-down
+    /// message makes the watchdog kill. Non-blocking: a stopped watchdog whose pipe is full
+    /// must not stop the supervisor (it then enforces an earlier deadline, the safe way round).
     pipe: Option<OwnedFd>,
 }
 
@@ -119,16 +398,54 @@ const STAND_DOWN: u64 = 0;
 /// The deadline of a lease that never expires.
 const NO_DEADLINE: u64 = u64::MAX;
 
+/// What the watchdog needs of a cgroup, prepared before the fork.
+struct WatchedCgroup {
+    /// `cgroup.kill`, open for writing, if the kernel has it.
+    kill: Option<RawFd>,
+    /// The directory, `cgroup.events` and `cgroup.procs` as C strings.
+    dir: CString,
+    events: CString,
+    procs: CString,
+}
+
 impl Watchdog {
-    /// Forks the watchdog for `group`, enforcing `deadline` (`None`: no deadline).
-    pub fn start(group: Pid, deadline: Option<Instant>) -> nix::Result<Watchdog> {
+    /// Forks the watchdog for `job`, enforcing `deadline` (`None`: no deadline).
+    pub fn start(job: &Job, deadline: Option<BootInstant>) -> nix::Result<Watchdog> {
         let (read_end, write_end) = pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-        let first = monotonic_ns(deadline);
+        nix::fcntl::fcntl(
+            &write_end,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )?;
+        let timer = TimerFd::new(ClockId::CLOCK_BOOTTIME, TimerFlags::TFD_CLOEXEC)?;
+        let cgroup = match job.cgroup() {
+            Some(cgroup) => {
+                let c = |path: &Path| {
+                    CString::new(path.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)
+                };
+                Some(WatchedCgroup {
+                    kill: cgroup.kill.as_ref().map(AsRawFd::as_raw_fd),
+                    dir: c(&cgroup.dir)?,
+                    events: c(&cgroup.dir.join("cgroup.events"))?,
+                    procs: c(&cgroup.dir.join("cgroup.procs"))?,
+                })
+            }
+            None => None,
+        };
+        let first = boot_ns(deadline);
         // SAFETY: the child only calls async-signal-safe functions (setpgid, signal, close, poll,
-        // read, clock_gettime, kill, _exit) and never returns into code that could allocate or
-        // take a lock another thread held at fork time.
+        // read, write, open, timerfd_settime, kill, rmdir, _exit) and never returns into code
+        // that could allocate or take a lock another thread held at fork time.
         match unsafe { fork() }? {
-            ForkResult::Child => unsafe { watch(group, first, read_end, write_end) },
+            ForkResult::Child => unsafe {
+                watch(
+                    job.group(),
+                    cgroup.as_ref(),
+                    first,
+                    read_end,
+                    write_end,
+                    timer,
+                )
+            },
             ForkResult::Parent { .. } => {
                 drop(read_end);
                 Ok(Watchdog {
@@ -138,12 +455,12 @@ impl Watchdog {
         }
     }
 
-    /// Moves the deadline (after a renewal).
-    pub fn set_deadline(&self, deadline: Option<Instant>) {
-        self.send(monotonic_ns(deadline));
+    /// Moves the deadline (after a renewal, or to an earlier kill).
+    pub fn set_deadline(&self, deadline: Option<BootInstant>) {
+        self.send(boot_ns(deadline));
     }
 
-    /// Tells the watchdog that the group is finished with; it exits without killing.
+    /// Tells the watchdog that the command is finished with; it exits without killing.
     pub fn stand_down(mut self) {
         self.send(STAND_DOWN);
         self.pipe = None;
@@ -157,32 +474,28 @@ impl Watchdog {
     }
 }
 
-/// `deadline` as CLOCK_MONOTONIC nanoseconds, the clock tokio's `Instant` is based on.
-fn monotonic_ns(deadline: Option<Instant>) -> u64 {
+/// `deadline` as nanoseconds of the boot clock.
+fn boot_ns(deadline: Option<BootInstant>) -> u64 {
     let Some(deadline) = deadline else {
         return NO_DEADLINE;
     };
-    let remaining = deadline.saturating_duration_since(Instant::now());
-    now_ns()
-        .saturating_add(u64::try_from(remaining.as_nanos()).unwrap_or(u64::MAX))
+    u64::try_from(deadline.since_start().as_nanos())
+        .unwrap_or(u64::MAX)
         .clamp(1, NO_DEADLINE - 1)
-}
-
-fn now_ns() -> u64 {
-    match clock_gettime(ClockId::CLOCK_MONOTONIC) {
-        Ok(now) => (now.tv_sec() as u64)
-            .saturating_mul(1_000_000_000)
-            .saturating_add(now.tv_nsec() as u64),
-        // Cannot happen for CLOCK_MONOTONIC; "now" makes the watchdog act rather than wait.
-        Err(_) => 0,
-    }
 }
 
 /// The watchdog's whole life, in the forked child.
 ///
 /// # Safety
 /// Must only be called in a freshly forked child of a possibly multi-threaded process.
-unsafe fn watch(group: Pid, mut deadline: u64, read_end: OwnedFd, write_end: OwnedFd) -> ! {
+unsafe fn watch(
+    group: Pid,
+    cgroup: Option<&WatchedCgroup>,
+    mut deadline: u64,
+    read_end: OwnedFd,
+    write_end: OwnedFd,
+    timer: TimerFd,
+) -> ! {
     // Our own process group keeps a terminal's Ctrl-C (meant for the supervisor) away from us.
     let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
     for sig in [
@@ -201,22 +514,40 @@ unsafe fn watch(group: Pid, mut deadline: u64, read_end: OwnedFd, write_end: Own
     unsafe { nix::libc::close(raw_write) };
 
     let kill = loop {
-        let now = now_ns();
-        if deadline != NO_DEADLINE && now >= deadline {
+        let armed = if deadline == NO_DEADLINE {
+            timer.unset()
+        } else {
+            let at = TimeSpec::new(
+                (deadline / 1_000_000_000) as _,
+                (deadline % 1_000_000_000) as _,
+            );
+            // Absolute on CLOCK_BOOTTIME: due at once if it passed while the host slept.
+            timer.set(
+                Expiration::OneShot(at),
+                TimerSetTimeFlags::TFD_TIMER_ABSTIME,
+            )
+        };
+        if armed.is_err() {
             break true;
         }
-        let timeout = if deadline == NO_DEADLINE {
-            PollTimeout::NONE
-        } else {
-            // Round up so that we never wake just before the deadline and spin.
-            let ms = (deadline - now).div_ceil(1_000_000);
-            PollTimeout::try_from(ms.min(i32::MAX as u64) as i32).unwrap_or(PollTimeout::MAX)
-        };
-        let mut fds = [PollFd::new(read_end.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, timeout) {
-            Ok(0) | Err(Errno::EINTR) => continue,
+        let mut fds = [
+            PollFd::new(read_end.as_fd(), PollFlags::POLLIN),
+            PollFd::new(timer.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
             Ok(_) => {}
+            Err(Errno::EINTR) => continue,
             Err(_) => break true,
+        }
+        if deadline != NO_DEADLINE
+            && fds[1]
+                .revents()
+                .is_some_and(|events| events.contains(PollFlags::POLLIN))
+        {
+            break true;
+        }
+        if fds[0].revents().is_none_or(|events| events.is_empty()) {
+            continue;
         }
         let mut message = [0u8; 8];
         match nix::unistd::read(&read_end, &mut message) {
@@ -230,8 +561,128 @@ unsafe fn watch(group: Pid, mut deadline: u64, read_end: OwnedFd, write_end: Own
         }
     };
     if kill {
-        let _ = killpg(group, Signal::SIGKILL);
+        let _ = signal_group(group, Signal::SIGKILL);
+        if let Some(cgroup) = cgroup {
+            // SAFETY: only async-signal-safe calls on prepared strings and descriptors.
+            unsafe { kill_and_remove(cgroup) };
+        }
     }
     // SAFETY: `_exit` skips atexit handlers and destructors, as required after fork.
     unsafe { nix::libc::_exit(0) }
+}
+
+/// SIGKILLs everything in the cgroup, waits up to a minute for it to empty, and removes it.
+///
+/// # Safety
+/// Async-signal-safe; for the forked watchdog.
+unsafe fn kill_and_remove(cgroup: &WatchedCgroup) {
+    for _ in 0..1200 {
+        match cgroup.kill {
+            Some(fd) => {
+                // SAFETY: a descriptor we own, a static buffer.
+                unsafe { nix::libc::write(fd, b"1".as_ptr().cast(), 1) };
+            }
+            // SAFETY: as for this function.
+            None => unsafe { kill_listed(&cgroup.procs) },
+        }
+        // SAFETY: as for this function.
+        if unsafe { !populated(&cgroup.events) } {
+            // SAFETY: a NUL-terminated path.
+            unsafe { nix::libc::rmdir(cgroup.dir.as_ptr()) };
+            return;
+        }
+        // SAFETY: a plain sleep.
+        unsafe { nix::libc::usleep(50_000) };
+    }
+}
+
+/// Reads a small cgroup file into `buf`; the number of bytes read.
+///
+/// # Safety
+/// Async-signal-safe.
+unsafe fn read_small(path: &CString, buf: &mut [u8]) -> usize {
+    // SAFETY: a NUL-terminated path; the descriptor is closed before returning.
+    unsafe {
+        let fd = nix::libc::open(path.as_ptr(), nix::libc::O_RDONLY | nix::libc::O_CLOEXEC);
+        if fd < 0 {
+            return 0;
+        }
+        let n = nix::libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+        nix::libc::close(fd);
+        n.max(0) as usize
+    }
+}
+
+/// Whether `cgroup.events` says the cgroup is populated (unreadable: yes).
+///
+/// # Safety
+/// Async-signal-safe.
+unsafe fn populated(events: &CString) -> bool {
+    let mut buf = [0u8; 256];
+    // SAFETY: as for this function.
+    let n = unsafe { read_small(events, &mut buf) };
+    !buf[..n].windows(11).any(|w| w == b"populated 0")
+}
+
+/// SIGKILLs each process listed in `cgroup.procs` (kernels without `cgroup.kill`).
+///
+/// # Safety
+/// Async-signal-safe.
+unsafe fn kill_listed(procs: &CString) {
+    let mut buf = [0u8; 4096];
+    // SAFETY: as for this function.
+    let n = unsafe { read_small(procs, &mut buf) };
+    let mut pid: i32 = 0;
+    for &byte in &buf[..n] {
+        if byte.is_ascii_digit() {
+            pid = pid
+                .saturating_mul(10)
+                .saturating_add(i32::from(byte - b'0'));
+        } else {
+            if pid > 1 {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            pid = 0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cgroup2_mount_is_found_beside_v1_hierarchies_and_alone() {
+        let hybrid = "\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+";
+        assert_eq!(
+            cgroup2_mount(hybrid),
+            Some(("/".into(), PathBuf::from("/sys/fs/cgroup/unified")))
+        );
+        let pure = "26 1 0:23 / / rw - ext4 /dev/vda rw\n\
+                    30 26 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n";
+        assert_eq!(
+            cgroup2_mount(pure),
+            Some(("/".into(), PathBuf::from("/sys/fs/cgroup")))
+        );
+        let escaped = "30 26 0:26 /a\\040b /mnt/c\\040g rw - cgroup2 cgroup2 rw\n";
+        assert_eq!(
+            cgroup2_mount(escaped),
+            Some(("/a b".into(), PathBuf::from("/mnt/c g")))
+        );
+        assert_eq!(
+            cgroup2_mount("32 31 0:29 / /x rw - cgroup cgroup rw,cpu\n"),
+            None
+        );
+    }
+
+    #[test]
+    fn signalling_never_reaches_our_own_group_or_everyone() {
+        assert!(!signal_group(Pid::from_raw(0), Signal::SIGCONT));
+        assert!(!signal_group(Pid::from_raw(1), Signal::SIGCONT));
+        assert!(!group_exists(Pid::from_raw(0)));
+    }
 }

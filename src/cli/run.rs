@@ -1,5 +1,6 @@
-//! `singleton run`: the supervisor. Acquire (or wait), run the command in its own process group,
-//! forward signals, stop the command if the lease is lost, release on every way out.
+//! `singleton run`: the supervisor. Acquire (or wait), run the command contained in its own
+//! process group and cgroup, forward signals, stop the command if the lease is lost, and
+//! release on every way out once every process of the command is gone.
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -7,15 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use nix::unistd::Pid;
 use serde_json::json;
-use singleton_process::{Error, Event, LeaseGuard, Lock, Options, Singleton, Store};
+use singleton_process::clock::{self, BootInstant};
+use singleton_process::{Error, Event, LeaseGuard, Lock, Loss, Options, Singleton, Store};
 use tokio::signal::unix::{Signal as SignalStream, SignalKind, signal};
 use tokio::sync::broadcast;
-use tokio::time::{Instant, sleep_until};
 
 use super::output::Output;
-use super::process::{self, Watchdog};
+use super::process::{self, Cgroup, Job, KillMode, Watchdog};
 use super::{RunArgs, exit};
 
 /// The signals that are forwarded to the command (and end a wait).
@@ -26,12 +26,42 @@ const FORWARDED: [Signal; 4] = [
     Signal::SIGQUIT,
 ];
 
-/// How often leftover processes of the group are checked for while they are given time to exit.
+/// How often leftover processes of the command are checked for while they are given time to
+/// exit.
 const GROUP_POLL: Duration = Duration::from_millis(20);
 
-pub async fn run(args: RunArgs, store: Arc<dyn Store>, out: &Output) -> Result<i32, Error> {
+/// The longest a command gets between SIGTERM and SIGKILL when the store said its lease is gone
+/// (`--grace` applies when a renewal could not be confirmed): somebody else may hold it already.
+const GONE_GRACE: Duration = Duration::from_secs(1);
+
+/// The longest pause between tries to reach the store while `--wait` waits for it.
+const CONNECT_PAUSE_MAX: Duration = Duration::from_secs(5);
+
+/// Either go on with a value, or exit with a code.
+enum Step<T> {
+    Go(T),
+    Exit(i32),
+}
+
+pub async fn run(args: RunArgs, url: &str, out: &Output) -> Result<i32, Error> {
     // Listen before anything else, so that a signal during the wait is not lost.
     let mut signals = Signals::new()?;
+    let give_up =
+        match args.timeout {
+            Some(timeout) => Some(BootInstant::now().checked_add(timeout).ok_or_else(|| {
+                Error::InvalidOptions {
+                    reason: "the wait timeout is too large".into(),
+                }
+            })?),
+            None => None,
+        };
+    // Made before the lease is taken: if the command cannot be contained as asked, nothing is
+    // held meanwhile.
+    let cgroup = contain(args.kill_mode, out)?;
+    let store = match connect(&args, url, give_up, &mut signals, out).await? {
+        Step::Go(store) => store,
+        Step::Exit(code) => return Ok(code),
+    };
     let name = match &args.name {
         Some(name) => name.clone(),
         None => default_name(&args.command),
@@ -48,56 +78,197 @@ pub async fn run(args: RunArgs, store: Arc<dyn Store>, out: &Output) -> Result<i
 
     let attempt = async {
         if args.wait {
-            singleton.lock_wait(args.timeout).await
+            singleton
+                .lock_wait(give_up.map(BootInstant::remaining))
+                .await
         } else {
             singleton.lock().await
         }
     };
     let outcome = tokio::select! {
-        outcome = with_events(attempt, &mut events, out) => outcome?,
+        outcome = with_events(attempt, &mut events, out) => outcome,
         sig = signals.recv() => {
             drain(&mut events, out);
-            out.note("signal", json!({ "signal": sig.as_str() }),
-                &format!("received {} while waiting for the lease; exiting", sig.as_str()), true);
-            return Ok(128 + sig as i32);
+            return Ok(ended_waiting(sig, out));
         }
     };
-    drain(&mut events, out);
     let guard = match outcome {
-        Lock::Locked(guard) => guard,
-        Lock::Conflict(_) if args.wait => return Ok(exit::WAIT_TIMEOUT),
-        Lock::Conflict(_) => return Ok(i32::from(args.conflict_exit)),
+        // The store could not be reached until the wait ran out: its `error` event says so.
+        Err(Error::Timeout {
+            operation: "wait", ..
+        }) => {
+            drain(&mut events, out);
+            return Ok(exit::WAIT_TIMEOUT);
+        }
+        // Reported once, by the caller, as the run's failure.
+        Err(err) => return Err(err),
+        Ok(outcome) => {
+            drain(&mut events, out);
+            match outcome {
+                Lock::Locked(guard) => guard,
+                Lock::Conflict(_) if args.wait => return Ok(exit::WAIT_TIMEOUT),
+                Lock::Conflict(_) => return Ok(i32::from(args.conflict_exit)),
+            }
+        }
     };
 
-    let code = supervise(&args, &singleton, &guard, &mut signals, &mut events, out).await;
+    let (code, all_gone) = supervise(
+        &args,
+        &singleton,
+        &guard,
+        cgroup,
+        &mut signals,
+        &mut events,
+        out,
+    )
+    .await;
+    if !all_gone {
+        // Releasing now could let the next holder start beside what is left of this run.
+        drain(&mut events, out);
+        out.note(
+            "not_released",
+            json!({ "token": guard.token() }),
+            "processes of the command are still running after SIGKILL (stuck in the kernel?): the lease is not given back and expires by itself",
+            true,
+        );
+        std::mem::forget(guard);
+        return Ok(exit::LOST);
+    }
     let released = guard.release().await;
     drain(&mut events, out);
     match released {
+        Ok(true) => Ok(code),
+        // The lease was no longer ours when we gave it back: another holder may have started
+        // while the command ran. The `lost` event said so.
+        Ok(false) => Ok(exit::LOST),
         // The store that lost the lease is often one that cannot be reached: the failed release
         // was reported as an `error` event, and the exit code still says that the lease was lost.
         Err(_) if code == exit::LOST => Ok(code),
-        released => released.map(|_| code),
+        Err(err) => Err(err),
     }
 }
 
-/// Runs the command under the lease and returns the exit code to give.
+/// The command's cgroup, as `--kill-mode` asks.
+fn contain(mode: KillMode, out: &Output) -> Result<Option<Cgroup>, Error> {
+    match mode {
+        KillMode::Group => Ok(None),
+        KillMode::Cgroup => Cgroup::create().map(Some).map_err(|reason| Error::InvalidOptions {
+            reason: format!(
+                "--kill-mode cgroup: {reason}; run as root or in a delegated cgroup subtree, or use --kill-mode auto"
+            ),
+        }),
+        KillMode::Auto => match Cgroup::create() {
+            Ok(cgroup) => Ok(Some(cgroup)),
+            Err(reason) => {
+                out.note(
+                    "containment",
+                    json!({ "kill_mode": "group", "reason": reason }),
+                    &format!(
+                        "cannot make a cgroup for the command ({reason}): it is contained by its process group only, so processes that leave the group (setsid, daemons) are not stopped with it"
+                    ),
+                    false,
+                );
+                Ok(None)
+            }
+        },
+    }
+}
+
+/// Opens the store. With `--wait`, a store that cannot be reached yet is tried again with
+/// backoff until it answers, the wait times out, or a signal ends it; a bad URL or refused
+/// credentials end it at once.
+async fn connect(
+    args: &RunArgs,
+    url: &str,
+    give_up: Option<BootInstant>,
+    signals: &mut Signals,
+    out: &Output,
+) -> Result<Step<Arc<dyn Store>>, Error> {
+    let until_give_up = || async move {
+        match give_up {
+            Some(at) => clock::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+    let mut pause = Duration::from_millis(100);
+    let mut reported = false;
+    loop {
+        let err = tokio::select! {
+            opened = super::open_store(url) => match opened {
+                Ok(store) => return Ok(Step::Go(store)),
+                Err(err) => err,
+            },
+            sig = signals.recv() => return Ok(Step::Exit(ended_waiting(sig, out))),
+            () = until_give_up(), if args.wait => return Ok(Step::Exit(store_never_answered(args, out))),
+        };
+        if !args.wait || !matches!(err, Error::Store { .. } | Error::Timeout { .. }) {
+            return Err(err);
+        }
+        if !reported {
+            reported = true;
+            out.note(
+                "error",
+                json!({ "error": err.to_string() }),
+                &format!("{err}; still waiting, and trying again"),
+                true,
+            );
+        }
+        tokio::select! {
+            () = tokio::time::sleep(pause.mul_f64(0.5 + fastrand::f64())) => {}
+            sig = signals.recv() => return Ok(Step::Exit(ended_waiting(sig, out))),
+            () = until_give_up() => return Ok(Step::Exit(store_never_answered(args, out))),
+        }
+        pause = (pause * 2).min(CONNECT_PAUSE_MAX);
+    }
+}
+
+fn store_never_answered(args: &RunArgs, out: &Output) -> i32 {
+    let waited = args.timeout.unwrap_or_default();
+    out.note(
+        "wait_timeout",
+        json!({ "timeout_ms": waited.as_millis() as u64 }),
+        &format!(
+            "gave up waiting after {}: the store could not be reached",
+            humantime::format_duration(waited)
+        ),
+        true,
+    );
+    exit::WAIT_TIMEOUT
+}
+
+/// A forwarded signal arrived before the command started.
+fn ended_waiting(sig: Signal, out: &Output) -> i32 {
+    out.note(
+        "signal",
+        json!({ "signal": sig.as_str() }),
+        &format!(
+            "received {} while waiting for the lease; exiting",
+            sig.as_str()
+        ),
+        true,
+    );
+    128 + sig as i32
+}
+
+/// Runs the command under the lease; returns the exit code to give, and whether every process
+/// of the command is gone (only then may the lease be given back).
 async fn supervise(
     args: &RunArgs,
     singleton: &Singleton,
     guard: &LeaseGuard,
+    cgroup: Option<Cgroup>,
     signals: &mut Signals,
     events: &mut broadcast::Receiver<Event>,
     out: &Output,
-) -> i32 {
+) -> (i32, bool) {
     let env = [
         ("SINGLETON_NAME", singleton.name().to_owned()),
         ("SINGLETON_TOKEN", guard.token().to_string()),
         ("SINGLETON_HOLDER", guard.holder().id),
     ];
     let terminal = process::owns_terminal();
-    let spawned = process::spawn(&args.command, &env, terminal);
-    let mut child = match spawned {
-        Ok(child) => child,
+    let (mut child, job) = match process::spawn(&args.command, &env, terminal, cgroup) {
+        Ok(spawned) => spawned,
         Err(err) => {
             let program = args.command[0].to_string_lossy();
             out.note(
@@ -106,29 +277,31 @@ async fn supervise(
                 &format!("cannot run {program:?}: {err}"),
                 true,
             );
-            return match err.kind() {
+            let code = match err.kind() {
                 std::io::ErrorKind::NotFound => exit::NOT_FOUND,
                 _ => exit::CANNOT_EXECUTE,
             };
+            return (code, true);
         }
     };
-    let pid = child
-        .id()
-        .and_then(|pid| i32::try_from(pid).ok())
-        .unwrap_or(0);
-    let group = Pid::from_raw(pid);
+    let pid = job.group().as_raw();
+    let cgroup = job.cgroup().map(|c| c.dir().display().to_string());
     out.note(
         "started",
-        json!({ "pid": pid, "token": guard.token() }),
+        json!({ "pid": pid, "token": guard.token(), "cgroup": cgroup }),
         &format!(
-            "started {:?} as pid {pid} (token {})",
+            "started {:?} as pid {pid} (token {}, {})",
             label(&args.command),
-            guard.token()
+            guard.token(),
+            match &cgroup {
+                Some(dir) => format!("in cgroup {dir}"),
+                None => "in its process group".into(),
+            }
         ),
         false,
     );
     let mut deadlines = guard.safe_until_changes();
-    let watchdog = match Watchdog::start(group, *deadlines.borrow_and_update()) {
+    let watchdog = match Watchdog::start(&job, *deadlines.borrow_and_update()) {
         Ok(watchdog) => Some(watchdog),
         Err(err) => {
             out.note("watchdog_failed", json!({ "error": err.to_string() }),
@@ -138,33 +311,36 @@ async fn supervise(
     };
 
     let mut lost = false;
-    let mut kill_at: Option<Instant> = None;
+    let mut kill_at: Option<BootInstant> = None;
     let status = loop {
         tokio::select! {
             status = child.wait() => break status,
             sig = signals.recv() => {
                 out.note("signal", json!({ "signal": sig.as_str(), "pid": pid }),
                     &format!("forwarding {} to the command", sig.as_str()), false);
-                process::signal_group(group, sig);
+                job.forward(sig);
             }
             _ = guard.lost(), if !lost => {
                 lost = true;
                 drain(events, out);
-                let grace = singleton.grace();
-                let now = Instant::now();
-                let deadline = guard.safe_until().map_or(now + grace, |safe| safe.min(now + grace));
-                kill_at = Some(deadline.max(now));
-                out.note("terminating", json!({ "pid": pid, "signal": "SIGTERM", "kill_in_ms": grace.as_millis() as u64 }),
-                    &format!("lease lost: sending SIGTERM to the command, SIGKILL in {}", humantime::format_duration(deadline.saturating_duration_since(now))), true);
-                process::signal_group(group, Signal::SIGTERM);
+                let deadline = stop_deadline(singleton, guard);
+                kill_at = Some(deadline);
+                // Should this process stall from here on, the watchdog still kills in time.
+                if let Some(watchdog) = &watchdog {
+                    watchdog.set_deadline(Some(deadline));
+                }
+                let kill_in = deadline.remaining();
+                out.note("terminating", json!({ "pid": pid, "signal": "SIGTERM", "kill_in_ms": kill_in.as_millis() as u64 }),
+                    &format!("lease lost: sending SIGTERM to the command, SIGKILL in {}", humantime::format_duration(round_ms(kill_in))), true);
+                job.signal_all(Signal::SIGTERM);
             }
-            _ = sleep_until(kill_at.unwrap_or_else(Instant::now)), if kill_at.is_some() => {
+            () = clock::sleep_until(kill_at.unwrap_or_else(BootInstant::now)), if kill_at.is_some() => {
                 kill_at = None;
                 out.note("killing", json!({ "pid": pid, "signal": "SIGKILL" }),
                     "the command did not stop in time: sending SIGKILL", true);
-                process::signal_group(group, Signal::SIGKILL);
+                job.kill_all();
             }
-            Ok(()) = deadlines.changed(), if watchdog.is_some() => {
+            Ok(()) = deadlines.changed(), if watchdog.is_some() && !lost => {
                 if let Some(watchdog) = &watchdog {
                     watchdog.set_deadline(*deadlines.borrow_and_update());
                 }
@@ -175,10 +351,14 @@ async fn supervise(
     if terminal {
         process::reclaim_terminal();
     }
-    // The lease must not outlive the command's group: whatever it left behind stops too.
-    stop_leftovers(group, singleton.grace(), out).await;
+    // The lease must not outlive the command: whatever it left behind stops too.
+    let all_gone = stop_leftovers(&job, singleton.grace(), guard, out).await;
     if let Some(watchdog) = watchdog {
-        watchdog.stand_down();
+        if all_gone {
+            watchdog.stand_down();
+        }
+        // Otherwise dropping it closes its pipe: it kills again, and removes the cgroup once
+        // the stuck processes are gone.
     }
     let code = match status {
         Ok(status) => exit_code_of(status),
@@ -204,28 +384,71 @@ async fn supervise(
         || guard.is_lost()
         || guard
             .safe_until()
-            .is_some_and(|safe| safe <= Instant::now());
-    if lost { exit::LOST } else { code }
+            .is_some_and(|safe| safe <= BootInstant::now());
+    (if lost { exit::LOST } else { code }, all_gone)
 }
 
-/// Processes the command left running in its group get SIGTERM, then SIGKILL after `grace`.
-async fn stop_leftovers(group: Pid, grace: Duration, out: &Output) {
-    if !process::group_exists(group) {
-        return;
+/// When the command of a lost lease gets SIGKILL: after the grace period if no renewal could be
+/// confirmed, after at most [`GONE_GRACE`] if the store said the lease is gone, and never after
+/// the safe deadline.
+fn stop_deadline(singleton: &Singleton, guard: &LeaseGuard) -> BootInstant {
+    let grace = match guard.loss() {
+        Some(Loss::Gone) => singleton.grace().min(GONE_GRACE),
+        _ => singleton.grace(),
+    };
+    let now = BootInstant::now();
+    let after_grace = now.checked_add(grace).unwrap_or(now);
+    guard
+        .safe_until()
+        .map_or(after_grace, |safe| safe.min(after_grace))
+        .max(now)
+}
+
+fn round_ms(duration: Duration) -> Duration {
+    Duration::from_millis(duration.as_millis().min(u128::from(u64::MAX)) as u64)
+}
+
+/// Stops the processes the command left running: SIGTERM, then SIGKILL after `grace`, then waits
+/// until every one is gone, at most until the lease's safe deadline. Returns whether all are gone.
+async fn stop_leftovers(job: &Job, grace: Duration, guard: &LeaseGuard, out: &Output) -> bool {
+    if job.is_gone() {
+        return true;
     }
     out.note(
         "terminating",
-        json!({ "group": group.as_raw(), "signal": "SIGTERM" }),
-        "the command left processes behind in its group: sending them SIGTERM",
+        json!({ "group": job.group().as_raw(), "signal": "SIGTERM" }),
+        "the command left processes behind: sending them SIGTERM",
         true,
     );
-    process::signal_group(group, Signal::SIGTERM);
-    let give_up = Instant::now() + grace;
-    while process::group_exists(group) && Instant::now() < give_up {
+    job.signal_all(Signal::SIGTERM);
+    let now = BootInstant::now();
+    let after_grace = now.checked_add(grace).unwrap_or(now);
+    let term_until = guard
+        .safe_until()
+        .map_or(after_grace, |safe| safe.min(after_grace));
+    while !job.is_gone() && BootInstant::now() < term_until {
         tokio::time::sleep(GROUP_POLL).await;
     }
-    if process::group_exists(group) {
-        process::signal_group(group, Signal::SIGKILL);
+    if job.is_gone() {
+        return true;
+    }
+    out.note(
+        "killing",
+        json!({ "group": job.group().as_raw(), "signal": "SIGKILL" }),
+        "processes the command left did not stop in time: sending SIGKILL",
+        true,
+    );
+    // Renewals go on meanwhile, but the wait ends at the deadline as it stands now.
+    let give_up = guard.safe_until();
+    loop {
+        job.kill_all();
+        if job.is_gone() {
+            return true;
+        }
+        if give_up.is_some_and(|at| BootInstant::now() >= at) {
+            return false;
+        }
+        tokio::time::sleep(GROUP_POLL).await;
     }
 }
 

@@ -242,6 +242,15 @@ pub trait Store: Send + Sync + fmt::Debug {
         Ok(None)
     }
 
+    /// Whether the [`Lease::expires`] of this store's acquire and renew replies is the store's own
+    /// clock at the time it handled the request plus the TTL (SQL `now()`, MongoDB `$$NOW`, Redis
+    /// `TIME`). Holders then check that the store's clock does not run ahead of theirs (a wall
+    /// clock stepped forward on the store's host ends leases early). The default, `false`, is
+    /// for stores whose expiries are computed by the client or follow no wall clock.
+    fn expiry_on_store_clock(&self) -> bool {
+        false
+    }
+
     /// For `singleton bench`: the store's raw equivalent of an acquire+release, the floor we
     /// measure ourselves against. It writes one plain record under `scratch_key` and deletes it
     /// again (e.g. SQL INSERT + DELETE, Redis SET NX + DEL), in two round trips, on the same
@@ -253,6 +262,25 @@ pub trait Store: Send + Sync + fmt::Debug {
             "benchmark",
             "this store has no raw write pair to compare with",
         ))
+    }
+}
+
+/// Runs one store request, abandoning it after `limit` with [`Error::Timeout`]. Stores must not
+/// reuse the connection of an abandoned request (see [`Store`]). [`Singleton`](crate::Singleton)
+/// bounds every request it makes this way.
+pub async fn bounded<T>(
+    store: &dyn Store,
+    operation: &'static str,
+    limit: Duration,
+    request: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    match tokio::time::timeout(limit, request).await {
+        Ok(result) => result,
+        Err(_) => Err(Error::Timeout {
+            store: store.describe().to_owned(),
+            operation,
+            after: limit,
+        }),
     }
 }
 
