@@ -520,6 +520,11 @@ impl Store for MongoStore {
         &self.url
     }
 
+    // expires is the server's $$NOW plus the TTL.
+    fn expiry_on_store_clock(&self) -> bool {
+        true
+    }
+
     async fn acquire(&self, name: &str, holder: &Holder, ttl: Option<Duration>) -> Result<Acquire> {
         let expires = match ttl {
             Some(ttl) => Bson::Document(doc! { "$add": ["$$NOW", ttl_ms(ttl)?] }),

@@ -421,6 +421,11 @@ impl Store for PostgresStore {
         &self.url.masked
     }
 
+    // expires_at is the server's now() plus the TTL.
+    fn expiry_on_store_clock(&self) -> bool {
+        true
+    }
+
     async fn acquire(&self, name: &str, holder: &Holder, ttl: Option<Duration>) -> Result<Acquire> {
         super::validate_name(name)?;
         let ttl_us = ttl

@@ -331,6 +331,11 @@ impl Store for RedisStore {
         &self.url
     }
 
+    // expiries are the server's TIME plus the key's remaining TTL.
+    fn expiry_on_store_clock(&self) -> bool {
+        true
+    }
+
     async fn acquire(
         &self,
         name: &str,
