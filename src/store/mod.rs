@@ -381,6 +381,20 @@ pub fn mask_password(url: &str) -> String {
     }
 }
 
+/// The value of a boolean URL option `?key=value`: `true` or `false`, nothing else, so that a
+/// typo never quietly turns a safety check off (or on).
+#[cfg_attr(not(any(feature = "sqlite", feature = "etcd")), allow(dead_code))]
+pub(crate) fn flag(url: &str, key: &str, value: &str) -> Result<bool> {
+    match value {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(Error::InvalidUrl {
+            url: mask_password(url),
+            reason: format!("?{key}={value} must be true or false"),
+        }),
+    }
+}
+
 /// Longest name in bytes.
 pub const MAX_NAME_LEN: usize = 255;
 

@@ -132,8 +132,83 @@ async fn bad_urls_are_refused() {
         "etcd://h:1/path",
         "etcd://h:1?bogus=1",
         "etcd://h:1?connect_timeout=0s",
+        "etcd://h:1?allow_unsafe_version=yes",
+        "etcd://h:1?allow_unsafe_version",
     ] {
         let err = singleton_process::connect(url).await.unwrap_err();
         assert!(matches!(err, Error::InvalidUrl { .. }), "{url}: {err}");
     }
+}
+
+/// The version of the installed `etcd`, as `etcd --version` prints it.
+fn installed_etcd_version() -> String {
+    let out = std::process::Command::new("etcd")
+        .arg("--version")
+        .output()
+        .expect("etcd --version (apt-get install etcd-server)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|line| line.strip_prefix("etcd Version: "))
+        .unwrap_or_else(|| panic!("no version in `etcd --version`: {text}"))
+        .trim()
+        .to_owned()
+}
+
+/// Debian's etcd 3.4.23 predates the fixes of etcd issue 15247 and PR 20590: the real binary
+/// refuses it with one line and exit 69, and works with the explicit override.
+#[test]
+fn a_server_with_known_lease_bugs_is_refused_unless_allowed() {
+    let address = &etcd_server::shared().address;
+    let version = installed_etcd_version();
+    let name = unique("old");
+    let done = Test::new()
+        .store(&format!("etcd://{address}"))
+        .args(["status", &name])
+        .output();
+    assert_eq!(done.code, 69, "{}", done.stderr);
+    let line = done.one_line();
+    for part in [
+        &format!(
+            "etcd://{address}: connect failed: etcd {version} at {address} has known lease bugs"
+        ),
+        "etcd issue 15247",
+        "etcd PR 20590",
+        "3.4.38+, 3.5.23+ or 3.6.5+",
+        "?allow_unsafe_version=true",
+    ] {
+        assert!(line.contains(part), "{part:?} missing from: {line}");
+    }
+
+    Test::new()
+        .store(&format!("etcd://{address}?allow_unsafe_version=true"))
+        .args(["status", &name])
+        .status(0);
+}
+
+/// With several endpoints each is asked on its own client (the shared one would ask whichever
+/// member its balancer picks), and an old member is refused there too.
+#[tokio::test]
+async fn every_member_named_in_the_url_is_checked() {
+    let address = &etcd_server::shared().address;
+    let url = format!("etcd://{address},{address}");
+    let err = singleton_process::connect(&url).await.unwrap_err();
+    let message = err.to_string();
+    assert!(
+        matches!(
+            err,
+            Error::Store {
+                operation: "connect",
+                ..
+            }
+        ),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("at {address} has known lease bugs")),
+        "{message}"
+    );
+    let store = singleton_process::connect(&format!("{url}?allow_unsafe_version=true"))
+        .await
+        .expect("the override connects");
+    assert_eq!(store.inspect(&unique("any")).await.expect("inspect"), None);
 }

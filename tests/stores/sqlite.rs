@@ -4,7 +4,7 @@ use std::time::Duration;
 use singleton_process::conformance::Suite;
 use singleton_process::{Acquire, Error, Holder, Store};
 
-use crate::support::SqliteStore;
+use crate::support::{SqliteStore, Test};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_store_conforms() {
@@ -150,4 +150,124 @@ async fn a_table_of_another_shape_is_reported() {
         .unwrap_err();
     assert!(matches!(err, Error::Store { .. }), "{err}");
     assert!(err.to_string().contains("no such column"), "{err}");
+}
+
+/// A bindfs (FUSE) mount of a temporary directory over another, unmounted on drop, also when
+/// the test fails.
+struct FuseMount {
+    /// Where the mount is.
+    point: tempfile::TempDir,
+    /// What it mirrors.
+    source: tempfile::TempDir,
+}
+
+impl FuseMount {
+    fn new() -> Self {
+        let bindfs =
+            crate::support::servers::require_binary("bindfs", &[], "apt-get install bindfs");
+        let source = tempfile::tempdir().expect("temp dir");
+        let point = tempfile::tempdir().expect("temp dir");
+        let mounted = std::process::Command::new(bindfs)
+            .arg(source.path())
+            .arg(point.path())
+            .output()
+            .expect("run bindfs");
+        assert!(
+            mounted.status.success(),
+            "bindfs failed (it needs /dev/fuse and root or the fuse group): {}",
+            String::from_utf8_lossy(&mounted.stderr)
+        );
+        FuseMount { point, source }
+    }
+}
+
+impl Drop for FuseMount {
+    fn drop(&mut self) {
+        for unmount in [
+            &["umount"][..],
+            &["fusermount3", "-u"],
+            &["fusermount", "-u"],
+        ] {
+            let done = std::process::Command::new(unmount[0])
+                .args(&unmount[1..])
+                .arg(self.point.path())
+                .output();
+            if done.is_ok_and(|done| done.status.success()) {
+                return;
+            }
+        }
+        eprintln!("could not unmount {}", self.point.path().display());
+    }
+}
+
+/// Other hosts can share a FUSE file system (bindfs may mirror an NFS directory): the real
+/// binary refuses it with one line and exit 64, before it creates anything there.
+#[test]
+fn a_database_on_a_fuse_mount_is_refused() {
+    let mount = FuseMount::new();
+    let db = mount.point.path().join("locks.db");
+    let name = crate::support::unique("fuse");
+    let done = Test::new()
+        .store(&format!("sqlite://{}", db.display()))
+        .args(["run", "--name", &name, "--", "true"])
+        .output();
+    assert_eq!(done.code, 64, "{}", done.stderr);
+    let line = done.one_line();
+    for part in [
+        // bindfs mounts as type `fuse` or `fuse.bindfs`, depending on its version.
+        &format!("{} is on FUSE (fuse", mount.point.path().display()),
+        "a file system that other hosts can share",
+        "two hosts could both hold a lease",
+        "postgres://",
+        "etcd://",
+        "a local disk",
+        "?allow_network_fs=true",
+    ] {
+        assert!(line.contains(part), "{part:?} missing from: {line}");
+    }
+    assert!(!db.exists(), "locks.db was created on the refused mount");
+    assert!(!mount.source.path().join("locks.db").exists());
+
+    // The operator's word that only this host uses it.
+    Test::new()
+        .store(&format!("sqlite://{}?allow_network_fs=true", db.display()))
+        .args(["run", "--name", &name, "--", "true"])
+        .status(0);
+    assert!(mount.source.path().join("locks.db").exists());
+}
+
+#[tokio::test]
+async fn sqlite_url_options_are_checked() {
+    let file = SqliteStore::new();
+    let path = file.path("locks.db");
+    singleton_process::connect(&format!(
+        "sqlite://{}?allow_network_fs=false",
+        path.display()
+    ))
+    .await
+    .expect("?allow_network_fs=false on a local disk");
+    singleton_process::connect(&format!(
+        "sqlite://{}?allow_network_fs=true",
+        path.display()
+    ))
+    .await
+    .expect("?allow_network_fs=true");
+    for query in [
+        "bogus=1",
+        "allow_network_fs=yes",
+        "allow_network_fs",
+        "b.db",
+    ] {
+        let url = format!("sqlite://{}?{query}", path.display());
+        let err = singleton_process::connect(&url).await.unwrap_err();
+        assert!(matches!(err, Error::InvalidUrl { .. }), "{url}: {err}");
+    }
+    let err = singleton_process::connect(&format!("sqlite://{}/a?b.db", file.dir.path().display()))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("a file name cannot contain one"),
+        "{err}"
+    );
+    assert!(!file.path("a").exists() && !file.path("a?b.db").exists());
 }

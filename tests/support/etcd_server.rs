@@ -12,8 +12,11 @@ use super::servers::{Server, free_port, require_binary, spawn_tied, wait_for_por
 /// A running `etcd` and the URL of its store.
 pub struct EtcdServer {
     pub server: Server,
-    /// `etcd://127.0.0.1:PORT`.
+    /// `etcd://127.0.0.1:PORT?allow_unsafe_version=true`: Debian's etcd (3.4.23) predates the
+    /// first releases with etcd's lease fixes, which the store refuses without the override.
     pub url: String,
+    /// `127.0.0.1:PORT`, for tests that build URLs of their own.
+    pub address: String,
 }
 
 /// The shared etcd server.
@@ -64,7 +67,8 @@ fn start() -> EtcdServer {
     });
     EtcdServer {
         server,
-        url: format!("etcd://127.0.0.1:{client}"),
+        url: format!("etcd://127.0.0.1:{client}?allow_unsafe_version=true"),
+        address: format!("127.0.0.1:{client}"),
     }
 }
 

@@ -1,12 +1,14 @@
-//! `sqlite://PATH` — the embedded default store: one SQLite file shared by every process of one
-//! host (`sqlite:///abs/path.db` is absolute, `sqlite://rel/path.db` relative to the working
-//! directory).
+//! `sqlite://PATH[?allow_network_fs=true]` — the embedded default store: one SQLite file shared
+//! by every process of one host (`sqlite:///abs/path.db` is absolute, `sqlite://rel/path.db`
+//! relative to the working directory).
 //!
 //! The "store clock" here is the host's `CLOCK_MONOTONIC`, which every process on the host shares
 //! and which wall-clock steps (NTP, an operator's `date -s`) cannot move. A lease records the
 //! kernel's boot id beside its monotonic expiry; a lease written during an earlier boot has
 //! expired, since every process that could hold it is gone. The file must live on a local file
-//! system: SQLite's locking does not work over NFS, and other hosts do not share this clock.
+//! system: SQLite's locking does not reach other hosts, and neither does this clock, so opening
+//! refuses network and shared file systems (see [`filesystem`]) unless the URL says
+//! `?allow_network_fs=true`.
 //!
 //! Every operation is one `BEGIN IMMEDIATE … COMMIT` transaction, so it takes SQLite's write lock
 //! before it reads the clock and the row, and its outcome is known only once the COMMIT succeeded.
@@ -21,6 +23,8 @@ use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
+
+mod filesystem;
 
 use super::{Acquire, FencingToken, Freed, Holder, Lease, Released, Store};
 use crate::error::{BoxError, Error, Result};
@@ -62,29 +66,65 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the store named by a `sqlite://PATH` URL.
+    /// Opens (creating if needed) the store named by a `sqlite://PATH[?allow_network_fs=true]`
+    /// URL. A `?` always starts the query, so a file name that contains one cannot be named.
     pub async fn open_url(url: &str) -> Result<Self> {
-        let path = url
-            .split_once("://")
-            .map(|(_, path)| path)
-            .filter(|path| !path.is_empty())
-            .ok_or_else(|| Error::InvalidUrl {
-                url: url.to_owned(),
-                reason: "expected sqlite:///absolute/path.db or sqlite://relative/path.db".into(),
-            })?;
-        Self::open(Path::new(path)).await
+        let invalid = |reason: String| Error::InvalidUrl {
+            url: url.to_owned(),
+            reason,
+        };
+        let rest = url.split_once("://").map_or("", |(_, rest)| rest);
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        if path.is_empty() {
+            return Err(invalid(
+                "expected sqlite:///absolute/path.db or sqlite://relative/path.db".into(),
+            ));
+        }
+        let mut allow_network_fs = false;
+        for option in query.split('&').filter(|option| !option.is_empty()) {
+            match option.split_once('=').unwrap_or((option, "")) {
+                ("allow_network_fs", value) => {
+                    allow_network_fs = super::flag(url, "allow_network_fs", value)?;
+                }
+                (key, _) => {
+                    return Err(invalid(format!(
+                        "unknown option ?{key}; known: allow_network_fs (a `?` starts the options: a file name cannot contain one)"
+                    )));
+                }
+            }
+        }
+        Self::open_checked(Path::new(path), allow_network_fs).await
     }
 
-    /// Opens (creating if needed) the store in the SQLite file at `path`. The directory must exist.
+    /// Opens (creating if needed) the store in the SQLite file at `path`. The directory must
+    /// exist, on a file system of this host: network and shared file systems are refused
+    /// ([`Error::InvalidUrl`]).
     pub async fn open(path: &Path) -> Result<Self> {
+        Self::open_checked(path, false).await
+    }
+
+    /// [`open`](Self::open), which skips the file system check if `allow_network_fs`.
+    async fn open_checked(path: &Path, allow_network_fs: bool) -> Result<Self> {
         let url = format!("sqlite://{}", path.display());
         let clock = HostClock::new().map_err(|e| Error::store(&url, "connect", e))?;
         let path = path.to_path_buf();
         let opening = path.clone();
-        let conn = tokio::task::spawn_blocking(move || open_connection(&opening))
-            .await
-            .map_err(|e| Error::store(&url, "connect", e))?
-            .map_err(|e| Error::store(&url, "connect", e))?;
+        // On the blocking pool like every call: statfs(2) on a dead NFS server blocks too.
+        let conn = tokio::task::spawn_blocking(move || {
+            if !allow_network_fs {
+                refuse_shared_file_system(&opening)?;
+            }
+            open_connection(&opening).map_err(Refused::Failed)
+        })
+        .await
+        .map_err(|e| Error::store(&url, "connect", e))?
+        .map_err(|refused| match refused {
+            Refused::SharedFileSystem(reason) => Error::InvalidUrl {
+                url: url.clone(),
+                reason,
+            },
+            Refused::Failed(e) => Error::store(&url, "connect", e),
+        })?;
         Ok(SqliteStore {
             url,
             path,
@@ -147,6 +187,36 @@ impl std::os::fd::AsRawFd for Watching {
 struct Db {
     conn: Connection,
     synced: bool,
+}
+
+/// Why opening failed: the file system is refused, or opening the file failed.
+enum Refused {
+    SharedFileSystem(String),
+    Failed(BoxError),
+}
+
+/// Refuses a database on a file system that other hosts can share; see [`filesystem`].
+fn refuse_shared_file_system(path: &Path) -> Result<(), Refused> {
+    let shown = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let kind = filesystem::shared_kind(path).map_err(|e| {
+        Refused::Failed(
+            format!(
+                "cannot tell which file system holds {}: {e}",
+                shown.display()
+            )
+            .into(),
+        )
+    })?;
+    match kind {
+        None => Ok(()),
+        Some(kind) => Err(Refused::SharedFileSystem(format!(
+            "{} is on {kind}, a file system that other hosts can share: SQLite's locks and this host's clock do not reach other hosts, so two hosts could both hold a lease; use a network store (postgres://, mysql://, redis://, etcd://, mongodb://) or a file on a local disk, or add ?allow_network_fs=true if no other host ever opens this file",
+            shown.display()
+        ))),
+    }
 }
 
 fn open_connection(path: &PathBuf) -> Result<Connection, BoxError> {

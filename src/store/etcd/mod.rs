@@ -1,5 +1,8 @@
-//! `etcd://[user:password@]host:port[,host:port…][?prefix=…&connect_timeout=…]` — leases in an
-//! etcd v3 cluster, built on etcd's own leases and revisions.
+//! `etcd://[user:password@]host:port[,host:port…][?prefix=…&connect_timeout=…&allow_unsafe_version=…]`
+//! — leases in an etcd v3 cluster, built on etcd's own leases and revisions.
+//!
+//! Connecting checks every member named in the URL for a server version with known lease bugs
+//! (see [`version`]) and refuses such a cluster unless `?allow_unsafe_version=true`.
 //!
 //! Per name there are two keys, told apart by the kind that follows the prefix:
 //! - `{prefix}lease/{name}`: the live lease. Its value is the holder id, and it is attached to
@@ -30,6 +33,8 @@ use etcd_client::{
     LeaseGrantOptions, PutOptions, Txn, TxnOp, TxnOpResponse, TxnResponse, WatchFilterType,
     WatchOptions,
 };
+
+mod version;
 
 use super::kv::{self, Fields};
 use super::{Acquire, FencingToken, Freed, Holder, Lease, Released, Store, mask_password};
@@ -114,15 +119,18 @@ impl Info {
 
 impl EtcdStore {
     /// Connects to the cluster named by an `etcd://` URL and checks that it answers (a
-    /// linearizable read, which also needs a leader), all within the connect timeout
-    /// (default 5 s).
+    /// linearizable read, which also needs a leader) and that no member named in the URL runs
+    /// a version with known lease bugs, all within the connect timeout (default 5 s).
     pub async fn connect(url: &str) -> Result<Self> {
         let masked = mask_password(url);
-        let (base, options) = kv::parse_options(url, DEFAULT_PREFIX)?;
+        let (base, mut options) = kv::parse_options(url, DEFAULT_PREFIX)?;
+        let allow_unsafe_version = take_flag(url, &mut options.other, "allow_unsafe_version")?;
         if let Some((key, _)) = options.other.first() {
             return Err(kv::invalid_url(
                 url,
-                format!("unknown option ?{key}=; known: prefix, connect_timeout"),
+                format!(
+                    "unknown option ?{key}=; known: prefix, connect_timeout, allow_unsafe_version"
+                ),
             ));
         }
         let target = parse_target(url, base)?;
@@ -133,21 +141,87 @@ impl EtcdStore {
             connect_options = connect_options.with_user(user, password);
         }
         let prefix = options.prefix;
+        let single = target.endpoints.len() == 1;
         let probe = async {
-            let mut client = Client::connect(&target.endpoints, Some(connect_options)).await?;
-            client
-                .get(prefix.as_bytes(), Some(GetOptions::new().with_count_only()))
-                .await?;
-            Ok::<_, etcd_client::Error>(client)
+            let client = Client::connect(&target.endpoints, Some(connect_options.clone())).await?;
+            let (mut reader, mut asker) = (client.clone(), client.clone());
+            // With one endpoint, the client's own channel asks its member; with several it
+            // would ask whichever the balancer picks, so each gets a client of its own below.
+            let (read, status) = tokio::join!(
+                reader.get(prefix.as_bytes(), Some(GetOptions::new().with_count_only())),
+                async {
+                    if single {
+                        Some(asker.status().await)
+                    } else {
+                        None
+                    }
+                },
+            );
+            read?;
+            Ok::<_, etcd_client::Error>((client, status))
         };
-        let client = tokio::time::timeout(options.connect_timeout, probe)
-            .await
+        let each_member = async {
+            if single {
+                return Vec::new();
+            }
+            let asking = target.endpoints.iter().map(|endpoint| async {
+                let asked = async {
+                    let mut client =
+                        Client::connect([endpoint.as_str()], Some(connect_options.clone())).await?;
+                    client.status().await
+                };
+                let answer = tokio::time::timeout(options.connect_timeout, asked).await;
+                (endpoint.as_str(), answer)
+            });
+            futures_util::future::join_all(asking).await
+        };
+        let (probed, members) = tokio::join!(
+            tokio::time::timeout(options.connect_timeout, probe),
+            each_member
+        );
+        let (client, status) = probed
             .map_err(|_| Error::Timeout {
                 store: masked.clone(),
                 operation: "connect",
                 after: options.connect_timeout,
             })?
             .map_err(|e| Error::store(&masked, "connect", EtcdError::from(e)))?;
+        let mut checked = Vec::new();
+        if let Some(status) = status {
+            let status =
+                status.map_err(|e| Error::store(&masked, "connect", EtcdError::from(e)))?;
+            checked.push((target.endpoints[0].as_str(), status.version().to_owned()));
+        }
+        for (endpoint, answer) in members {
+            match answer {
+                Ok(Ok(status)) => checked.push((endpoint, status.version().to_owned())),
+                // The cluster answered through another member: one that is down is skipped,
+                // and checked the next time it answers at a connect.
+                Ok(Err(err)) => {
+                    let err = EtcdError::from(err);
+                    tracing::warn!(store = %masked, endpoint = %host_of(endpoint), error = %err, "could not read this etcd member's version; it is not checked for known lease bugs");
+                }
+                Err(_) => {
+                    tracing::warn!(store = %masked, endpoint = %host_of(endpoint), "this etcd member did not tell its version within the connect timeout; it is not checked for known lease bugs");
+                }
+            }
+        }
+        if checked.is_empty() {
+            return Err(Error::store(
+                &masked,
+                "connect",
+                "no member named in the URL told its version, so the cluster cannot be checked for known lease bugs; check that the members are reachable",
+            ));
+        }
+        for (endpoint, reported) in &checked {
+            let Some(why) = version::unfit(host_of(endpoint), reported) else {
+                continue;
+            };
+            if !allow_unsafe_version {
+                return Err(Error::store(&masked, "connect", why));
+            }
+            tracing::warn!(store = %masked, endpoint = %host_of(endpoint), version = %reported, "?allow_unsafe_version=true: using an etcd member with known lease bugs; two holders could both hold a lease (etcd issue 15247, PR 20590)");
+        }
         Ok(EtcdStore {
             url: masked,
             prefix,
@@ -582,6 +656,24 @@ fn parse_target(url: &str, base: &str) -> Result<Target> {
         .map(|host| endpoint(url, host))
         .collect::<Result<Vec<_>>>()?;
     Ok(Target { endpoints, user })
+}
+
+/// `host:port` of an endpoint built by [`endpoint`], for messages.
+fn host_of(endpoint: &str) -> &str {
+    endpoint.strip_prefix("http://").unwrap_or(endpoint)
+}
+
+/// Removes the boolean option `key` from `other` and returns its value (absent: `false`).
+fn take_flag(url: &str, other: &mut Vec<(String, String)>, key: &str) -> Result<bool> {
+    let mut value = Ok(false);
+    other.retain(|(k, v)| {
+        if k != key {
+            return true;
+        }
+        value = super::flag(url, key, v);
+        false
+    });
+    value
 }
 
 /// `http://host:port` for one `host[:port]` of the URL.
