@@ -7,6 +7,7 @@ mod support;
 
 mod benchmarks;
 mod cli;
+mod edges;
 mod faults;
 mod race;
 mod singleton;

@@ -498,6 +498,20 @@ unsafe fn watch(
 ) -> ! {
     // Our own process group keeps a terminal's Ctrl-C (meant for the supervisor) away from us.
     let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
+    // We print nothing, and must not keep the supervisor's output open after it exits (cron,
+    // or a caller reading it, waits for the end of it).
+    // SAFETY: open and dup2 are async-signal-safe; the path is a static C string.
+    unsafe {
+        let null = nix::libc::open(c"/dev/null".as_ptr(), nix::libc::O_RDWR);
+        if null >= 0 {
+            for fd in 0..=2 {
+                nix::libc::dup2(null, fd);
+            }
+            if null > 2 {
+                nix::libc::close(null);
+            }
+        }
+    }
     for sig in [
         Signal::SIGINT,
         Signal::SIGTERM,

@@ -5,6 +5,7 @@
 
 pub mod etcd_server;
 pub mod fenced;
+pub mod freezer;
 pub mod history;
 pub mod mariadb_server;
 #[cfg(feature = "mongodb")]
@@ -50,7 +51,12 @@ pub struct Test {
 
 impl Test {
     pub fn new() -> Self {
-        let mut command = Command::new(bin());
+        Test::program(bin())
+    }
+
+    /// Runs `program` instead of the binary, say one that runs the binary as another user.
+    pub fn program(program: &str) -> Self {
+        let mut command = Command::new(program);
         command.env_remove("SINGLETON_STORE");
         Test { command }
     }
@@ -290,4 +296,18 @@ pub fn held_status(store: &str, name: &str) -> (serde_json::Value, std::time::Sy
 /// A unique name for one test.
 pub fn unique(prefix: &str) -> String {
     singleton_process::conformance::unique(prefix)
+}
+
+/// The directory of a cgroup v2 path (as /proc/PID/cgroup shows it), under the cgroup2 mount.
+pub fn cgroup2_dir(path: &str) -> PathBuf {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let mount = mountinfo
+        .lines()
+        .find_map(|line| {
+            let (fields, rest) = line.split_once(" - ")?;
+            (rest.split_whitespace().next()? == "cgroup2")
+                .then(|| fields.split_whitespace().nth(4).map(PathBuf::from))?
+        })
+        .expect("a cgroup2 mount");
+    mount.join(path.trim_start_matches('/'))
 }
