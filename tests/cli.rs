@@ -610,3 +610,29 @@ fn an_interactive_command_reads_from_the_terminal() {
     assert!(stdout.contains("got:hello"), "{stdout}");
     assert!(output.status.success(), "{stdout}");
 }
+
+#[test]
+fn a_store_url_that_fails_shows_no_part_of_its_password() {
+    let done = Test::new()
+        .args(["run", "--name", "x", "--", "true"])
+        .store("postgres://u:p/ss@127.0.0.1:1/x")
+        .status(69);
+    let line = done.one_line();
+    assert!(line.contains("postgres://u:***@127.0.0.1:1/x"), "{line}");
+    assert!(!line.contains("ss"), "{line}");
+    let done = Test::new()
+        .args(["run", "--name", "x", "--", "true"])
+        .store("host=db user=u password=secret dbname=x")
+        .status(64);
+    let line = done.one_line();
+    assert!(line.contains("password=***"), "{line}");
+    assert!(!line.contains("secret"), "{line}");
+    for help in [&["--help"][..], &["run", "--help"]] {
+        let done = Test::new()
+            .store("postgres://u:helpsecret@db/x")
+            .args(help)
+            .status(0);
+        assert!(done.stdout.contains("SINGLETON_STORE"), "{}", done.stdout);
+        assert!(!done.stdout.contains("helpsecret"), "{}", done.stdout);
+    }
+}

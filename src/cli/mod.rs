@@ -50,7 +50,14 @@ pub mod exit {
 struct Cli {
     /// Where leases live: sqlite:///path.db, postgres://..., redis://..., etcd://..., mongodb://...
     /// [default: sqlite://$XDG_STATE_HOME/singleton/locks.db, else ~/.local/state/singleton/locks.db]
-    #[arg(long, global = true, env = "SINGLETON_STORE", value_name = "URL")]
+    // The value is not shown in --help: it may hold a password.
+    #[arg(
+        long,
+        global = true,
+        env = "SINGLETON_STORE",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
     store: Option<String>,
 
     #[command(subcommand)]
@@ -284,7 +291,7 @@ async fn execute(cli: Cli, out: &Output) -> Result<i32, Error> {
 async fn open_store(url: &str) -> Result<Arc<dyn Store>, Error> {
     if url.trim().to_ascii_lowercase().starts_with("memory:") {
         return Err(Error::InvalidUrl {
-            url: url.to_owned(),
+            url: singleton_process::store::mask_password(url),
             reason: "the in-process memory: store cannot keep separate processes apart; use sqlite:// or a network store".into(),
         });
     }

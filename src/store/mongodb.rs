@@ -39,7 +39,7 @@ use mongodb::options::{Acknowledgment, ClientOptions, ReturnDocument, WriteConce
 use mongodb::{Client, Collection};
 use serde::Deserialize;
 
-use super::{Acquire, FencingToken, Holder, Lease, Released, Store, mask_password};
+use super::{Acquire, FencingToken, Holder, Lease, Released, Store, mask_password, redact};
 use crate::error::{Error, Result};
 
 /// The collection used when the URL has no `?collection=`.
@@ -326,7 +326,7 @@ struct DriverError {
 }
 
 impl DriverError {
-    /// `raw_url` (when known) lets us blank its password should a message ever quote it.
+    /// `raw_url` (when known) lets us blank its secrets should a message ever quote them.
     fn new(inner: mongodb::error::Error, raw_url: &str) -> Self {
         let message = match &*inner.kind {
             ErrorKind::Command(err) => format!("{} ({} {})", err.message, err.code_name, err.code),
@@ -346,10 +346,7 @@ impl DriverError {
             ErrorKind::InvalidArgument { message, .. } => message.clone(),
             other => other.to_string(),
         };
-        let mut message = message.replace(['\n', '\r'], " ");
-        if let Some(password) = password_of(raw_url) {
-            message = message.replace(password, "***");
-        }
+        let message = redact(&message.replace(['\n', '\r'], " "), raw_url);
         DriverError { message, inner }
     }
 }
@@ -386,15 +383,6 @@ impl std::error::Error for DriverError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         Some(&self.inner)
     }
-}
-
-/// The raw password of a `scheme://user:password@host` URL, if it has a non-empty one.
-fn password_of(url: &str) -> Option<&str> {
-    let (_, rest) = url.split_once("://")?;
-    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
-    let userinfo = &authority[..authority.rfind('@')?];
-    let (_, password) = userinfo.split_once(':')?;
-    (!password.is_empty()).then_some(password)
 }
 
 /// A lease document as stored.
@@ -746,12 +734,5 @@ mod tests {
             "no usable server in time (127.0.0.1:1: I/O error: Connection refused (os error 111))"
         );
         assert_eq!(server_selection("odd"), "no usable server: odd");
-    }
-
-    #[test]
-    fn passwords_are_found() {
-        assert_eq!(password_of("mongodb://u:pw@h/db"), Some("pw"));
-        assert_eq!(password_of("mongodb://u@h/db"), None);
-        assert_eq!(password_of("mongodb://h/db"), None);
     }
 }

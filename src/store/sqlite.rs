@@ -69,7 +69,7 @@ impl SqliteStore {
             .map(|(_, path)| path)
             .filter(|path| !path.is_empty())
             .ok_or_else(|| Error::InvalidUrl {
-                url: url.to_owned(),
+                url: super::mask_password(url),
                 reason: "expected sqlite:///absolute/path.db or sqlite://relative/path.db".into(),
             })?;
         Self::open(Path::new(path)).await
