@@ -612,6 +612,97 @@ fn an_interactive_command_reads_from_the_terminal() {
 }
 
 #[test]
+fn labels_show_no_secrets_and_no_control_characters() {
+    let store = SqliteStore::new();
+    let name = unique("secret-label");
+    let mut holder = Test::new()
+        .store(&store.url)
+        .args([
+            "run",
+            "--name",
+            &name,
+            "--",
+            "sh",
+            "-c",
+            "sleep 30",
+            "--password=hunter2",
+            "postgres://u:urlsecret@db/x",
+            "-pmysqlsecret",
+        ])
+        .spawn();
+    holder.wait_held(&store.url, &name);
+    let secrets = ["hunter2", "urlsecret", "mysqlsecret"];
+    let masked = "sh -c sleep 30 --password=*** postgres://u:***@db/x -p***";
+    let status = Test::new()
+        .store(&store.url)
+        .args(["status", &name])
+        .status(0);
+    assert!(
+        status.stdout.contains(&format!("label:   {masked}\n")),
+        "{}",
+        status.stdout
+    );
+    let conflict = Test::new()
+        .store(&store.url)
+        .args(["run", "--name", &name, "--", "true"])
+        .status(75);
+    assert!(conflict.one_line().contains(masked), "{}", conflict.stderr);
+    let list = Test::new().store(&store.url).args(["list"]).status(0);
+    assert!(list.stdout.contains(masked), "{}", list.stdout);
+    for output in [&status.stdout, &conflict.stderr, &list.stdout] {
+        for secret in secrets {
+            assert!(!output.contains(secret), "{secret} shown: {output}");
+        }
+    }
+
+    // An explicit label is shown as given, but for its control characters.
+    let name = unique("escape-label");
+    let label = "nightly \u{1b}[2J\u{1b}]0;pwned\u{7} report\r\u{9b}31m";
+    let mut labelled = Test::new()
+        .store(&store.url)
+        .args([
+            "run", "--name", &name, "--label", label, "--", "sleep", "30",
+        ])
+        .spawn();
+    labelled.wait_held(&store.url, &name);
+    let shown = r"nightly \x1b[2J\x1b]0;pwned\x07 report\x0d\x9b31m";
+    let status = Test::new()
+        .store(&store.url)
+        .args(["status", &name])
+        .status(0);
+    assert!(
+        status.stdout.contains(&format!("label:   {shown}\n")),
+        "{}",
+        status.stdout
+    );
+    let conflict = Test::new()
+        .store(&store.url)
+        .args(["run", "--name", &name, "--", "true"])
+        .status(75);
+    // The line folds the CR into a space, as every message's line breaks.
+    assert!(
+        conflict
+            .one_line()
+            .contains(r"nightly \x1b[2J\x1b]0;pwned\x07 report \x9b31m"),
+        "{}",
+        conflict.stderr
+    );
+    let list = Test::new().store(&store.url).args(["list"]).status(0);
+    for output in [&status.stdout, &conflict.stderr, &list.stdout] {
+        assert!(
+            !output.contains(['\u{1b}', '\u{7}', '\r', '\u{9b}']),
+            "a control character reached the terminal: {output:?}"
+        );
+    }
+    let json = Test::new()
+        .store(&store.url)
+        .args(["status", &name, "--json"])
+        .status(0);
+    let json: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(json["lease"]["holder"]["label"], label, "JSON stays exact");
+}
+
+#[test]
 fn a_store_url_that_fails_shows_no_part_of_its_password() {
     let done = Test::new()
         .args(["run", "--name", "x", "--", "true"])

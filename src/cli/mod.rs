@@ -1,6 +1,7 @@
 //! The `singleton` command-line tool: a thin layer over the library.
 
 mod bench;
+mod label;
 mod output;
 mod process;
 mod run;
@@ -138,6 +139,11 @@ struct RunArgs {
     /// When the lease is lost: time between SIGTERM and SIGKILL to the command [default: ttl/5].
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     grace: Option<Duration>,
+
+    /// Shown as the holder's label by `status`, `list` and conflict messages, on every host,
+    /// instead of the command line (which is shown with its secrets masked).
+    #[arg(long, value_name = "TEXT")]
+    label: Option<String>,
 
     /// Exit code when another holder has the lease.
     #[arg(long, value_name = "CODE", default_value_t = exit::CONFLICT as u8)]

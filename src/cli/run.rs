@@ -14,6 +14,7 @@ use tokio::signal::unix::{Signal as SignalStream, SignalKind, signal};
 use tokio::sync::broadcast;
 use tokio::time::{Instant, sleep_until};
 
+use super::label::label;
 use super::output::Output;
 use super::process::{self, Watchdog};
 use super::{RunArgs, exit};
@@ -39,7 +40,7 @@ pub async fn run(args: RunArgs, store: Arc<dyn Store>, out: &Output) -> Result<i
     let mut options = Options::default()
         .lock_expire(args.ttl)
         .renew(!args.no_renew)
-        .label(label(&args.command));
+        .label(label(args.label.as_deref(), &args.command));
     if let Some(grace) = args.grace {
         options = options.grace(grace);
     }
@@ -122,7 +123,7 @@ async fn supervise(
         json!({ "pid": pid, "token": guard.token() }),
         &format!(
             "started {:?} as pid {pid} (token {})",
-            label(&args.command),
+            label(args.label.as_deref(), &args.command),
             guard.token()
         ),
         false,
@@ -271,20 +272,6 @@ fn default_name(command: &[OsString]) -> String {
         .and_then(Path::file_name)
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_default()
-}
-
-/// The command line, shortened, as the lease's label.
-fn label(command: &[OsString]) -> String {
-    const MAX: usize = 200;
-    let line = command
-        .iter()
-        .map(|arg| arg.to_string_lossy())
-        .collect::<Vec<_>>()
-        .join(" ");
-    match line.char_indices().nth(MAX) {
-        Some((end, _)) => format!("{}...", &line[..end]),
-        None => line,
-    }
 }
 
 /// The forwarded signals as one stream.
