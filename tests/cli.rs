@@ -612,6 +612,84 @@ fn an_interactive_command_reads_from_the_terminal() {
 }
 
 #[test]
+fn a_mistyped_option_is_a_usage_error_but_the_command_keeps_its_own_options() {
+    let store = SqliteStore::new();
+    let ran = store.path("ran");
+    let touch = ["touch", ran.to_str().unwrap()];
+    for argv in [
+        args(["run", "--nmae", "foo", "--"]),
+        args(["run", "--name", "n", "--nmae", "foo", "--"]),
+        args(["run", "--nmae=foo"]),
+    ] {
+        let done = Test::new()
+            .store(&store.url)
+            .args(&argv)
+            .args(touch)
+            .status(64);
+        let line = done.one_line();
+        assert!(
+            line.starts_with("singleton: unexpected argument '--nmae"),
+            "{line}"
+        );
+        assert!(
+            line.contains("a similar argument exists: '--name'"),
+            "{line}"
+        );
+        assert!(!ran.exists(), "{argv:?} ran the command");
+    }
+    Test::new()
+        .store(&store.url)
+        .args(["run", "-x", "true"])
+        .status(64);
+
+    let printed = |argv: &[&str]| Test::new().store(&store.url).args(argv).status(0).stdout;
+    // Options after `--` or the first plain word belong to the command.
+    assert_eq!(
+        printed(&["run", "--name", "n", "--", "printf", "%s|", "-x", "--y"]),
+        "-x|--y|"
+    );
+    assert_eq!(
+        printed(&[
+            "run", "--name", "n", "printf", "%s|", "-x", "--y", "--name", "z"
+        ]),
+        "-x|--y|--name|z|"
+    );
+    assert_eq!(
+        printed(&["run", "--name", "n", "sh", "-c", "echo -n hi"]),
+        "hi"
+    );
+    assert_eq!(
+        printed(&["run", "--wait", "--timeout", "5s", "--", "echo", "waited"]),
+        "waited\n"
+    );
+    // Commands named `-` or `-something`, after `--`.
+    let bin = tempfile::tempdir().unwrap();
+    for command in ["-", "-dash"] {
+        let script = bin.path().join(command);
+        std::fs::write(&script, "#!/bin/sh\necho \"$0\" \"$@\"\n").unwrap();
+        let mut permissions = std::fs::metadata(&script).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+        std::fs::set_permissions(&script, permissions).unwrap();
+    }
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    for command in ["-", "-dash"] {
+        let done = Test::new()
+            .store(&store.url)
+            .env("PATH", &path)
+            .args(["run", "--name", "n", "--", command, "--x"])
+            .status(0);
+        assert_eq!(
+            done.stdout,
+            format!("{} --x\n", bin.path().join(command).display())
+        );
+    }
+}
+
+#[test]
 fn labels_show_no_secrets_and_no_control_characters() {
     let store = SqliteStore::new();
     let name = unique("secret-label");

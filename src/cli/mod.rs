@@ -157,13 +157,10 @@ struct RunArgs {
     #[arg(long, short)]
     verbose: bool,
 
-    /// The command and its arguments, run directly (no shell).
-    #[arg(
-        required = true,
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        value_name = "COMMAND"
-    )]
+    /// The command and its arguments, run directly (no shell). Options before it are
+    /// singleton's, and everything from it on is the command's; put `--` before a command
+    /// whose name starts with `-`.
+    #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND")]
     command: Vec<OsString>,
 }
 
@@ -176,6 +173,28 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
+/// clap's usage error as one line: its message with the lines that complete it (the missing
+/// arguments, the tips such as "a similar argument exists"), without the usage and help hints.
+fn usage_error_line(rendered: &str) -> String {
+    let mut line = String::new();
+    for part in rendered
+        .lines()
+        .map(str::trim)
+        .take_while(|part| !part.starts_with("Usage:") && !part.starts_with("For more information"))
+        .filter(|part| !part.is_empty())
+    {
+        if !line.is_empty() {
+            line.push_str(if line.ends_with(':') { " " } else { "; " });
+        }
+        line.push_str(part);
+    }
+    match line.strip_prefix("error: ") {
+        Some(message) => message.to_owned(),
+        None if line.is_empty() => "invalid arguments".to_owned(),
+        None => line,
+    }
+}
+
 /// Parses the arguments, runs, and returns the process exit code.
 pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
@@ -186,10 +205,10 @@ pub fn main() -> i32 {
             return 0;
         }
         Err(err) => {
-            let rendered = err.render().to_string();
-            let first = rendered.lines().next().unwrap_or("invalid arguments");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("singleton: {first} (see --help)");
+            eprintln!(
+                "singleton: {} (see --help)",
+                usage_error_line(&err.render().to_string())
+            );
             return exit::USAGE;
         }
     };
@@ -330,5 +349,25 @@ fn exit_code(err: &Error) -> i32 {
         Error::Lost { .. } => exit::LOST,
         Error::Store { .. } | Error::Refused { .. } | Error::Timeout { .. } => exit::STORE,
         _ => exit::INTERNAL,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::usage_error_line;
+
+    #[test]
+    fn usage_errors_keep_their_tips_on_one_line() {
+        let rendered = "error: unexpected argument '--nmae' found\n\n  tip: a similar argument exists: '--name'\n\nUsage: singleton run --name <NAME> <COMMAND>...\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            usage_error_line(rendered),
+            "unexpected argument '--nmae' found; tip: a similar argument exists: '--name'"
+        );
+        let rendered = "error: the following required arguments were not provided:\n  <COMMAND>...\n\nUsage: singleton run <COMMAND>...\n";
+        assert_eq!(
+            usage_error_line(rendered),
+            "the following required arguments were not provided: <COMMAND>..."
+        );
+        assert_eq!(usage_error_line(""), "invalid arguments");
     }
 }
