@@ -8,10 +8,13 @@ use tokio::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::event::Event;
-use crate::lease::{Held, LeaseGuard, Timing};
+use crate::lease::{Held, LeaseGuard, Timing, check_duration};
 use crate::store::{Acquire, Freed, Holder, Lease, Released, Store, validate_name};
 
 /// How a [`Singleton`] holds its lease.
+///
+/// Every duration is at most [`MAX_DURATION`](crate::MAX_DURATION) (a year): [`Singleton::new`]
+/// refuses longer ones, and zero where it cannot work, with [`Error::InvalidOptions`].
 ///
 /// ```
 /// use std::time::Duration;
@@ -158,7 +161,7 @@ impl Singleton {
         let name = name.into();
         validate_name(&name)?;
         let timing = Timing::new(&options)?;
-        if options.poll_interval.is_zero() {
+        if check_duration("poll interval", options.poll_interval)?.is_zero() {
             return Err(Error::options(
                 "the poll interval must be greater than zero",
             ));

@@ -395,6 +395,35 @@ fn bad_input_gets_one_line_and_a_documented_code() {
             None,
             64,
         ),
+        (
+            args(["run", "--name", "x", "--grace", "400days", "--", "true"]),
+            None,
+            64,
+        ),
+        (
+            args([
+                "run",
+                "--name",
+                "x",
+                "--wait",
+                "--timeout",
+                "99999999999999999999s",
+                "--",
+                "true",
+            ]),
+            None,
+            64,
+        ),
+        (
+            args(["run", "--name", "x", "--", "true"]),
+            Some("mysql://u:pw@127.0.0.1:1/db?abs_conn_ttl=18446744073709551615"),
+            64,
+        ),
+        (
+            args(["run", "--name", "x", "--", "true"]),
+            Some("mongodb://127.0.0.1:1/db?timeoutMS=18446744073709551615"),
+            64,
+        ),
         (args(["run", "--name", "", "--", "true"]), None, 64),
         (
             vec![

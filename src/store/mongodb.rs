@@ -55,6 +55,9 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// every call (the lease's own deadline still protects a holder, but not `status` or `release`).
 pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The longest `?timeoutMS=` accepted: an hour, as for the SQL stores' `?connect_timeout=`.
+const MAX_OPERATION_TIMEOUT_MS: u64 = 3_600_000;
+
 /// Longest lease we accept: far beyond any sensible TTL, and safely inside BSON dates.
 const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
@@ -110,8 +113,10 @@ impl StoreUrl {
                 let ms = decoded()?
                     .parse::<u64>()
                     .ok()
-                    .filter(|ms| *ms > 0)
-                    .ok_or_else(|| invalid("timeoutMS must be a positive number".into()))?;
+                    .filter(|ms| *ms > 0 && *ms <= MAX_OPERATION_TIMEOUT_MS)
+                    .ok_or_else(|| {
+                        invalid("timeoutMS must be a number of milliseconds from 1 to 3600000 (an hour)".into())
+                    })?;
                 timeout = Some(Duration::from_millis(ms));
             } else {
                 driver_options.push(pair);
@@ -715,6 +720,8 @@ mod tests {
             }
         }
         assert!(StoreUrl::parse("mongodb://h/db?timeoutMS=0").is_err());
+        assert!(StoreUrl::parse("mongodb://h/db?timeoutMS=3600001").is_err());
+        assert!(StoreUrl::parse("mongodb://h/db?timeoutMS=18446744073709551615").is_err());
     }
 
     #[test]
