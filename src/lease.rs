@@ -56,6 +56,18 @@ pub const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// stores report times in milliseconds at best.
 const STORE_CLOCK_SLACK: Duration = Duration::from_millis(50);
 
+/// Refuses a duration over [`MAX_DURATION`], which would overflow the clock arithmetic done
+/// with it, with one line naming `what` it is.
+pub(crate) fn check_duration(what: &str, value: Duration) -> Result<Duration> {
+    if value > MAX_DURATION {
+        return Err(Error::options(format!(
+            "the {what} must be at most a year, not {}",
+            humantime::format_duration(value)
+        )));
+    }
+    Ok(value)
+}
+
 /// Lease timing derived from [`Options`], checked once.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Timing {
@@ -73,10 +85,21 @@ pub(crate) struct Timing {
 impl Timing {
     pub(crate) fn new(options: &Options) -> Result<Self> {
         if let Some(timeout) = options.request_timeout {
-            if timeout.is_zero() || timeout > MAX_DURATION {
-                return Err(Error::options(
-                    "the request timeout must be greater than zero and at most a year",
-                ));
+            if timeout.is_zero() {
+                return Err(Error::options("the request timeout must be greater than zero"));
+            }
+            check_duration("request timeout", timeout)?;
+        }
+        // Checked also for a lease that never expires, where they are unused: a year or more is
+        // a mistake either way.
+        for (what, value) in [
+            ("lease length", options.lock_expire),
+            ("renew interval", options.renew_interval),
+            ("safety margin", Some(options.safety_margin)),
+            ("grace period", options.grace),
+        ] {
+            if let Some(value) = value {
+                check_duration(what, value)?;
             }
         }
         let Some(ttl) = options.lock_expire else {
@@ -91,16 +114,6 @@ impl Timing {
         let show = |d: Duration| humantime::format_duration(d).to_string();
         if ttl.is_zero() {
             return Err(Error::options("the lease length must be greater than zero"));
-        }
-        for (what, value) in [
-            ("lease length", Some(ttl)),
-            ("renew interval", options.renew_interval),
-            ("safety margin", Some(options.safety_margin)),
-            ("grace period", options.grace),
-        ] {
-            if value.is_some_and(|v| v > MAX_DURATION) {
-                return Err(Error::options(format!("the {what} must be at most a year")));
-            }
         }
         let renew_every = options
             .renew

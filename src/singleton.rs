@@ -8,10 +8,13 @@ use tokio::sync::broadcast;
 use crate::clock::{self, BootInstant};
 use crate::error::{Error, Result};
 use crate::event::{Event, Loss};
-use crate::lease::{Held, LeaseGuard, Timing};
+use crate::lease::{Held, LeaseGuard, Timing, check_duration};
 use crate::store::{Acquire, Freed, Holder, Lease, Released, Store, bounded, validate_name};
 
 /// How a [`Singleton`] holds its lease.
+///
+/// Every duration is at most [`MAX_DURATION`](crate::MAX_DURATION) (a year): [`Singleton::new`]
+/// refuses longer ones, and zero where it cannot work, with [`Error::InvalidOptions`].
 ///
 /// ```
 /// use std::time::Duration;
@@ -179,7 +182,7 @@ impl Singleton {
         let name = name.into();
         validate_name(&name)?;
         let timing = Timing::new(&options)?;
-        if options.poll_interval.is_zero() {
+        if check_duration("poll interval", options.poll_interval)?.is_zero() {
             return Err(Error::options(
                 "the poll interval must be greater than zero",
             ));
@@ -262,7 +265,7 @@ impl Singleton {
         let give_up = match timeout {
             Some(timeout) => Some(
                 BootInstant::now()
-                    .checked_add(timeout)
+                    .checked_add(check_duration("wait timeout", timeout)?)
                     .ok_or_else(|| Error::options("the wait timeout is too large"))?,
             ),
             None => None,

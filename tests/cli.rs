@@ -395,6 +395,35 @@ fn bad_input_gets_one_line_and_a_documented_code() {
             None,
             64,
         ),
+        (
+            args(["run", "--name", "x", "--grace", "400days", "--", "true"]),
+            None,
+            64,
+        ),
+        (
+            args([
+                "run",
+                "--name",
+                "x",
+                "--wait",
+                "--timeout",
+                "99999999999999999999s",
+                "--",
+                "true",
+            ]),
+            None,
+            64,
+        ),
+        (
+            args(["run", "--name", "x", "--", "true"]),
+            Some("mysql://u:pw@127.0.0.1:1/db?abs_conn_ttl=18446744073709551615"),
+            64,
+        ),
+        (
+            args(["run", "--name", "x", "--", "true"]),
+            Some("mongodb://127.0.0.1:1/db?timeoutMS=18446744073709551615"),
+            64,
+        ),
         (args(["run", "--name", "", "--", "true"]), None, 64),
         (
             vec![
@@ -609,4 +638,199 @@ fn an_interactive_command_reads_from_the_terminal() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("got:hello"), "{stdout}");
     assert!(output.status.success(), "{stdout}");
+}
+
+#[test]
+fn a_mistyped_option_is_a_usage_error_but_the_command_keeps_its_own_options() {
+    let store = SqliteStore::new();
+    let ran = store.path("ran");
+    let touch = ["touch", ran.to_str().unwrap()];
+    for argv in [
+        args(["run", "--nmae", "foo", "--"]),
+        args(["run", "--name", "n", "--nmae", "foo", "--"]),
+        args(["run", "--nmae=foo"]),
+    ] {
+        let done = Test::new()
+            .store(&store.url)
+            .args(&argv)
+            .args(touch)
+            .status(64);
+        let line = done.one_line();
+        assert!(
+            line.starts_with("singleton: unexpected argument '--nmae"),
+            "{line}"
+        );
+        assert!(
+            line.contains("a similar argument exists: '--name'"),
+            "{line}"
+        );
+        assert!(!ran.exists(), "{argv:?} ran the command");
+    }
+    Test::new()
+        .store(&store.url)
+        .args(["run", "-x", "true"])
+        .status(64);
+
+    let printed = |argv: &[&str]| Test::new().store(&store.url).args(argv).status(0).stdout;
+    // Options after `--` or the first plain word belong to the command.
+    assert_eq!(
+        printed(&["run", "--name", "n", "--", "printf", "%s|", "-x", "--y"]),
+        "-x|--y|"
+    );
+    assert_eq!(
+        printed(&[
+            "run", "--name", "n", "printf", "%s|", "-x", "--y", "--name", "z"
+        ]),
+        "-x|--y|--name|z|"
+    );
+    assert_eq!(
+        printed(&["run", "--name", "n", "sh", "-c", "echo -n hi"]),
+        "hi"
+    );
+    assert_eq!(
+        printed(&["run", "--wait", "--timeout", "5s", "--", "echo", "waited"]),
+        "waited\n"
+    );
+    // Commands named `-` or `-something`, after `--`.
+    let bin = tempfile::tempdir().unwrap();
+    for command in ["-", "-dash"] {
+        let script = bin.path().join(command);
+        std::fs::write(&script, "#!/bin/sh\necho \"$0\" \"$@\"\n").unwrap();
+        let mut permissions = std::fs::metadata(&script).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+        std::fs::set_permissions(&script, permissions).unwrap();
+    }
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    for command in ["-", "-dash"] {
+        let done = Test::new()
+            .store(&store.url)
+            .env("PATH", &path)
+            .args(["run", "--name", "n", "--", command, "--x"])
+            .status(0);
+        assert_eq!(
+            done.stdout,
+            format!("{} --x\n", bin.path().join(command).display())
+        );
+    }
+}
+
+#[test]
+fn labels_show_no_secrets_and_no_control_characters() {
+    let store = SqliteStore::new();
+    let name = unique("secret-label");
+    let mut holder = Test::new()
+        .store(&store.url)
+        .args([
+            "run",
+            "--name",
+            &name,
+            "--",
+            "sh",
+            "-c",
+            "sleep 30",
+            "--password=hunter2",
+            "postgres://u:urlsecret@db/x",
+            "-pmysqlsecret",
+        ])
+        .spawn();
+    holder.wait_held(&store.url, &name);
+    let secrets = ["hunter2", "urlsecret", "mysqlsecret"];
+    let masked = "sh -c sleep 30 --password=*** postgres://u:***@db/x -p***";
+    let status = Test::new()
+        .store(&store.url)
+        .args(["status", &name])
+        .status(0);
+    assert!(
+        status.stdout.contains(&format!("label:   {masked}\n")),
+        "{}",
+        status.stdout
+    );
+    let conflict = Test::new()
+        .store(&store.url)
+        .args(["run", "--name", &name, "--", "true"])
+        .status(75);
+    assert!(conflict.one_line().contains(masked), "{}", conflict.stderr);
+    let list = Test::new().store(&store.url).args(["list"]).status(0);
+    assert!(list.stdout.contains(masked), "{}", list.stdout);
+    for output in [&status.stdout, &conflict.stderr, &list.stdout] {
+        for secret in secrets {
+            assert!(!output.contains(secret), "{secret} shown: {output}");
+        }
+    }
+
+    // An explicit label is shown as given, but for its control characters.
+    let name = unique("escape-label");
+    let label = "nightly \u{1b}[2J\u{1b}]0;pwned\u{7} report\r\u{9b}31m";
+    let mut labelled = Test::new()
+        .store(&store.url)
+        .args([
+            "run", "--name", &name, "--label", label, "--", "sleep", "30",
+        ])
+        .spawn();
+    labelled.wait_held(&store.url, &name);
+    let shown = r"nightly \x1b[2J\x1b]0;pwned\x07 report\x0d\x9b31m";
+    let status = Test::new()
+        .store(&store.url)
+        .args(["status", &name])
+        .status(0);
+    assert!(
+        status.stdout.contains(&format!("label:   {shown}\n")),
+        "{}",
+        status.stdout
+    );
+    let conflict = Test::new()
+        .store(&store.url)
+        .args(["run", "--name", &name, "--", "true"])
+        .status(75);
+    // The line folds the CR into a space, as every message's line breaks.
+    assert!(
+        conflict
+            .one_line()
+            .contains(r"nightly \x1b[2J\x1b]0;pwned\x07 report \x9b31m"),
+        "{}",
+        conflict.stderr
+    );
+    let list = Test::new().store(&store.url).args(["list"]).status(0);
+    for output in [&status.stdout, &conflict.stderr, &list.stdout] {
+        assert!(
+            !output.contains(['\u{1b}', '\u{7}', '\r', '\u{9b}']),
+            "a control character reached the terminal: {output:?}"
+        );
+    }
+    let json = Test::new()
+        .store(&store.url)
+        .args(["status", &name, "--json"])
+        .status(0);
+    let json: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(json["lease"]["holder"]["label"], label, "JSON stays exact");
+}
+
+#[test]
+fn a_store_url_that_fails_shows_no_part_of_its_password() {
+    let done = Test::new()
+        .args(["run", "--name", "x", "--", "true"])
+        .store("postgres://u:p/ss@127.0.0.1:1/x")
+        .status(69);
+    let line = done.one_line();
+    assert!(line.contains("postgres://u:***@127.0.0.1:1/x"), "{line}");
+    assert!(!line.contains("ss"), "{line}");
+    let done = Test::new()
+        .args(["run", "--name", "x", "--", "true"])
+        .store("host=db user=u password=secret dbname=x")
+        .status(64);
+    let line = done.one_line();
+    assert!(line.contains("password=***"), "{line}");
+    assert!(!line.contains("secret"), "{line}");
+    for help in [&["--help"][..], &["run", "--help"]] {
+        let done = Test::new()
+            .store("postgres://u:helpsecret@db/x")
+            .args(help)
+            .status(0);
+        assert!(done.stdout.contains("SINGLETON_STORE"), "{}", done.stdout);
+        assert!(!done.stdout.contains("helpsecret"), "{}", done.stdout);
+    }
 }

@@ -354,3 +354,62 @@ async fn bad_names_and_options_are_refused() {
     assert_eq!(guard.lease().expires, None);
     guard.release().await.unwrap();
 }
+
+#[tokio::test]
+async fn huge_durations_are_refused_and_never_panic() {
+    let store = memory().await;
+    let huge: [(&str, Options); 6] = [
+        (
+            "poll interval",
+            Options::default().poll_interval(Duration::MAX),
+        ),
+        (
+            "lease length",
+            Options::default().lock_expire(Duration::MAX),
+        ),
+        (
+            "renew interval",
+            Options::default().renew_interval(Duration::MAX),
+        ),
+        (
+            "safety margin",
+            Options::default().safety_margin(Duration::MAX),
+        ),
+        ("grace period", Options::default().grace(Duration::MAX)),
+        (
+            "grace period",
+            Options::default().lock_expire(None).grace(Duration::MAX),
+        ),
+    ];
+    for (what, options) in huge {
+        let err = Singleton::new("huge", store.clone(), options).unwrap_err();
+        assert!(matches!(err, Error::InvalidOptions { .. }), "{what}: {err}");
+        assert!(err.to_string().contains(what), "{what}: {err}");
+        assert_eq!(err.to_string().lines().count(), 1, "{err}");
+    }
+    let err = Singleton::new(
+        "zero",
+        store.clone(),
+        Options::default().poll_interval(Duration::ZERO),
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::InvalidOptions { .. }), "{err}");
+
+    // The longest accepted poll interval and wait timeout are fine for the clock arithmetic.
+    let name = unique("huge");
+    let holder = Singleton::new(&name, store.clone(), Options::default()).unwrap();
+    let _guard = locked(holder.lock().await.unwrap());
+    let waiter = Singleton::new(
+        &name,
+        store,
+        Options::default().poll_interval(singleton_process::MAX_DURATION),
+    )
+    .unwrap();
+    let gave_up = waiter
+        .lock_wait(Some(Duration::from_millis(100)))
+        .await
+        .unwrap();
+    assert!(matches!(gave_up, Lock::Conflict(_)));
+    let err = waiter.lock_wait(Some(Duration::MAX)).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidOptions { .. }), "{err}");
+}

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use singleton_process::store::mask_password;
 use singleton_process::{Error, FencingToken, Lock, Options, Singleton, Store};
 
 /// What to measure.
@@ -153,7 +154,7 @@ async fn hammer(url: &str, name: &str, plan: Plan) -> Result<Throughput, Error> 
     for task in tasks {
         let (held, tried) = task
             .await
-            .map_err(|e| Error::store(url, "benchmark", e))??;
+            .map_err(|e| Error::store(mask_password(url), "benchmark", e))??;
         intervals.extend(held);
         attempts += tried;
     }

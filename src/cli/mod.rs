@@ -1,6 +1,7 @@
 //! The `singleton` command-line tool: a thin layer over the library.
 
 mod bench;
+mod label;
 mod output;
 mod process;
 mod run;
@@ -51,7 +52,14 @@ pub mod exit {
 struct Cli {
     /// Where leases live: sqlite:///path.db, postgres://..., redis://..., etcd://..., mongodb://...
     /// [default: sqlite://$XDG_STATE_HOME/singleton/locks.db, else ~/.local/state/singleton/locks.db]
-    #[arg(long, global = true, env = "SINGLETON_STORE", value_name = "URL")]
+    // The value is not shown in --help: it may hold a password.
+    #[arg(
+        long,
+        global = true,
+        env = "SINGLETON_STORE",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
     store: Option<String>,
 
     #[command(subcommand)]
@@ -133,6 +141,11 @@ struct RunArgs {
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     grace: Option<Duration>,
 
+    /// Shown as the holder's label by `status`, `list` and conflict messages, on every host,
+    /// instead of the command line (which is shown with its secrets masked).
+    #[arg(long, value_name = "TEXT")]
+    label: Option<String>,
+
     /// Exit code when another holder has the lease.
     #[arg(long, value_name = "CODE", default_value_t = exit::CONFLICT as u8)]
     conflict_exit: u8,
@@ -152,13 +165,10 @@ struct RunArgs {
     #[arg(long, short)]
     verbose: bool,
 
-    /// The command and its arguments, run directly (no shell).
-    #[arg(
-        required = true,
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        value_name = "COMMAND"
-    )]
+    /// The command and its arguments, run directly (no shell). Options before it are
+    /// singleton's, and everything from it on is the command's; put `--` before a command
+    /// whose name starts with `-`.
+    #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND")]
     command: Vec<OsString>,
 }
 
@@ -171,6 +181,28 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
+/// clap's usage error as one line: its message with the lines that complete it (the missing
+/// arguments, the tips such as "a similar argument exists"), without the usage and help hints.
+fn usage_error_line(rendered: &str) -> String {
+    let mut line = String::new();
+    for part in rendered
+        .lines()
+        .map(str::trim)
+        .take_while(|part| !part.starts_with("Usage:") && !part.starts_with("For more information"))
+        .filter(|part| !part.is_empty())
+    {
+        if !line.is_empty() {
+            line.push_str(if line.ends_with(':') { " " } else { "; " });
+        }
+        line.push_str(part);
+    }
+    match line.strip_prefix("error: ") {
+        Some(message) => message.to_owned(),
+        None if line.is_empty() => "invalid arguments".to_owned(),
+        None => line,
+    }
+}
+
 /// Parses the arguments, runs, and returns the process exit code.
 pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
@@ -181,10 +213,10 @@ pub fn main() -> i32 {
             return 0;
         }
         Err(err) => {
-            let rendered = err.render().to_string();
-            let first = rendered.lines().next().unwrap_or("invalid arguments");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("singleton: {first} (see --help)");
+            eprintln!(
+                "singleton: {} (see --help)",
+                usage_error_line(&err.render().to_string())
+            );
             return exit::USAGE;
         }
     };
@@ -318,7 +350,7 @@ async fn read<T, F: Future<Output = Result<T, Error>>>(
 async fn open_store(url: &str) -> Result<Arc<dyn Store>, Error> {
     if url.trim().to_ascii_lowercase().starts_with("memory:") {
         return Err(Error::InvalidUrl {
-            url: url.to_owned(),
+            url: singleton_process::store::mask_password(url),
             reason: "the in-process memory: store cannot keep separate processes apart; use sqlite:// or a network store".into(),
         });
     }
@@ -351,5 +383,25 @@ fn exit_code(err: &Error) -> i32 {
         Error::Lost { .. } => exit::LOST,
         Error::Store { .. } | Error::Refused { .. } | Error::Timeout { .. } => exit::STORE,
         _ => exit::INTERNAL,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::usage_error_line;
+
+    #[test]
+    fn usage_errors_keep_their_tips_on_one_line() {
+        let rendered = "error: unexpected argument '--nmae' found\n\n  tip: a similar argument exists: '--name'\n\nUsage: singleton run --name <NAME> <COMMAND>...\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            usage_error_line(rendered),
+            "unexpected argument '--nmae' found; tip: a similar argument exists: '--name'"
+        );
+        let rendered = "error: the following required arguments were not provided:\n  <COMMAND>...\n\nUsage: singleton run <COMMAND>...\n";
+        assert_eq!(
+            usage_error_line(rendered),
+            "the following required arguments were not provided: <COMMAND>..."
+        );
+        assert_eq!(usage_error_line(""), "invalid arguments");
     }
 }

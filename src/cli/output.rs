@@ -1,6 +1,13 @@
 //! What the tool prints: one human line per event on stderr, or one JSON object per line with
 //! `--json`. Stdout belongs to the wrapped command; only `status` and `list` print there.
+//!
+//! Names, labels and host names come from the store, where any host or tool may have written
+//! them: human output shows each control character in them (ESC, CR, BEL, C1 controls…) as an
+//! escape such as `\x1b`, so that they cannot move the cursor, rewrite a line or drive the
+//! terminal of whoever reads it. JSON output keeps them exact (JSON escapes them itself).
 
+use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::io::Write;
 use std::time::SystemTime;
 
@@ -58,7 +65,7 @@ impl Output {
             object.insert("message".into(), message.into());
             let _ = writeln!(stderr, "{}", Value::Object(object));
         } else if notable || self.verbose {
-            let _ = writeln!(stderr, "singleton: {message}");
+            let _ = writeln!(stderr, "singleton: {}", printable(message));
         }
     }
 
@@ -75,10 +82,10 @@ impl Output {
                         }
                         None => "never".to_owned(),
                     };
-                    println!("{name}: held");
-                    println!("  holder:  {}", lease.holder.id);
-                    println!("  label:   {}", lease.holder.label);
-                    println!("  host:    {}", lease.holder.host);
+                    println!("{}: held", printable(name));
+                    println!("  holder:  {}", printable(&lease.holder.id));
+                    println!("  label:   {}", printable(&lease.holder.label));
+                    println!("  host:    {}", printable(&lease.holder.host));
                     println!("  pid:     {}", lease.holder.pid);
                     println!(
                         "  since:   {}",
@@ -87,7 +94,7 @@ impl Output {
                     println!("  expires: {expires}");
                     println!("  token:   {}", lease.token);
                 }
-                None => println!("{name}: free"),
+                None => println!("{}: free", printable(name)),
             }
         }
     }
@@ -97,7 +104,7 @@ impl Output {
             println!("{}", serde_json::to_value(leases).unwrap_or(Value::Null));
         } else {
             for lease in leases {
-                println!("{}: {lease}", lease.name);
+                println!("{}", printable(&format!("{}: {lease}", lease.name)));
             }
         }
     }
@@ -112,6 +119,36 @@ impl Output {
             json!({ "name": name, "lease": removed }),
             &message,
             true,
+        );
+    }
+}
+
+/// `text` with each control character shown as `\xNN` (its code point), for a terminal.
+fn printable(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return Cow::Borrowed(text);
+    }
+    let mut shown = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            let _ = write!(shown, "\\x{:02x}", u32::from(c));
+        } else {
+            shown.push(c);
+        }
+    }
+    Cow::Owned(shown)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(printable("plain ü 🦀"), "plain ü 🦀");
+        assert_eq!(
+            printable("a\u{1b}[2Jb\rc\u{7}\u{7f}\u{9b}d\n"),
+            "a\\x1b[2Jb\\x0dc\\x07\\x7f\\x9bd\\x0a"
         );
     }
 }

@@ -14,6 +14,7 @@ use singleton_process::{Error, Event, LeaseGuard, Lock, Loss, Options, Singleton
 use tokio::signal::unix::{Signal as SignalStream, SignalKind, signal};
 use tokio::sync::broadcast;
 
+use super::label::label;
 use super::output::Output;
 use super::process::{self, Cgroup, Job, KillMode, Watchdog};
 use super::{RunArgs, exit};
@@ -69,7 +70,7 @@ pub async fn run(args: RunArgs, url: &str, out: &Output) -> Result<i32, Error> {
     let mut options = Options::default()
         .lock_expire(args.ttl)
         .renew(!args.no_renew)
-        .label(label(&args.command));
+        .label(label(args.label.as_deref(), &args.command));
     if let Some(grace) = args.grace {
         options = options.grace(grace);
     }
@@ -291,7 +292,7 @@ async fn supervise(
         json!({ "pid": pid, "token": guard.token(), "cgroup": cgroup }),
         &format!(
             "started {:?} as pid {pid} (token {}, {})",
-            label(&args.command),
+            label(args.label.as_deref(), &args.command),
             guard.token(),
             match &cgroup {
                 Some(dir) => format!("in cgroup {dir}"),
@@ -494,20 +495,6 @@ fn default_name(command: &[OsString]) -> String {
         .and_then(Path::file_name)
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_default()
-}
-
-/// The command line, shortened, as the lease's label.
-fn label(command: &[OsString]) -> String {
-    const MAX: usize = 200;
-    let line = command
-        .iter()
-        .map(|arg| arg.to_string_lossy())
-        .collect::<Vec<_>>()
-        .join(" ");
-    match line.char_indices().nth(MAX) {
-        Some((end, _)) => format!("{}...", &line[..end]),
-        None => line,
-    }
 }
 
 /// The forwarded signals as one stream.

@@ -13,10 +13,15 @@ use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
 
+#[cfg(any(feature = "mongodb", feature = "redis"))]
+pub(crate) use mask::redact;
+pub use mask::{is_secret_key, mask_password};
+
 #[cfg(feature = "etcd")]
 pub mod etcd;
 #[cfg(any(feature = "redis", feature = "etcd"))]
 mod kv;
+mod mask;
 pub mod memory;
 #[cfg(feature = "mongodb")]
 pub mod mongodb;
@@ -304,6 +309,18 @@ pub async fn bounded<T>(
 /// ```
 pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
     let scheme = url.split_once(':').map(|(scheme, _)| scheme).unwrap_or("");
+    if !mask::is_scheme(scheme) {
+        // Never the text itself: it may be a libpq string with a password in it.
+        let reason = if url.contains('=') && !url.contains("://") {
+            "a keyword=value connection string is not accepted; write it as a URL, e.g. postgres://user:password@host/db"
+        } else {
+            "expected SCHEME:..., e.g. sqlite:///var/lib/singleton/locks.db"
+        };
+        return Err(Error::InvalidUrl {
+            url: mask_password(url),
+            reason: reason.into(),
+        });
+    }
     match scheme.to_ascii_lowercase().as_str() {
         "memory" => Ok(Arc::new(memory::MemoryStore::new())),
         #[cfg(feature = "sqlite")]
@@ -330,10 +347,6 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
         "etcd" => Ok(Arc::new(etcd::EtcdStore::connect(url).await?)),
         #[cfg(not(feature = "etcd"))]
         "etcd" => Err(disabled(scheme, "etcd")),
-        "" => Err(Error::InvalidUrl {
-            url: mask_password(url),
-            reason: "expected SCHEME:..., e.g. sqlite:///var/lib/singleton/locks.db".into(),
-        }),
         _ => Err(Error::InvalidUrl {
             url: mask_password(url),
             reason: format!(
@@ -356,28 +369,6 @@ fn disabled(scheme: &str, feature: &'static str) -> Error {
     Error::FeatureDisabled {
         scheme: scheme.to_owned(),
         feature,
-    }
-}
-
-/// Returns `url` with the password of its `user:password@` part replaced by `***`, so that it
-/// can be shown in messages and logs.
-pub fn mask_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rfind('@') {
-        Some(at) => {
-            let userinfo = &authority[..at];
-            match userinfo.split_once(':') {
-                Some((user, _password)) => {
-                    format!("{scheme}://{user}:***{}{tail}", &authority[at..])
-                }
-                None => url.to_owned(),
-            }
-        }
-        None => url.to_owned(),
     }
 }
 
@@ -449,24 +440,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn masks_only_the_password() {
-        assert_eq!(
-            mask_password("redis://user:s3cret@host:6379/0?x=1"),
-            "redis://user:***@host:6379/0?x=1"
-        );
-        assert_eq!(
-            mask_password("postgres://u:p@ss@h/db"),
-            "postgres://u:***@h/db"
-        );
-        assert_eq!(mask_password("redis://host:6379"), "redis://host:6379");
-        assert_eq!(mask_password("redis://user@host"), "redis://user@host");
-        assert_eq!(
-            mask_password("sqlite:///tmp/a@b:c.db"),
-            "sqlite:///tmp/a@b:c.db"
-        );
-    }
-
-    #[test]
     fn names_are_checked() {
         assert!(validate_name("nightly").is_ok());
         assert!(validate_name("ü/%*' \"x").is_ok());
@@ -482,5 +455,14 @@ mod tests {
         assert!(matches!(err, Error::InvalidUrl { .. }), "{err}");
         let err = connect("/tmp/x.db").await.unwrap_err();
         assert!(matches!(err, Error::InvalidUrl { .. }), "{err}");
+        for libpq in [
+            "host=db user=u password=secret dbname=x",
+            "host=db password=se:cret",
+        ] {
+            let err = connect(libpq).await.unwrap_err();
+            assert!(matches!(err, Error::InvalidUrl { .. }), "{err}");
+            assert!(!err.to_string().contains("secret"), "{err}");
+            assert!(!err.to_string().contains("cret"), "{err}");
+        }
     }
 }

@@ -39,7 +39,7 @@ use mongodb::options::{Acknowledgment, ClientOptions, ReturnDocument, WriteConce
 use mongodb::{Client, Collection};
 use serde::Deserialize;
 
-use super::{Acquire, FencingToken, Holder, Lease, Released, Store, mask_password};
+use super::{Acquire, FencingToken, Holder, Lease, Released, Store, mask_password, redact};
 use crate::error::{Error, Result};
 
 /// The collection used when the URL has no `?collection=`.
@@ -54,6 +54,9 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// has no socket timeout, so without this a server that accepts but never answers would hang
 /// every call (the lease's own deadline still protects a holder, but not `status` or `release`).
 pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest `?timeoutMS=` accepted: an hour, as for the SQL stores' `?connect_timeout=`.
+const MAX_OPERATION_TIMEOUT_MS: u64 = 3_600_000;
 
 /// Longest lease we accept: far beyond any sensible TTL, and safely inside BSON dates.
 const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
@@ -110,8 +113,10 @@ impl StoreUrl {
                 let ms = decoded()?
                     .parse::<u64>()
                     .ok()
-                    .filter(|ms| *ms > 0)
-                    .ok_or_else(|| invalid("timeoutMS must be a positive number".into()))?;
+                    .filter(|ms| *ms > 0 && *ms <= MAX_OPERATION_TIMEOUT_MS)
+                    .ok_or_else(|| {
+                        invalid("timeoutMS must be a number of milliseconds from 1 to 3600000 (an hour)".into())
+                    })?;
                 timeout = Some(Duration::from_millis(ms));
             } else {
                 driver_options.push(pair);
@@ -326,7 +331,7 @@ struct DriverError {
 }
 
 impl DriverError {
-    /// `raw_url` (when known) lets us blank its password should a message ever quote it.
+    /// `raw_url` (when known) lets us blank its secrets should a message ever quote them.
     fn new(inner: mongodb::error::Error, raw_url: &str) -> Self {
         let message = match &*inner.kind {
             ErrorKind::Command(err) => format!("{} ({} {})", err.message, err.code_name, err.code),
@@ -346,10 +351,7 @@ impl DriverError {
             ErrorKind::InvalidArgument { message, .. } => message.clone(),
             other => other.to_string(),
         };
-        let mut message = message.replace(['\n', '\r'], " ");
-        if let Some(password) = password_of(raw_url) {
-            message = message.replace(password, "***");
-        }
+        let message = redact(&message.replace(['\n', '\r'], " "), raw_url);
         DriverError { message, inner }
     }
 }
@@ -386,15 +388,6 @@ impl std::error::Error for DriverError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         Some(&self.inner)
     }
-}
-
-/// The raw password of a `scheme://user:password@host` URL, if it has a non-empty one.
-fn password_of(url: &str) -> Option<&str> {
-    let (_, rest) = url.split_once("://")?;
-    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
-    let userinfo = &authority[..authority.rfind('@')?];
-    let (_, password) = userinfo.split_once(':')?;
-    (!password.is_empty()).then_some(password)
 }
 
 /// A lease document as stored.
@@ -732,6 +725,8 @@ mod tests {
             }
         }
         assert!(StoreUrl::parse("mongodb://h/db?timeoutMS=0").is_err());
+        assert!(StoreUrl::parse("mongodb://h/db?timeoutMS=3600001").is_err());
+        assert!(StoreUrl::parse("mongodb://h/db?timeoutMS=18446744073709551615").is_err());
     }
 
     #[test]
@@ -751,12 +746,5 @@ mod tests {
             "no usable server in time (127.0.0.1:1: I/O error: Connection refused (os error 111))"
         );
         assert_eq!(server_selection("odd"), "no usable server: odd");
-    }
-
-    #[test]
-    fn passwords_are_found() {
-        assert_eq!(password_of("mongodb://u:pw@h/db"), Some("pw"));
-        assert_eq!(password_of("mongodb://u@h/db"), None);
-        assert_eq!(password_of("mongodb://h/db"), None);
     }
 }

@@ -191,6 +191,30 @@ struct Outcome {
     last_insert_id: Option<u64>,
 }
 
+/// Refuses the driver's own duration parameters beyond [`MAX_DURATION`](crate::MAX_DURATION):
+/// it adds some to the clock unchecked, so `?abs_conn_ttl=18446744073709551615` would panic at
+/// the first connection.
+fn check_driver_durations(opts: &Opts) -> std::result::Result<(), String> {
+    let pool = opts.pool_opts();
+    let durations = [
+        ("abs_conn_ttl", pool.abs_conn_ttl()),
+        ("abs_conn_ttl_jitter", pool.abs_conn_ttl_jitter()),
+        ("conn_ttl", opts.conn_ttl()),
+        (
+            "inactive_connection_ttl",
+            Some(pool.inactive_connection_ttl()),
+        ),
+        ("ttl_check_interval", Some(pool.ttl_check_interval())),
+    ];
+    match durations
+        .iter()
+        .find(|(_, value)| value.is_some_and(|value| value > crate::MAX_DURATION))
+    {
+        Some((param, _)) => Err(format!("?{param}= must be at most a year")),
+        None => Ok(()),
+    }
+}
+
 /// The lease columns: token, holder id, host, pid, label, created and expiry in µs.
 type LeaseRow = (
     u64,
@@ -271,6 +295,10 @@ impl MysqlStore {
         let opts = Opts::from_url(&driver_url).map_err(|e| Error::InvalidUrl {
             url: url.masked.clone(),
             reason: sql::OneLine::of(&e).to_string(),
+        })?;
+        check_driver_durations(&opts).map_err(|reason| Error::InvalidUrl {
+            url: url.masked.clone(),
+            reason,
         })?;
         // Affected rows must say 0 for an unchanged row: that is how acquire tells "held".
         let opts = OptsBuilder::from_opts(opts).client_found_rows(false);
@@ -570,5 +598,23 @@ impl Store for MysqlStore {
         )
         .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn driver_durations_beyond_a_year_are_refused() {
+        for param in ["abs_conn_ttl", "conn_ttl", "inactive_connection_ttl"] {
+            let url = format!("mysql://u:pw@127.0.0.1:1/db?{param}=18446744073709551615");
+            match MysqlStore::connect(&url).await {
+                Err(Error::InvalidUrl { reason, .. }) => {
+                    assert!(reason.contains(param), "{reason}")
+                }
+                other => panic!("{param}: {other:?}"),
+            }
+        }
     }
 }

@@ -26,7 +26,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script};
 
 use super::kv::{self, Fields};
-use super::{Acquire, FencingToken, Freed, Lease, Released, Store, mask_password};
+use super::{Acquire, FencingToken, Freed, Lease, Released, Store, mask_password, redact};
 use crate::error::{Error, Result};
 
 /// Key prefix unless the URL's `?prefix=` sets another.
@@ -201,7 +201,7 @@ impl RedisStore {
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
         let client = redis::Client::open(driver_url.as_str())
-            .map_err(|e| kv::invalid_url(url, redacted(&e, url)))?;
+            .map_err(|e| kv::invalid_url(url, redact(&e.to_string(), url)))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(options.connect_timeout))
             .set_response_timeout(Some(kv::RESPONSE_TIMEOUT))
@@ -221,7 +221,7 @@ impl RedisStore {
                 operation: "connect",
                 after: options.connect_timeout,
             })?
-            .map_err(|e| Error::store(&masked, "connect", redacted(&e, url)))?;
+            .map_err(|e| Error::store(&masked, "connect", redact(&e.to_string(), url)))?;
         Ok(RedisStore {
             url: masked,
             prefix: options.prefix,
@@ -285,18 +285,6 @@ impl RedisStore {
         kv::push_field(&mut owner, lease.token.0.to_string().as_bytes());
         kv::push_field(&mut owner, lease.holder.id.as_bytes());
         owner
-    }
-}
-
-/// The driver's message, with the URL's password blanked in case the driver quoted it.
-fn redacted(err: &RedisError, url: &str) -> String {
-    let message = err.to_string();
-    match url::Url::parse(url)
-        .ok()
-        .and_then(|u| u.password().map(str::to_owned))
-    {
-        Some(password) if !password.is_empty() => message.replace(&password, "***"),
-        _ => message,
     }
 }
 

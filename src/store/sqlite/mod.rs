@@ -70,7 +70,7 @@ impl SqliteStore {
     /// URL. A `?` always starts the query, so a file name that contains one cannot be named.
     pub async fn open_url(url: &str) -> Result<Self> {
         let invalid = |reason: String| Error::InvalidUrl {
-            url: url.to_owned(),
+            url: super::mask_password(url),
             reason,
         };
         let rest = url.split_once("://").map_or("", |(_, rest)| rest);
