@@ -4,6 +4,7 @@ use singleton_process::conformance::Suite;
 use singleton_process::{Acquire, Holder};
 
 use crate::support::mariadb_server::shared;
+use crate::support::proxy::Proxy;
 use crate::support::{history, unique};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -90,4 +91,12 @@ async fn a_table_of_another_shape_is_reported() {
     .expect("create a foreign table");
     drop(conn);
     super::sql::a_table_of_another_shape_is_reported(&shared().url(), &table).await;
+}
+
+#[tokio::test]
+async fn an_abandoned_request_does_not_hang_the_next() {
+    let port = shared().server.port;
+    let proxy = Proxy::start(port);
+    let url = proxy.route(&shared().url(), port);
+    super::frozen::abandoned_requests_do_not_hang_the_next(&url, &shared().url(), &proxy).await;
 }
