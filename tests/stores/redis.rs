@@ -6,6 +6,7 @@ use singleton_process::conformance::Suite;
 use singleton_process::{Acquire, Error, Holder};
 
 use super::kv;
+use crate::support::proxy::Proxy;
 use crate::support::redis_server::{self, PASSWORD};
 use crate::support::{Test, history, servers, unique};
 
@@ -110,4 +111,12 @@ async fn bad_urls_are_refused() {
         let err = singleton_process::connect(url).await.unwrap_err();
         assert!(matches!(err, Error::InvalidUrl { .. }), "{url}: {err}");
     }
+}
+
+#[tokio::test]
+async fn an_abandoned_request_does_not_hang_the_next() {
+    let server = redis_server::shared();
+    let proxy = Proxy::start(server.server.port);
+    let url = proxy.route(&server.url, server.server.port);
+    super::frozen::abandoned_requests_do_not_hang_the_next(&url, &server.url, &proxy).await;
 }
