@@ -7,6 +7,7 @@ use singleton_process::{Acquire, Error, Holder};
 
 use super::kv;
 use crate::support::etcd_server;
+use crate::support::proxy::Proxy;
 use crate::support::{Test, history, servers, unique};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -136,4 +137,12 @@ async fn bad_urls_are_refused() {
         let err = singleton_process::connect(url).await.unwrap_err();
         assert!(matches!(err, Error::InvalidUrl { .. }), "{url}: {err}");
     }
+}
+
+#[tokio::test]
+async fn an_abandoned_request_does_not_hang_the_next() {
+    let server = etcd_server::shared();
+    let proxy = Proxy::start(server.server.port);
+    let url = proxy.route(&server.url, server.server.port);
+    super::frozen::abandoned_requests_do_not_hang_the_next(&url, &server.url, &proxy).await;
 }
