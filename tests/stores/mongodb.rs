@@ -256,3 +256,21 @@ async fn an_abandoned_request_does_not_hang_the_next() {
     );
     super::frozen::abandoned_requests_do_not_hang_the_next(&url, &server.url, &proxy).await;
 }
+
+/// A wrong password is [`Error::Refused`], which a waiter does not wait through.
+#[tokio::test]
+async fn a_wrong_password_is_refused() {
+    let server = mongodb_server::with_auth();
+    let url = server.url.replace(PASSWORD, "wrong-Xk4-password");
+    let err = singleton_process::connect(&url).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Refused {
+                operation: "connect",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
