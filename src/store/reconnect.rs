@@ -93,6 +93,7 @@ impl<C: Clone> Reconnecting<C> {
 
     /// The current client, if any, for work whose outcome nobody waits for (say, tidying up
     /// in the background); it is not replaced should that work hang.
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
     pub fn peek(&self) -> Option<C> {
         self.slot
             .lock()

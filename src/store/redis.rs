@@ -245,7 +245,14 @@ impl RedisStore {
                 operation: "connect",
                 after: options.connect_timeout,
             })?
-            .map_err(|e| driver_error(&masked, "connect", &e, redacted(&e, url)))?;
+            .map_err(|e| {
+                let message = redacted(&e, url);
+                if is_refusal(&e) {
+                    Error::refused(&masked, "connect", message)
+                } else {
+                    Error::store(&masked, "connect", message)
+                }
+            })?;
         Ok(RedisStore {
             url: masked,
             prefix: options.prefix,
@@ -327,9 +334,10 @@ impl RedisStore {
                 operation,
                 after: kv::RESPONSE_TIMEOUT,
             }
+        } else if is_refusal(&err) {
+            Error::refused(&self.url, operation, err)
         } else {
-            let message = err.to_string();
-            driver_error(&self.url, operation, &err, message)
+            Error::store(&self.url, operation, err)
         }
     }
 
@@ -369,19 +377,13 @@ impl RedisStore {
     }
 }
 
-/// [`Error::Refused`] with `message` when the server refused our credentials (a wrong password
-/// or user, none given where one is needed) or our access (an ACL that forbids a command or a
-/// key), else [`Error::Store`].
-fn driver_error(store: &str, operation: &'static str, err: &RedisError, message: String) -> Error {
-    let refused = matches!(
+/// Whether the server refused our credentials (a wrong password or user, none given where one
+/// is needed) or our access (an ACL that forbids a command or a key): [`Error::Refused`].
+fn is_refusal(err: &RedisError) -> bool {
+    matches!(
         err.kind(),
         ErrorKind::AuthenticationFailed | ErrorKind::Server(ServerErrorKind::NoPerm)
-    ) || matches!(err.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM"));
-    if refused {
-        Error::refused(store, operation, message)
-    } else {
-        Error::store(store, operation, message)
-    }
+    ) || matches!(err.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM"))
 }
 
 /// The driver's message, with the URL's password blanked in case the driver quoted it.
