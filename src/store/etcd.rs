@@ -147,7 +147,11 @@ impl EtcdStore {
             .with_keep_alive_while_idle(true)
             .with_tcp_keepalive(reconnect::KEEPALIVE_IDLE);
         if let Some((user, password)) = target.user {
-            connect_options = connect_options.with_user(user, password);
+            // etcd lets an auth token lapse (after `--auth-token-ttl` unused, 5 min by default):
+            // log in again then, rather than fail every request from then on.
+            connect_options = connect_options
+                .with_user(user, password)
+                .with_auto_token_refresh(true);
         }
         let prefix = options.prefix;
         let probe = async {
@@ -573,7 +577,7 @@ impl std::error::Error for EtcdError {
 
 /// [`Error::Refused`] when etcd refused our credentials or our access (a wrong user or
 /// password, or a role without permission on the prefix), else [`Error::Store`]. An expired
-/// auth token is not a refusal: a new client logs in again.
+/// auth token is not a refusal: the client logs in again.
 fn driver_error(store: &str, operation: &'static str, err: etcd_client::Error) -> Error {
     let refused = match &err {
         etcd_client::Error::GRpcStatus(status) => match i32::from(status.code()) {
