@@ -86,7 +86,9 @@ impl Timing {
     pub(crate) fn new(options: &Options) -> Result<Self> {
         if let Some(timeout) = options.request_timeout {
             if timeout.is_zero() {
-                return Err(Error::options("the request timeout must be greater than zero"));
+                return Err(Error::options(
+                    "the request timeout must be greater than zero",
+                ));
             }
             check_duration("request timeout", timeout)?;
         }

@@ -93,12 +93,6 @@ impl Drop for Stubborn {
     }
 }
 
-fn epoch_ns(at: SystemTime) -> u128 {
-    at.duration_since(SystemTime::UNIX_EPOCH)
-        .expect("clock")
-        .as_nanos()
-}
-
 fn read_ns(file: &Path) -> u128 {
     std::fs::read_to_string(file)
         .unwrap_or_else(|e| panic!("{}: {e}", file.display()))

@@ -30,15 +30,17 @@
 
 use std::fmt;
 use std::future::IntoFuture;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures_util::TryStreamExt;
 use mongodb::bson::{Bson, DateTime, Document, doc};
 use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::options::{Acknowledgment, ClientOptions, ReturnDocument, WriteConcern};
-use mongodb::{Client, Collection};
+use mongodb::{Client, Collection, Database};
 use serde::Deserialize;
 
+use super::reconnect::Reconnecting;
 use super::{Acquire, FencingToken, Holder, Lease, Released, Store, mask_password, redact};
 use crate::error::{Error, Result};
 
@@ -68,13 +70,49 @@ const DUPLICATE_KEY: i32 = 11000;
 /// finds the document the winner inserted, so it has an answer.
 const ACQUIRE_TRIES: usize = 3;
 
-/// The MongoDB store: one [`Client`] (a connection pool) shared by every call.
-#[derive(Debug, Clone)]
+/// The MongoDB store: one [`Client`] (a connection pool) shared by every call, and replaced by
+/// a new one once a request was abandoned (see `reconnect`).
+#[derive(Clone)]
 pub struct MongoStore {
     url: String,
+    handles: Arc<Reconnecting<Handles>>,
+    /// For the next client.
+    options: ClientOptions,
+    database: String,
+    collection: String,
+    timeout: Duration,
+}
+
+impl fmt::Debug for MongoStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MongoStore")
+            .field("url", &self.url)
+            .field("collection", &self.collection)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the store reaches through one client.
+#[derive(Clone)]
+struct Handles {
+    db: Database,
     leases: Collection<LeaseDoc>,
     scratch: Collection<Document>,
-    timeout: Duration,
+}
+
+impl Handles {
+    fn new(
+        options: &ClientOptions,
+        database: &str,
+        collection: &str,
+    ) -> mongodb::error::Result<Self> {
+        let db = Client::with_options(options.clone())?.database(database);
+        Ok(Handles {
+            leases: db.collection(collection),
+            scratch: db.collection(&format!("{collection}.benchmark")),
+            db,
+        })
+    }
 }
 
 /// The parts of a store URL that are ours rather than the driver's.
@@ -251,11 +289,12 @@ impl MongoStore {
         timeout: Duration,
     ) -> Result<Self> {
         let connect_failed = |err| Error::store(&url, "connect", DriverError::new(err, raw_url));
-        let client = Client::with_options(options).map_err(connect_failed)?;
-        let db = client.database(database);
+        let handles = Handles::new(&options, database, collection).map_err(connect_failed)?;
         let store = MongoStore {
-            leases: db.collection(collection),
-            scratch: db.collection(&format!("{collection}.benchmark")),
+            handles: Arc::new(Reconnecting::new(handles)),
+            options,
+            database: database.to_owned(),
+            collection: collection.to_owned(),
             url: url.clone(),
             timeout,
         };
@@ -265,8 +304,9 @@ impl MongoStore {
         let spec = store
             .bounded_scrubbed(
                 "connect",
-                async {
-                    let mut found = db
+                |handles| async move {
+                    let mut found = handles
+                        .db
                         .list_collections()
                         .filter(doc! { "name": collection })
                         .await?;
@@ -291,35 +331,75 @@ impl MongoStore {
         Ok(store)
     }
 
-    /// Runs one driver call within the operation timeout, mapping its error.
-    async fn bounded<T>(
+    /// Runs one driver call (`call` gets the client's handles) within the operation timeout,
+    /// mapping its error.
+    async fn bounded<T, F>(
         &self,
         operation: &'static str,
-        call: impl IntoFuture<Output = mongodb::error::Result<T>>,
-    ) -> Result<T> {
+        call: impl FnOnce(Handles) -> F,
+    ) -> Result<T>
+    where
+        F: IntoFuture<Output = mongodb::error::Result<T>>,
+    {
         self.bounded_scrubbed(operation, call, "").await
     }
 
     /// [`Self::bounded`], blanking the password of `raw_url` should an error message quote it.
-    async fn bounded_scrubbed<T>(
+    ///
+    /// The driver closes the connection of a call that is abandoned (timed out here, or its
+    /// future dropped), but its pool's other connections went through the same network and
+    /// would serve the next call: so the whole client is given up, and the next call makes a
+    /// new one.
+    async fn bounded_scrubbed<T, F>(
         &self,
         operation: &'static str,
-        call: impl IntoFuture<Output = mongodb::error::Result<T>>,
+        call: impl FnOnce(Handles) -> F,
         raw_url: &str,
-    ) -> Result<T> {
-        match tokio::time::timeout(self.timeout, call.into_future()).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(err)) => Err(Error::store(
-                &self.url,
-                operation,
-                DriverError::new(err, raw_url),
-            )),
-            Err(_) => Err(Error::Timeout {
+    ) -> Result<T>
+    where
+        F: IntoFuture<Output = mongodb::error::Result<T>>,
+    {
+        let fresh = || {
+            let made = Handles::new(&self.options, &self.database, &self.collection);
+            std::future::ready(made.map_err(|err| driver_error(&self.url, operation, err, raw_url)))
+        };
+        let handles = self.handles.lend(fresh).await?;
+        let answer = tokio::time::timeout(self.timeout, call(handles.clone()).into_future()).await;
+        let Ok(answer) = answer else {
+            return Err(Error::Timeout {
                 store: self.url.clone(),
                 operation,
                 after: self.timeout,
-            }),
-        }
+            });
+        };
+        handles.answered();
+        answer.map_err(|err| driver_error(&self.url, operation, err, raw_url))
+    }
+}
+
+/// MongoDB's `Unauthorized` and `AuthenticationFailed` error codes.
+const UNAUTHORIZED: i32 = 13;
+const AUTHENTICATION_FAILED: i32 = 18;
+
+/// [`Error::Refused`] when the server refused our credentials (a failed authentication) or
+/// our access (a user without the role for the collection), else [`Error::Store`].
+fn driver_error(
+    store: &str,
+    operation: &'static str,
+    err: mongodb::error::Error,
+    raw_url: &str,
+) -> Error {
+    let refused = match &*err.kind {
+        ErrorKind::Authentication { .. } => true,
+        ErrorKind::Command(err) => matches!(err.code, UNAUTHORIZED | AUTHENTICATION_FAILED),
+        ErrorKind::Write(WriteFailure::WriteError(err)) => err.code == UNAUTHORIZED,
+        _ => false,
+    };
+    let error = DriverError::new(err, raw_url);
+    if refused {
+        Error::refused(store, operation, error)
+    } else {
+        Error::store(store, operation, error)
     }
 }
 
@@ -548,14 +628,15 @@ impl Store for MongoStore {
         let mut tries = 0;
         let mut doc = loop {
             tries += 1;
+            let pipeline = pipeline.clone();
             let attempt = self
-                .bounded(
-                    "acquire",
-                    self.leases
-                        .find_one_and_update(doc! { "_id": name }, pipeline.clone())
+                .bounded("acquire", |h| async move {
+                    h.leases
+                        .find_one_and_update(doc! { "_id": name }, pipeline)
                         .upsert(true)
-                        .return_document(ReturnDocument::After),
-                )
+                        .return_document(ReturnDocument::After)
+                        .await
+                })
                 .await;
             match attempt {
                 Ok(Some(doc)) => break doc,
@@ -610,12 +691,12 @@ impl Store for MongoStore {
             "else": { "$add": ["$$NOW", ttl] },
         } } } }];
         let renewed = self
-            .bounded(
-                "renew",
-                self.leases
+            .bounded("renew", |h| async move {
+                h.leases
                     .find_one_and_update(filter, pipeline)
-                    .return_document(ReturnDocument::After),
-            )
+                    .return_document(ReturnDocument::After)
+                    .await
+            })
             .await?;
         renewed
             .and_then(LeaseDoc::lease)
@@ -627,13 +708,14 @@ impl Store for MongoStore {
             return Ok(Released::NotHeld);
         };
         let result = self
-            .bounded(
-                "release",
-                self.leases.update_one(
-                    doc! { "_id": &lease.name, "holder.id": &lease.holder.id, "token": token },
-                    doc! { "$set": { "holder": Bson::Null, "expires": Bson::Null } },
-                ),
-            )
+            .bounded("release", |h| async move {
+                h.leases
+                    .update_one(
+                        doc! { "_id": &lease.name, "holder.id": &lease.holder.id, "token": token },
+                        doc! { "$set": { "holder": Bson::Null, "expires": Bson::Null } },
+                    )
+                    .await
+            })
             .await?;
         Ok(if result.matched_count == 1 {
             Released::Released
@@ -644,18 +726,19 @@ impl Store for MongoStore {
 
     async fn inspect(&self, name: &str) -> Result<Option<Lease>> {
         let found = self
-            .bounded(
-                "inspect",
-                self.leases.find_one(doc! { "_id": name, "$expr": live() }),
-            )
+            .bounded("inspect", |h| async move {
+                h.leases
+                    .find_one(doc! { "_id": name, "$expr": live() })
+                    .await
+            })
             .await?;
         Ok(found.and_then(LeaseDoc::lease))
     }
 
     async fn list(&self) -> Result<Vec<Lease>> {
         let mut leases: Vec<Lease> = self
-            .bounded("list", async {
-                let cursor = self.leases.find(doc! { "$expr": live() }).await?;
+            .bounded("list", |h| async move {
+                let cursor = h.leases.find(doc! { "$expr": live() }).await?;
                 cursor.try_collect::<Vec<LeaseDoc>>().await
             })
             .await?
@@ -669,29 +752,27 @@ impl Store for MongoStore {
 
     async fn force_release(&self, name: &str) -> Result<Option<Lease>> {
         let removed = self
-            .bounded(
-                "force-release",
-                self.leases
+            .bounded("force-release", |h| async move {
+                h.leases
                     .find_one_and_update(
                         doc! { "_id": name, "$expr": live() },
                         doc! { "$set": { "holder": Bson::Null, "expires": Bson::Null } },
                     )
-                    .return_document(ReturnDocument::Before),
-            )
+                    .return_document(ReturnDocument::Before)
+                    .await
+            })
             .await?;
         Ok(removed.and_then(LeaseDoc::lease))
     }
 
     async fn benchmark_floor(&self, scratch_key: &str) -> Result<()> {
-        self.bounded(
-            "benchmark",
-            self.scratch.insert_one(doc! { "_id": scratch_key }),
-        )
+        self.bounded("benchmark", |h| async move {
+            h.scratch.insert_one(doc! { "_id": scratch_key }).await
+        })
         .await?;
-        self.bounded(
-            "benchmark",
-            self.scratch.delete_one(doc! { "_id": scratch_key }),
-        )
+        self.bounded("benchmark", |h| async move {
+            h.scratch.delete_one(doc! { "_id": scratch_key }).await
+        })
         .await?;
         Ok(())
     }

@@ -18,6 +18,7 @@ use std::time::{Duration, SystemTime};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder, Params, Pool, Row, Value};
 
+use super::reconnect::{self, Lent, Reconnecting};
 use super::sql::{self, SqlUrl};
 use super::{Acquire, Holder, Lease, Released, Store};
 use crate::error::{Error, Result};
@@ -36,6 +37,11 @@ fn retry_pause() -> Duration {
 
 /// The server's "Deadlock found when trying to get lock" error.
 const ER_LOCK_DEADLOCK: u16 = 1213;
+
+/// The server's errors that refuse our credentials or our access: access denied for the user
+/// (1045), to the database (1044), to a table (1142) or a column (1143), a missing privilege
+/// (1227), and a password that must be changed first (1820, 1862).
+const REFUSALS: [u16; 7] = [1044, 1045, 1142, 1143, 1227, 1820, 1862];
 
 /// `expires_at` of a free row: long past by any clock.
 const FREE: &str = "'1970-01-01 00:00:00'";
@@ -178,11 +184,22 @@ impl Statements {
 }
 
 /// The MySQL/MariaDB store: a connection pool whose connections cache the prepared statements.
-#[derive(Debug)]
 pub struct MysqlStore {
     url: SqlUrl,
-    pool: Pool,
+    /// Replaced by a new pool once a request was abandoned (see `reconnect`).
+    pool: Reconnecting<Pool>,
+    /// For the next pool.
+    opts: Opts,
     sql: Statements,
+}
+
+impl std::fmt::Debug for MysqlStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MysqlStore")
+            .field("url", &self.url.masked)
+            .field("table", &self.url.table)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What one statement did, from the OK packet.
@@ -289,9 +306,15 @@ impl MysqlStore {
     pub async fn connect(url: &str) -> Result<Self> {
         let url = SqlUrl::parse(url)?;
         // Over TCP as the URL says, rather than switching to the server's unix socket when the
-        // host is local; keep prepared statements when a connection goes back to the pool.
-        let driver_url =
-            url.driver_url(&[("prefer_socket", "false"), ("reset_connection", "false")]);
+        // host is local; keep prepared statements when a connection goes back to the pool; let
+        // the kernel end dead connections that no request waits on (see `reconnect`: the
+        // driver sets only the idle time, in ms, and leaves the probes to the system).
+        let keepalive = reconnect::KEEPALIVE_IDLE.as_millis().to_string();
+        let driver_url = url.driver_url(&[
+            ("prefer_socket", "false"),
+            ("reset_connection", "false"),
+            ("tcp_keepalive", &keepalive),
+        ]);
         let opts = Opts::from_url(&driver_url).map_err(|e| Error::InvalidUrl {
             url: url.masked.clone(),
             reason: sql::OneLine::of(&e).to_string(),
@@ -301,34 +324,54 @@ impl MysqlStore {
             reason,
         })?;
         // Affected rows must say 0 for an unchanged row: that is how acquire tells "held".
-        let opts = OptsBuilder::from_opts(opts).client_found_rows(false);
-        let pool = Pool::new(opts);
+        let opts: Opts = OptsBuilder::from_opts(opts).client_found_rows(false).into();
         let sql = Statements::new(&url.table, &url.scratch_table());
-        let store = MysqlStore { url, pool, sql };
+        let store = MysqlStore {
+            url,
+            pool: Reconnecting::new(Pool::new(opts.clone())),
+            opts,
+            sql,
+        };
         store.set_up().await?;
         Ok(store)
     }
 
     async fn set_up(&self) -> Result<()> {
-        let mut conn = self.conn("connect").await?;
+        let (pool, mut conn) = self.conn("connect").await?;
         for create in [&self.sql.create, &self.sql.create_scratch] {
             conn.query_drop(create.as_str())
                 .await
-                .map_err(|e| self.url.error("create table", e))?;
+                .map_err(|e| self.error("create table", e))?;
         }
         for statement in self.sql.all() {
             conn.prep(statement)
                 .await
-                .map_err(|e| self.url.error("prepare", e))?;
+                .map_err(|e| self.error("prepare", e))?;
         }
+        pool.answered();
         Ok(())
     }
 
-    /// A pooled connection; a new one is made within the connect timeout.
-    async fn conn(&self, operation: &'static str) -> Result<Conn> {
-        match tokio::time::timeout(self.url.connect_timeout, self.pool.get_conn()).await {
-            Ok(conn) => conn.map_err(|e| self.url.error(operation, e)),
+    /// A pooled connection for one request, and the pool it comes from, lent until the request
+    /// says it was answered; a new connection is made within the connect timeout.
+    async fn conn(&self, operation: &'static str) -> Result<(Lent<'_, Pool>, Conn)> {
+        let new_pool = || std::future::ready(Ok::<_, Error>(Pool::new(self.opts.clone())));
+        let pool = self.pool.lend(new_pool).await?;
+        match tokio::time::timeout(self.url.connect_timeout, pool.get_conn()).await {
+            Ok(Ok(conn)) => Ok((pool, conn)),
+            Ok(Err(err)) => Err(self.error(operation, err)),
             Err(_) => Err(self.url.connect_timed_out(operation)),
+        }
+    }
+
+    /// The driver's `err` as ours: [`Error::Refused`] when the server refused our credentials
+    /// or our access, else [`Error::Store`].
+    fn error(&self, operation: &'static str, err: mysql_async::Error) -> Error {
+        match &err {
+            mysql_async::Error::Server(server) if REFUSALS.contains(&server.code) => {
+                self.url.refused(operation, err)
+            }
+            _ => self.url.error(operation, err),
         }
     }
 
@@ -341,7 +384,7 @@ impl MysqlStore {
     ) -> Result<Outcome> {
         self.try_execute(operation, statement, params)
             .await?
-            .map_err(|e| self.url.error(operation, e))
+            .map_err(|e| self.error(operation, e))
     }
 
     /// Like [`Self::execute`], but hands back the server's own error so that the caller can
@@ -352,14 +395,16 @@ impl MysqlStore {
         statement: &str,
         params: Vec<Value>,
     ) -> Result<Result<Outcome, mysql_async::Error>> {
-        let mut conn = self.conn(operation).await?;
-        Ok(conn
+        let (pool, mut conn) = self.conn(operation).await?;
+        let outcome = conn
             .exec_drop(statement, Params::Positional(params))
             .await
             .map(|()| Outcome {
                 affected_rows: conn.affected_rows(),
                 last_insert_id: conn.last_insert_id(),
-            }))
+            });
+        pool.answered();
+        Ok(outcome)
     }
 
     /// Runs one prepared statement and converts its rows (an unexpected column type is an
@@ -370,11 +415,10 @@ impl MysqlStore {
         statement: &str,
         params: Vec<Value>,
     ) -> Result<Vec<T>> {
-        let mut conn = self.conn(operation).await?;
-        let rows: Vec<Row> = conn
-            .exec(statement, Params::Positional(params))
-            .await
-            .map_err(|e| self.url.error(operation, e))?;
+        let (pool, mut conn) = self.conn(operation).await?;
+        let rows = conn.exec(statement, Params::Positional(params)).await;
+        pool.answered();
+        let rows: Vec<Row> = rows.map_err(|e| self.error(operation, e))?;
         rows.into_iter()
             .map(|row| {
                 mysql_async::from_row_opt::<T>(row).map_err(|e| self.url.error(operation, e))
@@ -450,7 +494,7 @@ impl Store for MysqlStore {
                     tokio::time::sleep(retry_pause()).await;
                     continue;
                 }
-                Err(err) => return Err(self.url.error("acquire", err)),
+                Err(err) => return Err(self.error("acquire", err)),
             };
             let lease = |token| Lease {
                 name: name.to_owned(),

@@ -18,6 +18,7 @@ use deadpool_postgres::{Manager, Object, Pool, PoolError, Runtime};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{AsyncMessage, NoTls, Row};
 
+use super::reconnect::{self, Lent, Reconnecting};
 use super::sql::{self, SqlUrl};
 use super::{Acquire, Freed, Holder, Lease, Released, Store};
 use crate::error::{Error, Result};
@@ -193,13 +194,22 @@ impl Statements {
 }
 
 /// The PostgreSQL store: a connection pool and the prepared statements of its table.
-#[derive(Debug)]
 pub struct PostgresStore {
     url: SqlUrl,
-    pool: Pool,
+    /// Replaced by a new pool once a request was abandoned (see `reconnect`).
+    pool: Reconnecting<Pool>,
     sql: Statements,
-    /// For the connection each waiter listens on.
+    /// For the pools' connections and the connection each waiter listens on.
     config: tokio_postgres::Config,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("url", &self.url.masked)
+            .field("table", &self.url.table)
+            .finish_non_exhaustive()
+    }
 }
 
 impl PostgresStore {
@@ -208,24 +218,34 @@ impl PostgresStore {
     /// gives up after `?connect_timeout=` (default 5 s).
     pub async fn connect(url: &str) -> Result<Self> {
         let url = SqlUrl::parse(url)?;
+        // The kernel ends dead connections that no request waits on (see `reconnect`), unless
+        // the URL says otherwise; the driver takes seconds.
+        let secs = |duration: Duration| duration.as_secs().to_string();
+        let (idle, interval) = (
+            secs(reconnect::KEEPALIVE_IDLE),
+            secs(reconnect::KEEPALIVE_INTERVAL),
+        );
+        let (retries, user_timeout) = (
+            reconnect::KEEPALIVE_RETRIES.to_string(),
+            secs(reconnect::TCP_USER_TIMEOUT),
+        );
+        let driver_url = url.driver_url(&[
+            ("keepalives_idle", &idle),
+            ("keepalives_interval", &interval),
+            ("keepalives_retries", &retries),
+            ("tcp_user_timeout", &user_timeout),
+        ]);
         let mut config: tokio_postgres::Config =
-            url.driver_url(&[]).parse().map_err(|e| Error::InvalidUrl {
+            driver_url.parse().map_err(|e| Error::InvalidUrl {
                 url: url.masked.clone(),
                 reason: sql::OneLine::of(&e).to_string(),
             })?;
         config.connect_timeout(url.connect_timeout);
-        let pool = Pool::builder(Manager::new(config.clone(), NoTls))
-            .max_size(POOL_SIZE)
-            .runtime(Runtime::Tokio1)
-            // Bounds the whole of connecting and authenticating, which the driver's own
-            // connect_timeout (TCP only) does not.
-            .create_timeout(Some(url.connect_timeout))
-            .build()
-            .map_err(|e| url.error("connect", e))?;
+        let pool = new_pool(&url, &config)?;
         let sql = Statements::new(&url.table, &url.scratch_table(), &url.waiters_table());
         let store = PostgresStore {
             url,
-            pool,
+            pool: Reconnecting::new(pool),
             sql,
             config,
         };
@@ -234,7 +254,7 @@ impl PostgresStore {
     }
 
     async fn set_up(&self) -> Result<()> {
-        let client = self.client("connect").await?;
+        let (pool, client) = self.client("connect").await?;
         // CREATE TABLE IF NOT EXISTS is not safe against itself: two sessions creating the
         // same new table can fail with a duplicate; the loser finds the table on retry.
         let mut attempts = 0;
@@ -249,25 +269,50 @@ impl PostgresStore {
                 )
             );
             if !duplicate || attempts >= 5 {
-                return Err(self.url.error("create table", err));
+                return Err(self.error("create table", err));
             }
         }
         for statement in self.sql.all() {
             client
                 .prepare_cached(statement)
                 .await
-                .map_err(|e| self.url.error("prepare", e))?;
+                .map_err(|e| self.error("prepare", e))?;
         }
+        pool.answered();
         Ok(())
     }
 
-    /// A pooled connection; a new one is made within the connect timeout.
-    async fn client(&self, operation: &'static str) -> Result<Object> {
-        self.pool.get().await.map_err(|err| match err {
+    /// A pooled connection for one request, and the pool it comes from, lent until the request
+    /// says it was answered; a new connection is made within the connect timeout.
+    async fn client(&self, operation: &'static str) -> Result<(Lent<'_, Pool>, Object)> {
+        let pool = self
+            .pool
+            .lend(|| std::future::ready(new_pool(&self.url, &self.config)))
+            .await?;
+        let client = pool.get().await.map_err(|err| match err {
             PoolError::Timeout(_) => self.url.connect_timed_out(operation),
-            PoolError::Backend(err) => self.url.error(operation, err),
+            PoolError::Backend(err) => self.error(operation, err),
             other => self.url.error(operation, other),
-        })
+        })?;
+        Ok((pool, client))
+    }
+
+    /// The driver's `err` as ours: [`Error::Refused`] when the server refused our credentials
+    /// or our access, else [`Error::Store`].
+    fn error(&self, operation: &'static str, err: tokio_postgres::Error) -> Error {
+        let refused = matches!(
+            err.code(),
+            Some(
+                &SqlState::INVALID_PASSWORD
+                    | &SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+                    | &SqlState::INSUFFICIENT_PRIVILEGE
+            )
+        );
+        if refused {
+            self.url.refused(operation, err)
+        } else {
+            self.url.error(operation, err)
+        }
     }
 
     /// Runs one prepared statement and returns its rows.
@@ -277,15 +322,13 @@ impl PostgresStore {
         statement: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Vec<Row>, QueryError> {
-        let client = self.client(operation).await.map_err(QueryError::Other)?;
-        let statement = client
-            .prepare_cached(statement)
-            .await
-            .map_err(QueryError::Driver)?;
-        client
-            .query(&statement, params)
-            .await
-            .map_err(QueryError::Driver)
+        let (pool, client) = self.client(operation).await.map_err(QueryError::Other)?;
+        let rows = match client.prepare_cached(statement).await {
+            Ok(statement) => client.query(&statement, params).await,
+            Err(err) => Err(err),
+        };
+        pool.answered();
+        rows.map_err(QueryError::Driver)
     }
 
     async fn rows(
@@ -296,7 +339,7 @@ impl PostgresStore {
     ) -> Result<Vec<Row>> {
         self.query(operation, statement, params)
             .await
-            .map_err(|e| e.into_error(&self.url, operation))
+            .map_err(|e| e.into_error(self, operation))
     }
 
     /// Runs one prepared statement and returns the number of rows it changed.
@@ -306,15 +349,13 @@ impl PostgresStore {
         statement: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<u64> {
-        let client = self.client(operation).await?;
-        let statement = client
-            .prepare_cached(statement)
-            .await
-            .map_err(|e| self.url.error(operation, e))?;
-        client
-            .execute(&statement, params)
-            .await
-            .map_err(|e| self.url.error(operation, e))
+        let (pool, client) = self.client(operation).await?;
+        let changed = match client.prepare_cached(statement).await {
+            Ok(statement) => client.execute(&statement, params).await,
+            Err(err) => Err(err),
+        };
+        pool.answered();
+        changed.map_err(|e| self.error(operation, e))
     }
 
     /// Runs `statement`, which tells waiters; if the server refuses the notification (its
@@ -332,7 +373,7 @@ impl PostgresStore {
             Err(QueryError::Driver(err)) if err.as_db_error().is_some() => {
                 self.rows(operation, quietly, params).await
             }
-            Err(err) => Err(err.into_error(&self.url, operation)),
+            Err(err) => Err(err.into_error(self, operation)),
         }
     }
 
@@ -350,6 +391,18 @@ impl PostgresStore {
     }
 }
 
+/// A pool of connections made with `config`.
+fn new_pool(url: &SqlUrl, config: &tokio_postgres::Config) -> Result<Pool> {
+    Pool::builder(Manager::new(config.clone(), NoTls))
+        .max_size(POOL_SIZE)
+        .runtime(Runtime::Tokio1)
+        // Bounds the whole of connecting and authenticating, which the driver's own
+        // connect_timeout (TCP only) does not.
+        .create_timeout(Some(url.connect_timeout))
+        .build()
+        .map_err(|e| url.error("connect", e))
+}
+
 /// A failed statement: the driver's error (which acquire may retry) or one already mapped.
 enum QueryError {
     Driver(tokio_postgres::Error),
@@ -357,9 +410,9 @@ enum QueryError {
 }
 
 impl QueryError {
-    fn into_error(self, url: &SqlUrl, operation: &'static str) -> Error {
+    fn into_error(self, store: &PostgresStore, operation: &'static str) -> Error {
         match self {
-            QueryError::Driver(err) => url.error(operation, err),
+            QueryError::Driver(err) => store.error(operation, err),
             QueryError::Other(err) => err,
         }
     }
@@ -463,7 +516,7 @@ impl Store for PostgresStore {
                 }
             }
             Err(err) if err.is_retryable() => {}
-            Err(err) => return Err(err.into_error(&self.url, "acquire")),
+            Err(err) => return Err(err.into_error(self, "acquire")),
         }
         // Not decided: the lease expired, the name was never used, or the row changed between
         // the two statements. The locking statement decides.
@@ -472,7 +525,7 @@ impl Store for PostgresStore {
             attempt += 1;
             let rows = match self.query("acquire", &self.sql.acquire, &params).await {
                 Err(err) if err.is_retryable() && attempt < ACQUIRE_ATTEMPTS => continue,
-                other => other.map_err(|e| e.into_error(&self.url, "acquire"))?,
+                other => other.map_err(|e| e.into_error(self, "acquire"))?,
             };
             let Some(row) = rows.first() else {
                 return Err(Error::store(&self.url.masked, "acquire", "no result row"));
@@ -584,7 +637,7 @@ impl Store for PostgresStore {
     /// waiters table that asks release and force-release to notify the name (`pg_notify`, sent
     /// when they commit) for the next 10 minutes, renewed while listening.
     async fn watch(&self, name: &str) -> Result<Option<Freed>> {
-        let error = |e| self.url.error("watch", e);
+        let error = |e| self.error("watch", e);
         let timed_out = |_| self.url.connect_timed_out("watch");
         let connecting = self.config.connect(NoTls);
         let (client, mut connection) = tokio::time::timeout(self.url.connect_timeout, connecting)

@@ -23,9 +23,14 @@ use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{RedisError, Script};
+use redis::io::tcp::socket2::TcpKeepalive;
+use redis::{
+    Cmd, ErrorKind, FromRedisValue, IntoConnectionInfo, RedisError, RedisResult, Script,
+    ScriptInvocation, ServerErrorKind,
+};
 
 use super::kv::{self, Fields};
+use super::reconnect::{self, Reconnecting};
 use super::{Acquire, FencingToken, Freed, Lease, Released, Store, mask_password, redact};
 use crate::error::{Error, Result};
 
@@ -128,14 +133,17 @@ end
 return {current, pttl, now}
 ";
 
-/// The Redis store: one multiplexed connection, re-established on failure.
+/// The Redis store: one multiplexed connection, re-established on failure, and replaced by a
+/// new one once a request on it was abandoned (see `reconnect`: every request queues on the
+/// one connection, so a dead one would hold them all).
 pub struct RedisStore {
     url: String,
     prefix: String,
-    conn: ConnectionManager,
+    conn: Reconnecting<ConnectionManager>,
     scripts: Scripts,
-    /// For the pub/sub connection each waiter listens on.
+    /// For the next connection and the pub/sub connection each waiter listens on.
     client: redis::Client,
+    config: ConnectionManagerConfig,
     connect_timeout: Duration,
 }
 
@@ -200,7 +208,22 @@ impl RedisStore {
             // has already chosen one.
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
-        let client = redis::Client::open(driver_url.as_str())
+        let info = driver_url
+            .as_str()
+            .into_connection_info()
+            .map_err(|e| kv::invalid_url(url, redact(&e.to_string(), url)))?;
+        // The kernel ends dead connections that no request waits on, such as a waiter's
+        // pub/sub connection (see `reconnect`).
+        let keepalive = TcpKeepalive::new()
+            .with_time(reconnect::KEEPALIVE_IDLE)
+            .with_interval(reconnect::KEEPALIVE_INTERVAL)
+            .with_retries(reconnect::KEEPALIVE_RETRIES);
+        let tcp = info
+            .tcp_settings()
+            .clone()
+            .set_keepalive(keepalive)
+            .set_user_timeout(reconnect::TCP_USER_TIMEOUT);
+        let client = redis::Client::open(info.set_tcp_settings(tcp))
             .map_err(|e| kv::invalid_url(url, redact(&e.to_string(), url)))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(options.connect_timeout))
@@ -210,7 +233,8 @@ impl RedisStore {
         // The manager retries the first connection too; bound the whole attempt. The PING
         // makes a server that wants a password we did not give fail here, not at first use.
         let connecting = async {
-            let mut conn = ConnectionManager::new_with_config(client.clone(), config).await?;
+            let mut conn =
+                ConnectionManager::new_with_config(client.clone(), config.clone()).await?;
             redis::cmd("PING").query_async::<()>(&mut conn).await?;
             Ok::<_, RedisError>(conn)
         };
@@ -221,15 +245,78 @@ impl RedisStore {
                 operation: "connect",
                 after: options.connect_timeout,
             })?
-            .map_err(|e| Error::store(&masked, "connect", redact(&e.to_string(), url)))?;
+            .map_err(|e| {
+                let message = redact(&e.to_string(), url);
+                if is_refusal(&e) {
+                    Error::refused(&masked, "connect", message)
+                } else {
+                    Error::store(&masked, "connect", message)
+                }
+            })?;
         Ok(RedisStore {
             url: masked,
             prefix: options.prefix,
-            conn,
+            conn: Reconnecting::new(conn),
             scripts: Scripts::new(),
             client,
+            config,
             connect_timeout: options.connect_timeout,
         })
+    }
+
+    /// Sends one request (`send` gets the connection) and maps its error. A request that
+    /// timed out, or whose future is dropped, gives the connection up: the next request
+    /// connects afresh.
+    async fn call<T, F>(
+        &self,
+        operation: &'static str,
+        send: impl FnOnce(ConnectionManager) -> F,
+    ) -> Result<T>
+    where
+        F: Future<Output = RedisResult<T>>,
+    {
+        let conn = self.conn.lend(|| self.reconnect(operation)).await?;
+        match send(conn.clone()).await {
+            Err(err) if err.is_timeout() => Err(self.error(operation, err)),
+            answer => {
+                conn.answered();
+                answer.map_err(|e| self.error(operation, e))
+            }
+        }
+    }
+
+    /// Runs one script.
+    async fn invoke<T: FromRedisValue>(
+        &self,
+        operation: &'static str,
+        script: &ScriptInvocation<'_>,
+    ) -> Result<T> {
+        self.call(operation, |mut conn| async move {
+            script.invoke_async(&mut conn).await
+        })
+        .await
+    }
+
+    /// Runs one command.
+    async fn query<T: FromRedisValue>(&self, operation: &'static str, command: &Cmd) -> Result<T> {
+        self.call(operation, |mut conn| async move {
+            command.query_async(&mut conn).await
+        })
+        .await
+    }
+
+    /// A new connection, within the connect timeout, after the last one was given up.
+    async fn reconnect(&self, operation: &'static str) -> Result<ConnectionManager> {
+        let connecting =
+            ConnectionManager::new_with_config(self.client.clone(), self.config.clone());
+        tokio::time::timeout(self.connect_timeout, connecting)
+            .await
+            .map_err(|_| Error::Timeout {
+                store: self.url.clone(),
+                operation,
+                after: self.connect_timeout,
+            })?
+            .map_err(|e| self.error(operation, e))
     }
 
     fn key(&self, kind: &str, name: &str) -> Vec<u8> {
@@ -247,6 +334,8 @@ impl RedisStore {
                 operation,
                 after: kv::RESPONSE_TIMEOUT,
             }
+        } else if is_refusal(&err) {
+            Error::refused(&self.url, operation, err)
         } else {
             Error::store(&self.url, operation, err)
         }
@@ -286,6 +375,15 @@ impl RedisStore {
         kv::push_field(&mut owner, lease.holder.id.as_bytes());
         owner
     }
+}
+
+/// Whether the server refused our credentials (a wrong password or user, none given where one
+/// is needed) or our access (an ACL that forbids a command or a key): [`Error::Refused`].
+fn is_refusal(err: &RedisError) -> bool {
+    matches!(
+        err.kind(),
+        ErrorKind::AuthenticationFailed | ErrorKind::Server(ServerErrorKind::NoPerm)
+    ) || matches!(err.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM"))
 }
 
 /// A TTL in whole milliseconds, rounded up: a store lease a little longer than asked is safe,
@@ -331,16 +429,14 @@ impl Store for RedisStore {
         ttl: Option<Duration>,
     ) -> Result<Acquire> {
         let ttl_ms = ttl.map(ttl_ms).transpose()?.unwrap_or(0);
-        let (acquired, value, pttl, previous, previous_expires, now): AcquireReply = self
-            .scripts
-            .acquire
+        let mut script = self.scripts.acquire.prepare_invoke();
+        script
             .key(self.key(LEASE, name))
             .key(self.key(FENCE, name))
             .arg(ttl_ms)
-            .arg(kv::encode_holder(holder))
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(|e| self.error("acquire", e))?;
+            .arg(kv::encode_holder(holder));
+        let (acquired, value, pttl, previous, previous_expires, now): AcquireReply =
+            self.invoke("acquire", &script).await?;
         let lease = self
             .decode(name, &value, pttl, &now)
             .ok_or_else(|| self.malformed("acquire", name))?;
@@ -362,16 +458,13 @@ impl Store for RedisStore {
     }
 
     async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Lease> {
-        let renewed: Option<(i64, String)> = self
-            .scripts
-            .renew
+        let mut script = self.scripts.renew.prepare_invoke();
+        script
             .key(self.key(LEASE, &lease.name))
             .key(self.key(FENCE, &lease.name))
             .arg(Self::owner(lease))
-            .arg(ttl_ms(ttl)?)
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(|e| self.error("renew", e))?;
+            .arg(ttl_ms(ttl)?);
+        let renewed: Option<(i64, String)> = self.invoke("renew", &script).await?;
         let (pttl, now) = renewed.ok_or_else(|| {
             Error::lost(lease, "it expired, was released or another holder has it")
         })?;
@@ -385,16 +478,13 @@ impl Store for RedisStore {
     }
 
     async fn release(&self, lease: &Lease) -> Result<Released> {
-        let released: i64 = self
-            .scripts
-            .release
+        let mut script = self.scripts.release.prepare_invoke();
+        script
             .key(self.key(LEASE, &lease.name))
             .key(self.key(FENCE, &lease.name))
             .arg(Self::owner(lease))
-            .arg(self.key(FREED, &lease.name))
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(|e| self.error("release", e))?;
+            .arg(self.key(FREED, &lease.name));
+        let released: i64 = self.invoke("release", &script).await?;
         Ok(if released == 1 {
             Released::Released
         } else {
@@ -410,18 +500,15 @@ impl Store for RedisStore {
         // SCAN may return a key more than once; a set also orders the names.
         let mut names = BTreeSet::new();
         let pattern = format!("{}{LEASE}*", glob_escape(&self.prefix));
-        let mut conn = self.conn.clone();
         let mut cursor: u64 = 0;
         loop {
-            let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-                .arg(cursor)
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor)
                 .arg("MATCH")
                 .arg(&pattern)
                 .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| self.error("list", e))?;
+                .arg(1000);
+            let (next, keys): (u64, Vec<Vec<u8>>) = self.query("list", &scan).await?;
             names.extend(
                 keys.iter()
                     .filter_map(|key| kv::name_of_key(key, &self.prefix, LEASE))
@@ -441,15 +528,13 @@ impl Store for RedisStore {
     }
 
     async fn force_release(&self, name: &str) -> Result<Option<Lease>> {
-        let (value, pttl, now): (Option<Vec<u8>>, i64, String) = self
-            .scripts
-            .force_release
+        let mut script = self.scripts.force_release.prepare_invoke();
+        script
             .key(self.key(LEASE, name))
             .key(self.key(FENCE, name))
-            .arg(self.key(FREED, name))
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(|e| self.error("force-release", e))?;
+            .arg(self.key(FREED, name));
+        let (value, pttl, now): (Option<Vec<u8>>, i64, String) =
+            self.invoke("force-release", &script).await?;
         value
             .map(|value| {
                 self.decode(name, &value, pttl, &now)
@@ -486,21 +571,10 @@ impl Store for RedisStore {
 
     async fn benchmark_floor(&self, scratch_key: &str) -> Result<()> {
         let key = self.key(BENCH, scratch_key);
-        let mut conn = self.conn.clone();
-        let _: Option<String> = redis::cmd("SET")
-            .arg(&key)
-            .arg("1")
-            .arg("NX")
-            .arg("PX")
-            .arg(60_000)
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| self.error("benchmark", e))?;
-        let _: i64 = redis::cmd("DEL")
-            .arg(&key)
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| self.error("benchmark", e))?;
+        let mut set = redis::cmd("SET");
+        set.arg(&key).arg("1").arg("NX").arg("PX").arg(60_000);
+        let _: Option<String> = self.query("benchmark", &set).await?;
+        let _: i64 = self.query("benchmark", redis::cmd("DEL").arg(&key)).await?;
         Ok(())
     }
 }
@@ -512,10 +586,7 @@ impl RedisStore {
         for name in names {
             invocation.key(self.key(LEASE, name));
         }
-        let (now, found): ReadReply = invocation
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(|e| self.error(operation, e))?;
+        let (now, found): ReadReply = self.invoke(operation, &invocation).await?;
         let mut leases = Vec::with_capacity(names.len());
         for (name, (value, pttl)) in names.iter().zip(found) {
             if let Some(value) = value {

@@ -117,6 +117,11 @@ impl SqlUrl {
         Error::store(&self.masked, operation, OneLine::of(&err))
     }
 
+    /// [`Error::Refused`] for this URL: the server refused our credentials or our access.
+    pub fn refused(&self, operation: &'static str, err: impl std::error::Error) -> Error {
+        Error::refused(&self.masked, operation, OneLine::of(&err))
+    }
+
     /// [`Error::Timeout`] for a connection that could not be made in time.
     pub fn connect_timed_out(&self, operation: &'static str) -> Error {
         Error::Timeout {

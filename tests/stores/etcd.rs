@@ -7,6 +7,7 @@ use singleton_process::{Acquire, Error, Holder};
 
 use super::kv;
 use crate::support::etcd_server;
+use crate::support::proxy::Proxy;
 use crate::support::{Test, history, servers, unique};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -211,4 +212,67 @@ async fn every_member_named_in_the_url_is_checked() {
         .await
         .expect("the override connects");
     assert_eq!(store.inspect(&unique("any")).await.expect("inspect"), None);
+}
+
+#[tokio::test]
+async fn an_abandoned_request_does_not_hang_the_next() {
+    let server = etcd_server::shared();
+    let proxy = Proxy::start(server.server.port);
+    let url = proxy.route(&server.url, server.server.port);
+    super::frozen::abandoned_requests_do_not_hang_the_next(&url, &server.url, &proxy).await;
+}
+
+/// With authentication on: the right password works, a wrong one and a user without any role
+/// are [`Error::Refused`].
+#[tokio::test]
+async fn refused_logins_and_access_are_refused() {
+    let server = etcd_server::own();
+    let port = server.server.port;
+    let mut admin = etcd_client::Client::connect([format!("127.0.0.1:{port}")], None)
+        .await
+        .expect("connect");
+    admin
+        .user_add("root", "root-pw", None)
+        .await
+        .expect("add root");
+    admin
+        .user_grant_role("root", "root")
+        .await
+        .expect("make root root");
+    admin
+        .user_add("nobody", "nobody-pw", None)
+        .await
+        .expect("add a user without roles");
+    admin.auth_enable().await.expect("enable authentication");
+
+    let url = |user: &str, password: &str| {
+        format!("etcd://{user}:{password}@127.0.0.1:{port}?allow_unsafe_version=true")
+    };
+    let store = singleton_process::connect(&url("root", "root-pw"))
+        .await
+        .expect("the right password works");
+    let name = unique("auth");
+    let Acquire::Acquired { lease, .. } = store
+        .acquire(&name, &Holder::current("t"), Some(Duration::from_secs(5)))
+        .await
+        .expect("acquire")
+    else {
+        panic!("{name} should be free");
+    };
+    store.release(&lease).await.expect("release");
+    for (user, password) in [("root", "wrong-pw"), ("nobody", "nobody-pw")] {
+        let err = singleton_process::connect(&url(user, password))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Refused {
+                    operation: "connect",
+                    ..
+                }
+            ),
+            "{user}: {err:?}"
+        );
+    }
 }

@@ -2,6 +2,14 @@
 
 #[cfg(feature = "etcd")]
 mod etcd;
+#[cfg(any(
+    feature = "postgres",
+    feature = "mysql",
+    feature = "redis",
+    feature = "etcd",
+    feature = "mongodb"
+))]
+mod frozen;
 #[cfg(any(feature = "redis", feature = "etcd"))]
 mod kv;
 mod memory;

@@ -12,6 +12,7 @@ use singleton_process::store::mongodb::{MongoStore, OPERATION_TIMEOUT};
 use singleton_process::{Acquire, Error, Holder, Released, Store};
 
 use crate::support::mongodb_server::{self, DATABASE, PASSWORD, USER};
+use crate::support::proxy::Proxy;
 use crate::support::{Test, history, servers, unique};
 
 /// `singleton`'s exit codes for a usage error and a store error.
@@ -242,4 +243,34 @@ fn bad_urls_are_one_line_usage_errors() {
         assert!(line.contains("u:***@"), "{url}: {line}");
         assert!(!line.contains("pw-secret"), "{url}: {line}");
     }
+}
+
+#[tokio::test]
+async fn an_abandoned_request_does_not_hang_the_next() {
+    let server = mongodb_server::shared();
+    let proxy = Proxy::start(server.server.port);
+    // Straight to the one server, as the proxy does not rewrite what it says about its hosts.
+    let url = proxy.route(
+        &server.url_with("directConnection=true"),
+        server.server.port,
+    );
+    super::frozen::abandoned_requests_do_not_hang_the_next(&url, &server.url, &proxy).await;
+}
+
+/// A wrong password is [`Error::Refused`], which a waiter does not wait through.
+#[tokio::test]
+async fn a_wrong_password_is_refused() {
+    let server = mongodb_server::with_auth();
+    let url = server.url.replace(PASSWORD, "wrong-Xk4-password");
+    let err = singleton_process::connect(&url).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Refused {
+                operation: "connect",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 }

@@ -4,6 +4,7 @@ use singleton_process::conformance::Suite;
 use singleton_process::{Acquire, Holder};
 
 use crate::support::mariadb_server::shared;
+use crate::support::proxy::Proxy;
 use crate::support::{history, unique};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -90,4 +91,35 @@ async fn a_table_of_another_shape_is_reported() {
     .expect("create a foreign table");
     drop(conn);
     super::sql::a_table_of_another_shape_is_reported(&shared().url(), &table).await;
+}
+
+#[tokio::test]
+async fn an_abandoned_request_does_not_hang_the_next() {
+    let port = shared().server.port;
+    let proxy = Proxy::start(port);
+    let url = proxy.route(&shared().url(), port);
+    super::frozen::abandoned_requests_do_not_hang_the_next(&url, &shared().url(), &proxy).await;
+}
+
+#[tokio::test]
+async fn refused_logins_and_access_are_refused() {
+    use mysql_async::prelude::Queryable;
+    super::sql::wrong_password_is_refused(&shared().url_with("wrong-secret")).await;
+    // A user that may log in, but has no privilege on the database.
+    let mut conn = mysql_async::Conn::from_url(shared().raw_url())
+        .await
+        .expect("connect");
+    let user = unique("outsider").replace('-', "_");
+    conn.query_drop(format!(
+        "CREATE USER '{user}'@'%' IDENTIFIED BY 'outsider-pw'"
+    ))
+    .await
+    .expect("create a user");
+    drop(conn);
+    let url = format!(
+        "mysql://{user}:outsider-pw@127.0.0.1:{}/{}?connect_timeout=30s",
+        shared().server.port,
+        crate::support::mariadb_server::DATABASE
+    );
+    super::sql::no_access_is_refused(&url).await;
 }

@@ -8,6 +8,7 @@ use tokio_postgres::{AsyncMessage, NoTls};
 
 use super::must_acquire;
 use crate::support::postgres_server::shared;
+use crate::support::proxy::Proxy;
 use crate::support::{history, unique};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -176,4 +177,36 @@ async fn a_table_of_another_shape_is_reported() {
         .await
         .expect("create a foreign table");
     super::sql::a_table_of_another_shape_is_reported(&shared().url(), &table).await;
+}
+
+#[tokio::test]
+async fn an_abandoned_request_does_not_hang_the_next() {
+    let port = shared().server.port;
+    let proxy = Proxy::start(port);
+    let url = proxy.route(&shared().url(), port);
+    super::frozen::abandoned_requests_do_not_hang_the_next(&url, &shared().url(), &proxy).await;
+}
+
+#[tokio::test]
+async fn refused_logins_and_access_are_refused() {
+    super::sql::wrong_password_is_refused(&shared().url_with("wrong-secret")).await;
+    // A role that may log in, but has no privilege on the lease table (created by the
+    // superuser first) nor CREATE on the schema.
+    singleton_process::connect(&shared().url())
+        .await
+        .expect("connect");
+    let (client, connection) = tokio_postgres::connect(&shared().raw_url(), NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    let role = unique("outsider").replace('-', "_");
+    client
+        .batch_execute(&format!("CREATE ROLE {role} LOGIN PASSWORD 'outsider-pw'"))
+        .await
+        .expect("create a role");
+    let url = format!(
+        "postgres://{role}:outsider-pw@127.0.0.1:{}/postgres?connect_timeout=30s",
+        shared().server.port
+    );
+    super::sql::no_access_is_refused(&url).await;
 }

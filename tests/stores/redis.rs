@@ -6,6 +6,7 @@ use singleton_process::conformance::Suite;
 use singleton_process::{Acquire, Error, Holder};
 
 use super::kv;
+use crate::support::proxy::Proxy;
 use crate::support::redis_server::{self, PASSWORD};
 use crate::support::{Test, history, servers, unique};
 
@@ -110,4 +111,74 @@ async fn bad_urls_are_refused() {
         let err = singleton_process::connect(url).await.unwrap_err();
         assert!(matches!(err, Error::InvalidUrl { .. }), "{url}: {err}");
     }
+}
+
+#[tokio::test]
+async fn an_abandoned_request_does_not_hang_the_next() {
+    let server = redis_server::shared();
+    let proxy = Proxy::start(server.server.port);
+    let url = proxy.route(&server.url, server.server.port);
+    super::frozen::abandoned_requests_do_not_hang_the_next(&url, &server.url, &proxy).await;
+}
+
+/// A wrong password, a missing one and a user whom an ACL keeps from our keys are each
+/// [`Error::Refused`], which a waiter does not wait through.
+#[tokio::test]
+async fn refused_logins_and_access_are_refused() {
+    let server = redis_server::with_password();
+    let port = server.server.port;
+    for url in [
+        server.url.replace(PASSWORD, "not-the-Password"),
+        format!("redis://127.0.0.1:{port}"),
+    ] {
+        let err = singleton_process::connect(&url).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Refused {
+                    operation: "connect",
+                    ..
+                }
+            ),
+            "{url}: {err:?}"
+        );
+    }
+    // A user who may log in and run every command, but only on other keys.
+    let admin = redis::Client::open(server.url.as_str()).expect("client");
+    let mut admin = admin
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let user = unique("outsider");
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg(&user)
+        .arg("on")
+        .arg(">outsider-pw")
+        .arg("~other:*")
+        .arg("+@all")
+        .query_async(&mut admin)
+        .await
+        .expect("ACL SETUSER");
+    let store = singleton_process::connect(&format!("redis://{user}:outsider-pw@127.0.0.1:{port}"))
+        .await
+        .expect("the user may log in");
+    let err = store
+        .acquire(
+            &unique("acl"),
+            &Holder::current("t"),
+            Some(Duration::from_secs(60)),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Refused {
+                operation: "acquire",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 }

@@ -113,3 +113,37 @@ pub async fn a_table_of_another_shape_is_reported(url: &str, table: &str) {
     assert!(message.contains("column"), "{message}");
     assert!(!message.contains('\n'), "{message}");
 }
+
+/// A wrong password is [`Error::Refused`] at connect, which a waiter does not wait through.
+pub async fn wrong_password_is_refused(url_with_wrong_password: &str) {
+    let err = singleton_process::connect(url_with_wrong_password)
+        .await
+        .expect_err("a wrong password must be refused");
+    assert!(
+        matches!(
+            err,
+            Error::Refused {
+                operation: "connect",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+/// A user who may log in but not use the lease table (or its database) is [`Error::Refused`],
+/// at connect or at its first acquire, whichever meets the refusal.
+pub async fn no_access_is_refused(url_of_user_without_access: &str) {
+    let outcome = async {
+        let store = singleton_process::connect(url_of_user_without_access).await?;
+        let name = unique("no-access");
+        store
+            .acquire(&name, &Holder::current("t"), Some(Duration::from_secs(60)))
+            .await
+    }
+    .await;
+    match outcome {
+        Err(Error::Refused { .. }) => {}
+        other => panic!("a user without access must be refused, got {other:?}"),
+    }
+}

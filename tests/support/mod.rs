@@ -11,6 +11,7 @@ pub mod mariadb_server;
 #[cfg(feature = "mongodb")]
 pub mod mongodb_server;
 pub mod postgres_server;
+pub mod proxy;
 pub mod redis_server;
 pub mod servers;
 

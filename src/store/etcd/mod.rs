@@ -37,6 +37,7 @@ use etcd_client::{
 mod version;
 
 use super::kv::{self, Fields};
+use super::reconnect::{self, Lent, Reconnecting};
 use super::{Acquire, FencingToken, Freed, Holder, Lease, Released, Store, mask_password};
 use crate::error::{Error, Result};
 
@@ -52,16 +53,29 @@ pub const MIN_TTL: Duration = Duration::from_secs(2);
 /// etcd's longest lease (`MaxLeaseTTL`).
 const MAX_TTL_SECS: u64 = 9_000_000_000;
 
+/// HTTP/2 pings on an idle channel, and how long one may go unanswered before the channel drops
+/// its connection (and connects afresh), so that a dead connection is noticed even when no
+/// request is waiting on it, such as under a waiter's watch. etcd refuses pings closer together
+/// than its `--grpc-keepalive-min-time` (5 s by default).
+const PING_INTERVAL: Duration = Duration::from_secs(10);
+const PING_TIMEOUT: Duration = Duration::from_secs(5);
+
 const LEASE: &str = "lease/";
 const INFO: &str = "info/";
 const BENCH: &str = "bench/";
 
 /// The etcd store: one client (one multiplexed gRPC channel over the endpoints), cloned per
-/// request because the client's methods take `&mut self`.
+/// request because the client's methods take `&mut self`, and replaced by a new one once a
+/// request on it was abandoned (see `reconnect`: every request queues on the one channel, so a
+/// dead connection would hold them all).
 pub struct EtcdStore {
     url: String,
     prefix: String,
-    client: Client,
+    clients: Reconnecting<Client>,
+    /// For the next client.
+    endpoints: Vec<String>,
+    connect_options: ConnectOptions,
+    connect_timeout: Duration,
     /// An etcd lease of ours with nothing attached, kept for the next acquisition (see
     /// [`Spare`]).
     spare: std::sync::Mutex<Option<Spare>>,
@@ -136,9 +150,16 @@ impl EtcdStore {
         let target = parse_target(url, base)?;
         let mut connect_options = ConnectOptions::new()
             .with_connect_timeout(options.connect_timeout)
-            .with_timeout(kv::RESPONSE_TIMEOUT);
+            .with_timeout(kv::RESPONSE_TIMEOUT)
+            .with_keep_alive(PING_INTERVAL, PING_TIMEOUT)
+            .with_keep_alive_while_idle(true)
+            .with_tcp_keepalive(reconnect::KEEPALIVE_IDLE);
         if let Some((user, password)) = target.user {
-            connect_options = connect_options.with_user(user, password);
+            // etcd lets an auth token lapse (after `--auth-token-ttl` unused, 5 min by default):
+            // log in again then, rather than fail every request from then on.
+            connect_options = connect_options
+                .with_user(user, password)
+                .with_auto_token_refresh(true);
         }
         let prefix = options.prefix;
         let single = target.endpoints.len() == 1;
@@ -185,11 +206,10 @@ impl EtcdStore {
                 operation: "connect",
                 after: options.connect_timeout,
             })?
-            .map_err(|e| Error::store(&masked, "connect", EtcdError::from(e)))?;
+            .map_err(|e| driver_error(&masked, "connect", e))?;
         let mut checked = Vec::new();
         if let Some(status) = status {
-            let status =
-                status.map_err(|e| Error::store(&masked, "connect", EtcdError::from(e)))?;
+            let status = status.map_err(|e| driver_error(&masked, "connect", e))?;
             checked.push((target.endpoints[0].as_str(), status.version().to_owned()));
         }
         for (endpoint, answer) in members {
@@ -225,9 +245,56 @@ impl EtcdStore {
         Ok(EtcdStore {
             url: masked,
             prefix,
-            client,
+            clients: Reconnecting::new(client),
+            endpoints: target.endpoints,
+            connect_options,
+            connect_timeout: options.connect_timeout,
             spare: std::sync::Mutex::new(None),
         })
+    }
+
+    /// The client for one request, lent until the request was answered: see [`settle`].
+    async fn lend(&self, operation: &'static str) -> Result<Lent<'_, Client>> {
+        self.clients
+            .lend(|| async {
+                // Connecting makes no request, unless it has to log in.
+                let connecting =
+                    Client::connect(&self.endpoints, Some(self.connect_options.clone()));
+                tokio::time::timeout(self.connect_timeout, connecting)
+                    .await
+                    .map_err(|_| Error::Timeout {
+                        store: self.url.clone(),
+                        operation,
+                        after: self.connect_timeout,
+                    })?
+                    .map_err(|e| self.error(operation, e))
+            })
+            .await
+    }
+
+    /// Sends one request (`send` gets the client) and hands back the client's own error.
+    async fn try_call<T, F>(
+        &self,
+        operation: &'static str,
+        send: impl FnOnce(Client) -> F,
+    ) -> Result<Result<T, etcd_client::Error>>
+    where
+        F: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let client = self.lend(operation).await?;
+        let answer = send(client.clone()).await;
+        settle(client, &[answer.as_ref().err()]);
+        Ok(answer)
+    }
+
+    /// Sends one request (`send` gets the client) and maps its error.
+    async fn call<T, F>(&self, operation: &'static str, send: impl FnOnce(Client) -> F) -> Result<T>
+    where
+        F: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        self.try_call(operation, send)
+            .await?
+            .map_err(|e| self.error(operation, e))
     }
 
     fn key(&self, kind: &str, name: &str) -> Vec<u8> {
@@ -239,7 +306,7 @@ impl EtcdStore {
     }
 
     fn error(&self, operation: &'static str, err: etcd_client::Error) -> Error {
-        Error::store(&self.url, operation, EtcdError::from(err))
+        driver_error(&self.url, operation, err)
     }
 
     fn malformed(&self, operation: &'static str, name: &str) -> Error {
@@ -275,11 +342,8 @@ impl EtcdStore {
     }
 
     async fn txn(&self, operation: &'static str, txn: Txn) -> Result<TxnResponse> {
-        self.client
-            .clone()
-            .txn(txn)
+        self.call(operation, |mut client| async move { client.txn(txn).await })
             .await
-            .map_err(|e| self.error(operation, e))
     }
 
     /// The spare lease, if it was granted for `secs` and has not probably run out by `now`.
@@ -331,9 +395,10 @@ impl EtcdStore {
         spare: Spare,
         txn: Txn,
     ) -> Result<Option<TxnResponse>> {
-        let mut keeper = self.client.clone();
-        let mut attacher = self.client.clone();
+        let client = self.lend("acquire").await?;
+        let (mut keeper, mut attacher) = (client.clone(), client.clone());
         let (kept, attached) = tokio::join!(keeper.lease_keep_alive(spare.id), attacher.txn(txn));
+        settle(client, &[kept.as_ref().err(), attached.as_ref().err()]);
         match (kept, attached) {
             (Ok(_), Ok(response)) => Ok(Some(response)),
             (Ok(_), Err(err)) => {
@@ -388,8 +453,8 @@ impl EtcdStore {
         secs: i64,
         txn: Txn,
     ) -> Result<TxnResponse> {
-        let mut granter = self.client.clone();
-        let mut attacher = self.client.clone();
+        let client = self.lend("acquire").await?;
+        let (mut granter, mut attacher) = (client.clone(), client.clone());
         let (granted, attached) = tokio::join!(
             granter.lease_grant(secs, Some(LeaseGrantOptions::new().with_id(lease_id))),
             attacher.txn(txn.clone()),
@@ -398,6 +463,7 @@ impl EtcdStore {
             Err(err) if granted.is_ok() && is_lease_not_found(&err) => attacher.txn(txn).await,
             other => other,
         };
+        settle(client, &[granted.as_ref().err(), attached.as_ref().err()]);
         match (granted, attached) {
             (Ok(_), Ok(response)) => Ok(response),
             (Ok(_), Err(err)) => {
@@ -443,11 +509,10 @@ impl EtcdStore {
             return Ok(None);
         }
         let left = self
-            .client
-            .clone()
-            .lease_time_to_live(id, None)
-            .await
-            .map_err(|e| self.error(operation, e))?
+            .call(operation, |mut client| async move {
+                client.lease_time_to_live(id, None).await
+            })
+            .await?
             .ttl();
         Ok(Some(
             SystemTime::now() + Duration::from_secs(left.max(0).unsigned_abs()),
@@ -461,7 +526,12 @@ impl EtcdStore {
         if id == 0 {
             return;
         }
-        if let Err(err) = self.client.clone().lease_revoke(id).await {
+        let revoked = self
+            .call("revoke", |mut client| async move {
+                client.lease_revoke(id).await
+            })
+            .await;
+        if let Err(err) = revoked {
             tracing::debug!(store = %self.url, lease = id, error = %err, "could not revoke an unused etcd lease");
         }
     }
@@ -474,8 +544,9 @@ impl EtcdStore {
         if id == 0 {
             return;
         }
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let mut client = self.client.clone();
+        if let (Ok(runtime), Some(mut client)) =
+            (tokio::runtime::Handle::try_current(), self.clients.peek())
+        {
             runtime.spawn(async move {
                 let _ = client.lease_revoke(id).await;
             });
@@ -573,6 +644,48 @@ impl std::fmt::Display for EtcdError {
 impl std::error::Error for EtcdError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         Some(&self.source)
+    }
+}
+
+/// [`Error::Refused`] when etcd refused our credentials or our access (a wrong user or
+/// password, or a role without permission on the prefix), else [`Error::Store`]. An expired
+/// auth token is not a refusal: the client logs in again.
+fn driver_error(store: &str, operation: &'static str, err: etcd_client::Error) -> Error {
+    let refused = match &err {
+        etcd_client::Error::GRpcStatus(status) => match i32::from(status.code()) {
+            grpc::PERMISSION_DENIED => true,
+            grpc::UNAUTHENTICATED => !status.message().contains("invalid auth token"),
+            // etcd's own word for a wrong user or password.
+            grpc::INVALID_ARGUMENT => status.message().contains("authentication failed"),
+            _ => false,
+        },
+        _ => false,
+    };
+    if refused {
+        Error::refused(store, operation, EtcdError::from(err))
+    } else {
+        Error::store(store, operation, EtcdError::from(err))
+    }
+}
+
+/// The gRPC status codes we tell apart (the channel's own timeout reports `CANCELLED`).
+mod grpc {
+    pub const CANCELLED: i32 = 1;
+    pub const INVALID_ARGUMENT: i32 = 3;
+    pub const DEADLINE_EXCEEDED: i32 = 4;
+    pub const PERMISSION_DENIED: i32 = 7;
+    pub const UNAUTHENTICATED: i32 = 16;
+}
+
+/// Hands a lent client back, unless one of the requests on it timed out (the channel's own
+/// request timeout), which gives it up like an abandoned request.
+fn settle(client: Lent<'_, Client>, errors: &[Option<&etcd_client::Error>]) {
+    let timed_out = errors.iter().flatten().any(|err| {
+        matches!(err, etcd_client::Error::GRpcStatus(status)
+            if matches!(i32::from(status.code()), grpc::CANCELLED | grpc::DEADLINE_EXCEEDED))
+    });
+    if !timed_out {
+        client.answered();
     }
 }
 
@@ -826,7 +939,13 @@ impl Store for EtcdStore {
             });
         }
         let sent = SystemTime::now();
-        match self.client.clone().lease_keep_alive(lease_kv.lease()).await {
+        let id = lease_kv.lease();
+        let kept = self
+            .try_call("renew", |mut client| async move {
+                client.lease_keep_alive(id).await
+            })
+            .await?;
+        match kept {
             Ok(_) => {}
             // The client reports a keep-alive answered with TTL 0 (lease gone) this way.
             Err(etcd_client::Error::LeaseKeepAliveError(reason)) => {
@@ -917,7 +1036,7 @@ impl Store for EtcdStore {
     /// A watch (on the client's gRPC channel) for deletions of the name's lease key: release,
     /// force-release and expiry alike.
     async fn watch(&self, name: &str) -> Result<Option<Freed>> {
-        let mut client = self.client.clone();
+        let mut client = self.lend("watch").await?;
         let options = WatchOptions::new().with_filters([WatchFilterType::NoPut]);
         let starting = async {
             let mut stream = client.watch(self.key(LEASE, name), Some(options)).await?;
@@ -929,14 +1048,17 @@ impl Store for EtcdStore {
                 )),
             }
         };
-        let mut stream = tokio::time::timeout(kv::RESPONSE_TIMEOUT, starting)
-            .await
-            .map_err(|_| Error::Timeout {
+        let started = tokio::time::timeout(kv::RESPONSE_TIMEOUT, starting).await;
+        // A set-up that timed out gives the client up, with its channel.
+        let Ok(started) = started else {
+            return Err(Error::Timeout {
                 store: self.url.clone(),
                 operation: "watch",
                 after: kv::RESPONSE_TIMEOUT,
-            })?
-            .map_err(|e| self.error("watch", e))?;
+            });
+        };
+        settle(client, &[started.as_ref().err()]);
+        let mut stream = started.map_err(|e| self.error("watch", e))?;
         let (heard, word) = Freed::channel();
         let listener = Freed::listen(async move {
             while let Ok(Some(response)) = stream.message().await {
@@ -953,15 +1075,15 @@ impl Store for EtcdStore {
 
     async fn benchmark_floor(&self, scratch_key: &str) -> Result<()> {
         let key = self.key(BENCH, scratch_key);
-        let mut client = self.client.clone();
-        client
-            .put(key.clone(), "1", None)
-            .await
-            .map_err(|e| self.error("benchmark", e))?;
-        client
-            .delete(key, None)
-            .await
-            .map_err(|e| self.error("benchmark", e))?;
+        let put = key.clone();
+        self.call("benchmark", |mut client| async move {
+            client.put(put, "1", None).await
+        })
+        .await?;
+        self.call("benchmark", |mut client| async move {
+            client.delete(key, None).await
+        })
+        .await?;
         Ok(())
     }
 }
