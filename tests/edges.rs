@@ -561,3 +561,75 @@ fn a_wait_goes_on_through_a_paused_server() {
     let done = waiter.finish(30 * SECOND);
     assert_eq!(done.code, 0, "{}", done.stderr);
 }
+
+/// The store's connection stops passing packets while a command runs (a proxy between them
+/// freezes every connection it carries; new ones pass): renewals that hang are abandoned and
+/// sent again on a fresh connection, and the command keeps its lease.
+fn a_frozen_connection_does_not_cost_the_lease(url: &str, server_port: u16) {
+    let proxy = crate::support::proxy::Proxy::start(server_port);
+    let through_proxy = proxy.route(url, server_port);
+    let name = unique("frozen");
+    let mut holder = Test::new()
+        .store(&through_proxy)
+        .args([
+            "run", "--name", &name, "--ttl", "6s", "--json", "--", "sleep", "9",
+        ])
+        .spawn();
+    holder.wait_held(url, &name);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(proxy.freeze() > 0, "no connection to freeze");
+    let frozen_at = SystemTime::now();
+    let done = holder.finish(30 * SECOND);
+    assert_eq!(done.code, 0, "{}", done.stderr);
+    let renewed_after = done
+        .events()
+        .into_iter()
+        .filter(|e| e["event"] == "renewed")
+        .filter_map(|e| humantime::parse_rfc3339(e["time"].as_str()?).ok())
+        .filter(|at| *at > frozen_at)
+        .count();
+    assert!(
+        renewed_after >= 2,
+        "renewed {renewed_after} times after the freeze: {}",
+        done.stderr
+    );
+}
+
+#[cfg(feature = "postgres")]
+#[test]
+fn a_frozen_postgres_connection_does_not_cost_the_lease() {
+    let server = crate::support::postgres_server::shared();
+    a_frozen_connection_does_not_cost_the_lease(&server.url(), server.server.port);
+}
+
+#[cfg(feature = "mysql")]
+#[test]
+fn a_frozen_mysql_connection_does_not_cost_the_lease() {
+    let server = crate::support::mariadb_server::shared();
+    a_frozen_connection_does_not_cost_the_lease(&server.url(), server.server.port);
+}
+
+#[cfg(feature = "redis")]
+#[test]
+fn a_frozen_redis_connection_does_not_cost_the_lease() {
+    let server = crate::support::redis_server::shared();
+    a_frozen_connection_does_not_cost_the_lease(&server.url, server.server.port);
+}
+
+#[cfg(feature = "etcd")]
+#[test]
+fn a_frozen_etcd_connection_does_not_cost_the_lease() {
+    let server = crate::support::etcd_server::shared();
+    a_frozen_connection_does_not_cost_the_lease(&server.url, server.server.port);
+}
+
+#[cfg(feature = "mongodb")]
+#[test]
+fn a_frozen_mongodb_connection_does_not_cost_the_lease() {
+    let server = crate::support::mongodb_server::shared();
+    // Straight to the one server: the proxy does not rewrite what the server says of its hosts.
+    a_frozen_connection_does_not_cost_the_lease(
+        &server.url_with("directConnection=true"),
+        server.server.port,
+    );
+}

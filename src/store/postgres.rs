@@ -265,6 +265,8 @@ impl PostgresStore {
                 Some(
                     &SqlState::UNIQUE_VIOLATION
                         | &SqlState::DUPLICATE_TABLE
+                        // "type … already exists": the table's row type, made by the other.
+                        | &SqlState::DUPLICATE_OBJECT
                         | &SqlState::T_R_DEADLOCK_DETECTED
                 )
             );
