@@ -237,7 +237,13 @@ impl Singleton {
             name: self.inner.name.clone(),
         });
         let holder = Holder::current(self.inner.label.clone());
-        let outcome = self.inner.observe(self.attempt(&holder).await)?;
+        // An acquire that timed out is sent once more (on a fresh connection): should the first
+        // have reached the store after all, the second finds its lease and gives it back.
+        let outcome = match self.attempt(&holder).await {
+            Err(Error::Timeout { .. }) => self.attempt(&holder).await,
+            tried => tried,
+        };
+        let outcome = self.inner.observe(outcome)?;
         if let Lock::Conflict(held_by) = &outcome {
             self.inner.emit(Event::Conflict {
                 name: self.inner.name.clone(),

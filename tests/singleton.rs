@@ -203,15 +203,39 @@ async fn lock_wait_acquires_on_word_of_the_release_between_polls() {
     locked(next).release().await.unwrap();
 }
 
-/// The memory store, except that starting to listen for releases never finishes, as when the
-/// listening connection hangs.
-#[derive(Debug)]
-struct HangingWatch(Arc<dyn Store>);
+/// The memory store with faults to order: listening for releases that never starts (as when
+/// the listening connection hangs), acquires that fail as in an outage, an acquire whose answer
+/// never comes back although it took effect, and a store clock that jumps ahead.
+#[derive(Debug, Default)]
+struct Faulty {
+    inner: Option<Arc<dyn Store>>,
+    hang_watch: bool,
+    /// Acquires still to fail with a store error.
+    failing_acquires: std::sync::atomic::AtomicUsize,
+    /// Whether the next acquire takes effect in the store but never answers.
+    swallow_next_acquire: std::sync::atomic::AtomicBool,
+    /// From the n-th renewal on, replies report the store's clock this far ahead.
+    clock_jump: Option<(usize, Duration)>,
+    renewals: std::sync::atomic::AtomicUsize,
+}
+
+impl Faulty {
+    async fn new() -> Self {
+        Faulty {
+            inner: Some(memory().await),
+            ..Faulty::default()
+        }
+    }
+
+    fn store(&self) -> &dyn Store {
+        self.inner.as_deref().expect("an inner store")
+    }
+}
 
 #[async_trait::async_trait]
-impl Store for HangingWatch {
+impl Store for Faulty {
     fn describe(&self) -> &str {
-        self.0.describe()
+        self.store().describe()
     }
     async fn acquire(
         &self,
@@ -219,48 +243,82 @@ impl Store for HangingWatch {
         holder: &Holder,
         ttl: Option<Duration>,
     ) -> singleton_process::Result<singleton_process::Acquire> {
-        self.0.acquire(name, holder, ttl).await
+        use std::sync::atomic::Ordering;
+        let failing = self.failing_acquires.load(Ordering::SeqCst);
+        if failing > 0 {
+            self.failing_acquires.store(failing - 1, Ordering::SeqCst);
+            return Err(Error::store(
+                self.describe(),
+                "acquire",
+                "connection refused (a test outage)",
+            ));
+        }
+        let acquired = self.store().acquire(name, holder, ttl).await;
+        if self.swallow_next_acquire.swap(false, Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        acquired
     }
     async fn renew(
         &self,
         lease: &singleton_process::Lease,
         ttl: Duration,
     ) -> singleton_process::Result<singleton_process::Lease> {
-        self.0.renew(lease, ttl).await
+        let mut renewed = self.store().renew(lease, ttl).await?;
+        let n = self
+            .renewals
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
+        if let Some((from, ahead)) = self.clock_jump {
+            if n >= from {
+                renewed.expires = renewed.expires.map(|at| at + ahead);
+            }
+        }
+        Ok(renewed)
     }
     async fn release(
         &self,
         lease: &singleton_process::Lease,
     ) -> singleton_process::Result<singleton_process::Released> {
-        self.0.release(lease).await
+        self.store().release(lease).await
     }
     async fn inspect(
         &self,
         name: &str,
     ) -> singleton_process::Result<Option<singleton_process::Lease>> {
-        self.0.inspect(name).await
+        self.store().inspect(name).await
     }
     async fn list(&self) -> singleton_process::Result<Vec<singleton_process::Lease>> {
-        self.0.list().await
+        self.store().list().await
     }
     async fn force_release(
         &self,
         name: &str,
     ) -> singleton_process::Result<Option<singleton_process::Lease>> {
-        self.0.force_release(name).await
+        self.store().force_release(name).await
     }
     async fn watch(
         &self,
-        _name: &str,
+        name: &str,
     ) -> singleton_process::Result<Option<singleton_process::Freed>> {
-        std::future::pending().await
+        if self.hang_watch {
+            std::future::pending().await
+        } else {
+            self.store().watch(name).await
+        }
+    }
+    fn expiry_on_store_clock(&self) -> bool {
+        self.clock_jump.is_some()
     }
 }
 
 /// A waiter whose store never starts telling it anything still polls, and times out on time.
 #[tokio::test]
 async fn lock_wait_polls_while_listening_hangs() {
-    let store: Arc<dyn Store> = Arc::new(HangingWatch(memory().await));
+    let store: Arc<dyn Store> = Arc::new(Faulty {
+        hang_watch: true,
+        ..Faulty::new().await
+    });
     let name = unique("hanging-watch");
     let a = Singleton::new(&name, store.clone(), Options::default()).unwrap();
     let fast_poll = Options::default().poll_interval(Duration::from_millis(50));
@@ -412,4 +470,84 @@ async fn huge_durations_are_refused_and_never_panic() {
     assert!(matches!(gave_up, Lock::Conflict(_)));
     let err = waiter.lock_wait(Some(Duration::MAX)).await.unwrap_err();
     assert!(matches!(err, Error::InvalidOptions { .. }), "{err}");
+}
+
+/// A waiter keeps waiting through store errors, says so once, and acquires when the store
+/// answers again.
+#[tokio::test]
+async fn lock_wait_waits_through_an_outage_and_reports_it_once() {
+    let faulty = Faulty::new().await;
+    faulty
+        .failing_acquires
+        .store(8, std::sync::atomic::Ordering::SeqCst);
+    let store: Arc<dyn Store> = Arc::new(faulty);
+    let s = Singleton::new(
+        unique("outage"),
+        store,
+        Options::default().poll_interval(Duration::from_millis(10)),
+    )
+    .unwrap();
+    let mut events = s.events();
+    let guard = locked(
+        tokio::time::timeout(Duration::from_secs(20), s.lock_wait(None))
+            .await
+            .expect("acquires once the store answers")
+            .expect("no error ends the wait"),
+    );
+    let errors = kinds(&mut events)
+        .into_iter()
+        .filter(|kind| *kind == "error")
+        .count();
+    assert_eq!(errors, 1, "one error event per outage");
+    guard.release().await.unwrap();
+}
+
+/// An acquire that reached the store but whose answer never came is abandoned after the
+/// request timeout; the next try finds that lease in its own name, gives it back and acquires.
+#[tokio::test]
+async fn an_acquire_that_never_answers_is_abandoned_and_its_lease_given_back() {
+    let faulty = Faulty::new().await;
+    faulty
+        .swallow_next_acquire
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let store: Arc<dyn Store> = Arc::new(faulty);
+    let s = Singleton::new(
+        unique("swallowed"),
+        store,
+        Options::default().lock_expire(Duration::from_secs(3)),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let guard = locked(
+        tokio::time::timeout(Duration::from_secs(10), s.lock())
+            .await
+            .expect("the acquire is bounded")
+            .expect("the second try acquires"),
+    );
+    // The abandoned try took token 1, which was given back.
+    assert_eq!(guard.token().0, 2);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    guard.release().await.unwrap();
+}
+
+/// A store clock that jumps ahead between two renewals ends the lease, as the store would end
+/// it earlier than the holder counts on.
+#[tokio::test]
+async fn a_store_clock_that_jumps_ahead_loses_the_lease() {
+    let faulty = Faulty {
+        clock_jump: Some((2, Duration::from_secs(30))),
+        ..Faulty::new().await
+    };
+    let store: Arc<dyn Store> = Arc::new(faulty);
+    let s = Singleton::new(
+        unique("jump"),
+        store,
+        Options::default().lock_expire(Duration::from_millis(900)),
+    )
+    .unwrap();
+    let guard = locked(s.lock().await.unwrap());
+    tokio::time::timeout(Duration::from_secs(5), guard.lost())
+        .await
+        .expect("the jump is caught");
+    assert_eq!(guard.loss(), Some(singleton_process::Loss::Gone));
 }

@@ -23,8 +23,14 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 /// The `singleton` binary under test.
+/// `SINGLETON_TEST_BIN` runs the suite against another build, say an installed one or an older
+/// commit's, to see which tests it fails.
 pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_singleton")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("SINGLETON_TEST_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_singleton").to_owned())
+    })
 }
 
 /// A SQLite store in a fresh temporary directory, removed on drop.
