@@ -459,6 +459,32 @@ async fn an_acquire_answered_too_late_is_not_used() {
     assert_eq!(done.code, 69, "{}", done.stderr);
 }
 
+/// A run of `name` whose command sleeps, once it holds the lease.
+fn holding(url: &str, name: &str, ttl: &str) -> crate::support::Running {
+    let mut holder = Test::new()
+        .store(url)
+        .args(["run", "--name", name, "--ttl", ttl, "--", "sleep", "60"])
+        .spawn();
+    holder.wait_held(url, name);
+    holder
+}
+
+/// `run --wait --timeout TIMEOUT --json -- true` of `name`.
+fn waiting(url: &str, name: &str, timeout: &str) -> Test {
+    Test::new()
+        .store(url)
+        .args([
+            "run",
+            "--name",
+            name,
+            "--wait",
+            "--timeout",
+            timeout,
+            "--json",
+        ])
+        .args(["--", "true"])
+}
+
 /// `--wait --timeout` runs out in the middle of a request to a server that stopped answering.
 #[cfg(feature = "redis")]
 #[test]
@@ -466,24 +492,8 @@ fn a_wait_times_out_in_the_middle_of_a_request() {
     let mut server = crate::support::redis_server::own();
     let url = server.store_url();
     let name = unique("midrequest");
-    let mut holder = Test::new()
-        .store(&url)
-        .args(["run", "--name", &name, "--ttl", "30s", "--", "sleep", "30"])
-        .spawn();
-    holder.wait_held(&url, &name);
-    let waiter = Test::new()
-        .store(&url)
-        .args([
-            "run",
-            "--name",
-            &name,
-            "--wait",
-            "--timeout",
-            "3s",
-            "--json",
-        ])
-        .args(["--", "true"])
-        .spawn();
+    let holder = holding(&url, &name, "30s");
+    let waiter = waiting(&url, &name, "3s").spawn();
     // Let it connect and find the name held, then freeze the server under it.
     std::thread::sleep(SECOND);
     let paused = server.server().pause();
@@ -533,24 +543,8 @@ fn a_wait_goes_on_through_a_paused_server() {
     let mut server = crate::support::postgres_server::own();
     let url = server.store_url();
     let name = unique("paused-wait");
-    let mut holder = Test::new()
-        .store(&url)
-        .args(["run", "--name", &name, "--ttl", "2s", "--", "sleep", "60"])
-        .spawn();
-    holder.wait_held(&url, &name);
-    let waiter = Test::new()
-        .store(&url)
-        .args([
-            "run",
-            "--name",
-            &name,
-            "--wait",
-            "--timeout",
-            "60s",
-            "--json",
-        ])
-        .args(["--", "true"])
-        .spawn();
+    let holder = holding(&url, &name, "2s");
+    let waiter = waiting(&url, &name, "60s").spawn();
     std::thread::sleep(SECOND);
     let paused = server.server().pause();
     // Longer than the waiter's request timeout and the holder's lease: the holder stops.
