@@ -87,13 +87,12 @@ impl fmt::Debug for BootInstant {
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
 fn now_since_boot() -> Duration {
-    // CLOCK_BOOTTIME exists since Linux 2.6.39, so the fallback cannot happen on a kernel we
-    // run on; CLOCK_MONOTONIC reads no later than it, which only makes deadlines earlier.
-    nix::time::clock_gettime(SOURCE)
-        .or_else(|_| nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC))
-        .map_or(Duration::ZERO, |now| {
-            Duration::new(now.tv_sec() as u64, now.tv_nsec() as u32)
-        })
+    // CLOCK_BOOTTIME exists since Linux 2.6.39, so this cannot fail on a kernel we run on.
+    // Were it to, no deadline could be trusted: stop rather than go on without one.
+    match nix::time::clock_gettime(SOURCE) {
+        Ok(now) => Duration::new(now.tv_sec() as u64, now.tv_nsec() as u32),
+        Err(_) => std::process::abort(),
+    }
 }
 
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
@@ -106,6 +105,9 @@ fn now_since_boot() -> Duration {
 
 /// Waits until `deadline` has passed on [`SOURCE`], also across a suspend of the host: on
 /// waking up, a deadline that passed meanwhile is due at once. Cancel-safe.
+///
+/// Needs a tokio runtime with its I/O driver (`enable_all`, as `#[tokio::main]` gives), as
+/// the network stores do too: the wait is a `timerfd` registered with it.
 pub async fn sleep_until(deadline: BootInstant) {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     if let Ok(timer) = BootTimer::new(deadline) {

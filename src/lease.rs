@@ -275,8 +275,31 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Shortest pause before retrying a failed renewal.
 const RETRY_MIN: Duration = Duration::from_millis(50);
 
+/// Declares the lease lost if its keeper ends other than by being stopped (a panic, say), so
+/// that nobody goes on believing a lease that nothing renews or watches.
+struct KeeperAlive<'a> {
+    inner: &'a Inner,
+    held: &'a Held,
+}
+
+impl Drop for KeeperAlive<'_> {
+    fn drop(&mut self) {
+        if !self.held.stop.is_cancelled() {
+            self.held.mark_lost(
+                self.inner,
+                Loss::Unconfirmed,
+                "the task that renews the lease stopped".into(),
+            );
+        }
+    }
+}
+
 /// The keeper of one lease: renews it on schedule and declares it lost at `lost_at`.
 async fn keep(inner: Arc<Inner>, held: Arc<Held>, sent: BootInstant, received: BootInstant) {
+    let _alive = KeeperAlive {
+        inner: &inner,
+        held: &held,
+    };
     let timing = inner.timing;
     let (Some(ttl), Some(mut lost_at)) = (timing.ttl, timing.lost_at(sent)) else {
         return;

@@ -129,6 +129,9 @@ pub enum Lock {
 
 /// One named singleton on one store: the original package's `Singleton`.
 ///
+/// It needs a tokio runtime with both the time and the I/O driver (`enable_all`, as
+/// `#[tokio::main]` gives): lease deadlines are waited for on a `timerfd` of `CLOCK_BOOTTIME`.
+///
 /// ```
 /// use singleton_process::{Lock, Options, Singleton};
 ///
@@ -293,7 +296,11 @@ impl Singleton {
         loop {
             let tried = tokio::select! {
                 tried = self.attempt(&holder) => tried,
-                () = until_give_up() => return self.gave_up(last_seen, timeout),
+                () = until_give_up() => {
+                    // The abandoned acquire may still take effect: give back what it may leave.
+                    tokio::spawn(Arc::clone(&self.inner).give_back_any(holder));
+                    return self.gave_up(last_seen, timeout);
+                }
             };
             let pause = match tried {
                 Ok(Lock::Conflict(held_by)) => {
@@ -558,6 +565,25 @@ impl Inner {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Gives back the lease `holder` may hold after an acquire that was abandoned in flight, for
+    /// which nobody waits any more (a lease that never expires would otherwise stay).
+    async fn give_back_any(self: Arc<Self>, holder: Holder) {
+        // Let the abandoned request arrive first, if it is going to.
+        tokio::time::sleep(self.timing.request_timeout).await;
+        let found = bounded(
+            &*self.store,
+            "inspect",
+            self.timing.request_timeout,
+            self.store.inspect(&self.name),
+        )
+        .await;
+        if let Ok(Some(lease)) = found {
+            if lease.holder.id == holder.id {
+                self.give_back(&lease).await;
+            }
+        }
+    }
+
     /// Gives back a lease of ours that must not be used (best effort, one bounded try: if it
     /// fails, the lease simply expires).
     async fn give_back(&self, lease: &Lease) {
@@ -592,6 +618,8 @@ impl Inner {
             token: lease.token,
         });
         let mut tries = 0;
+        // Whether a try timed out: it may have given the lease back after all.
+        let mut abandoned = false;
         let released = loop {
             tries += 1;
             let released = bounded(
@@ -610,6 +638,7 @@ impl Inner {
                     if tries < TRIES && worth_again =>
                 {
                     let err = released.unwrap_err();
+                    abandoned |= matches!(err, Error::Timeout { .. });
                     self.emit(Event::Error {
                         name: self.name.clone(),
                         message: format!("{err}; trying again"),
@@ -620,6 +649,16 @@ impl Inner {
             }
         };
         match self.observe(released)? {
+            // Not found after a try that timed out: that try most likely gave it back. (Only a
+            // loss between the last renewal and this release would go unreported.)
+            Released::NotHeld if abandoned => {
+                tracing::info!(name = %self.name, "an earlier try of the release, which timed out, gave the lease back");
+                self.emit(Event::Released {
+                    name: self.name.clone(),
+                    token: lease.token,
+                });
+                Ok(true)
+            }
             Released::Released => {
                 self.emit(Event::Released {
                     name: self.name.clone(),

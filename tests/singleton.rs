@@ -214,6 +214,8 @@ struct Faulty {
     failing_acquires: std::sync::atomic::AtomicUsize,
     /// Whether the next acquire takes effect in the store but never answers.
     swallow_next_acquire: std::sync::atomic::AtomicBool,
+    /// How long acquires take to answer once they took effect.
+    slow_acquires: Option<Duration>,
     /// From the n-th renewal on, replies report the store's clock this far ahead.
     clock_jump: Option<(usize, Duration)>,
     renewals: std::sync::atomic::AtomicUsize,
@@ -256,6 +258,9 @@ impl Store for Faulty {
         let acquired = self.store().acquire(name, holder, ttl).await;
         if self.swallow_next_acquire.swap(false, Ordering::SeqCst) {
             std::future::pending::<()>().await;
+        }
+        if let Some(slow) = self.slow_acquires {
+            tokio::time::sleep(slow).await;
         }
         acquired
     }
@@ -550,4 +555,35 @@ async fn a_store_clock_that_jumps_ahead_loses_the_lease() {
         .await
         .expect("the jump is caught");
     assert_eq!(guard.loss(), Some(singleton_process::Loss::Gone));
+}
+
+/// An acquire answered after the moment its lease would already count as lost is not used: the
+/// lease is given back and the caller told.
+#[tokio::test]
+async fn an_acquire_answered_too_late_is_given_back_and_not_used() {
+    let faulty = Arc::new(Faulty {
+        slow_acquires: Some(Duration::from_millis(1200)),
+        ..Faulty::new().await
+    });
+    let store: Arc<dyn Store> = faulty.clone();
+    let name = unique("too-late");
+    // A long request timeout, so that the answer comes back rather than being abandoned.
+    let s = Singleton::new(
+        &name,
+        store,
+        Options::default()
+            .lock_expire(Duration::from_secs(1))
+            .request_timeout(Duration::from_secs(10)),
+    )
+    .unwrap();
+    let err = s
+        .lock()
+        .await
+        .expect_err("a lease answered too late is not handed out");
+    assert!(err.to_string().contains("too late"), "{err}");
+    assert_eq!(
+        faulty.store().inspect(&name).await.unwrap(),
+        None,
+        "it was given back"
+    );
 }

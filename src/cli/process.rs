@@ -36,41 +36,42 @@ pub enum KillMode {
     Group,
 }
 
-/// A cgroup v2 made for one run of the command, removed when dropped once it is empty.
+/// Where the command's cgroup can be made: below the supervisor's own cgroup v2, found and
+/// checked before the lease is taken so that a run that must have a cgroup holds nothing
+/// while it fails.
 #[derive(Debug)]
-pub struct Cgroup {
-    dir: PathBuf,
-    /// `cgroup.procs`, open for writing: the command moves itself in between fork and exec.
-    procs: OwnedFd,
-    /// `cgroup.kill` (Linux 5.14+), open for writing.
-    kill: Option<OwnedFd>,
+pub struct CgroupPlace {
+    parent: PathBuf,
 }
 
-impl Cgroup {
-    /// Makes a cgroup for the command under the supervisor's own, or says why it cannot.
-    pub fn create() -> Result<Cgroup, String> {
+impl CgroupPlace {
+    /// The supervisor's own cgroup, if a cgroup for the command can be made below it: we may
+    /// create directories there and move processes out of it. Says why not otherwise.
+    pub fn find() -> Result<CgroupPlace, String> {
         let parent = own_cgroup_dir()?;
-        let supervisor = std::process::id();
-        sweep_stale(&parent);
-        let dir = parent.join(format!("singleton-{supervisor}"));
-        if let Err(err) = std::fs::create_dir(&dir) {
-            // A leftover of a dead supervisor that had our pid: empty, or rmdir fails.
-            if err.kind() != std::io::ErrorKind::AlreadyExists
-                || std::fs::remove_dir(&dir)
-                    .and_then(|()| std::fs::create_dir(&dir))
-                    .is_err()
-            {
-                return Err(format!("cannot create {}: {err}", dir.display()));
-            }
-        }
-        let opened = (|| {
-            let procs = open_write(&dir.join("cgroup.procs"))?;
+        for (path, what) in [
+            (parent.clone(), "create a cgroup in"),
             // Moving a process needs write access to the cgroup it comes from, too.
-            nix::unistd::access(&parent.join("cgroup.procs"), nix::unistd::AccessFlags::W_OK)
-                .map_err(std::io::Error::from)?;
-            Ok::<_, std::io::Error>(procs)
-        })();
-        let procs = match opened {
+            (parent.join("cgroup.procs"), "move processes out of"),
+        ] {
+            nix::unistd::access(&path, nix::unistd::AccessFlags::W_OK)
+                .map_err(|err| format!("may not {what} {}: {}", parent.display(), err.desc()))?;
+        }
+        Ok(CgroupPlace { parent })
+    }
+
+    /// Makes the command's cgroup, just before it is spawned (an empty cgroup of a supervisor
+    /// that is gone is removed by the next one that makes its own here).
+    pub fn create(&self) -> Result<Cgroup, String> {
+        sweep_stale(&self.parent);
+        let dir = self.parent.join(format!(
+            "singleton-{}-{:08x}",
+            std::process::id(),
+            fastrand::u32(..)
+        ));
+        std::fs::create_dir(&dir)
+            .map_err(|err| format!("cannot create {}: {err}", dir.display()))?;
+        let procs = match open_write(&dir.join("cgroup.procs")) {
             Ok(procs) => procs,
             Err(err) => {
                 let _ = std::fs::remove_dir(&dir);
@@ -83,13 +84,26 @@ impl Cgroup {
         let kill = open_write(&dir.join("cgroup.kill")).ok();
         Ok(Cgroup { dir, procs, kill })
     }
+}
 
+/// A cgroup v2 made for one run of the command, removed when dropped once it is empty.
+#[derive(Debug)]
+pub struct Cgroup {
+    dir: PathBuf,
+    /// `cgroup.procs`, open for writing: the command moves itself in between fork and exec.
+    procs: OwnedFd,
+    /// `cgroup.kill` (Linux 5.14+), open for writing.
+    kill: Option<OwnedFd>,
+}
+
+impl Cgroup {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
-    /// Whether any process is in the cgroup (`populated` of `cgroup.events`). A cgroup that
-    /// cannot be read counts as populated: nothing is released on a guess.
+    /// Whether any live process is in the cgroup or below it (`populated` of
+    /// `cgroup.events`; zombies do not count). A cgroup that cannot be read counts as
+    /// populated: nothing is released on a guess.
     pub fn populated(&self) -> bool {
         match std::fs::read_to_string(self.dir.join("cgroup.events")) {
             Ok(events) => !events.lines().any(|line| line.trim() == "populated 0"),
@@ -97,25 +111,37 @@ impl Cgroup {
         }
     }
 
-    /// The processes in the cgroup.
+    /// The processes in the cgroup and in any the command made below it.
     fn pids(&self) -> Vec<Pid> {
-        std::fs::read_to_string(self.dir.join("cgroup.procs"))
-            .unwrap_or_default()
-            .split_whitespace()
-            .filter_map(|pid| pid.parse().ok())
-            .filter(|&pid| pid > 1)
-            .map(Pid::from_raw)
-            .collect()
+        let mut pids = Vec::new();
+        let mut dirs = vec![self.dir.clone()];
+        while let Some(dir) = dirs.pop() {
+            pids.extend(
+                std::fs::read_to_string(dir.join("cgroup.procs"))
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .filter_map(|pid| pid.parse().ok())
+                    .filter(|&pid| pid > 1)
+                    .map(Pid::from_raw),
+            );
+            let children = std::fs::read_dir(&dir).into_iter().flatten().flatten();
+            dirs.extend(
+                children
+                    .filter(|entry| entry.file_type().is_ok_and(|kind| kind.is_dir()))
+                    .map(|entry| entry.path()),
+            );
+        }
+        pids
     }
 
-    /// Sends `signal` to every process in the cgroup.
+    /// Sends `signal` to every process in the cgroup and below it.
     fn signal(&self, signal: Signal) {
         for pid in self.pids() {
             let _ = kill(pid, signal);
         }
     }
 
-    /// SIGKILLs every process in the cgroup, forks included.
+    /// SIGKILLs every process in the cgroup and below it, forks included.
     fn kill(&self) {
         match &self.kill {
             Some(kill) => {
@@ -196,6 +222,12 @@ fn unescape_mountinfo(field: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// How old an empty command cgroup must be before another supervisor removes it: a supervisor
+/// makes its cgroup just before it spawns the command into it, so a younger empty one may be
+/// about to be used (maybe by a supervisor in another PID namespace, whose pid means nothing
+/// here).
+const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Removes the empty cgroups that supervisors which are gone left under `parent` (when both a
 /// supervisor and its watchdog were SIGKILLed). A populated one cannot be removed.
 fn sweep_stale(parent: &Path) {
@@ -204,14 +236,16 @@ fn sweep_stale(parent: &Path) {
     };
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some(pid) = name
+        let ours = name
             .to_str()
-            .and_then(|name| name.strip_prefix("singleton-"))
-            .and_then(|pid| pid.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
+            .is_some_and(|name| name.starts_with("singleton-"));
+        let old = entry
+            .metadata()
+            .and_then(|meta| meta.modified())
+            .ok()
+            .and_then(|at| at.elapsed().ok())
+            .is_some_and(|age| age > STALE_AFTER);
+        if ours && old {
             let _ = std::fs::remove_dir(entry.path());
         }
     }
@@ -256,10 +290,56 @@ impl Job {
         }
     }
 
-    /// Whether every process of the command is gone.
+    /// Whether every process of the command is gone, once the command itself has been waited
+    /// for. Zombies count as gone (they run no code); those that are our own children (orphans
+    /// come to us when we are PID 1, as in a container) are reaped here, or they would stay.
     pub fn is_gone(&self) -> bool {
-        !group_exists(self.group) && self.cgroup.as_ref().is_none_or(|c| !c.populated())
+        reap_group(self.group);
+        !group_alive(self.group) && self.cgroup.as_ref().is_none_or(|c| !c.populated())
     }
+}
+
+/// Reaps the members of `group` that are our children and have exited.
+fn reap_group(group: Pid) {
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+    if group.as_raw() <= 1 {
+        return;
+    }
+    while let Ok(status) = waitpid(Pid::from_raw(-group.as_raw()), Some(WaitPidFlag::WNOHANG)) {
+        if status == WaitStatus::StillAlive {
+            return;
+        }
+    }
+}
+
+/// Whether any process of `group` is alive: a zombie is not. When in doubt (no /proc), yes.
+fn group_alive(group: Pid) -> bool {
+    if !group_exists(group) {
+        return false;
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    entries.flatten().any(|entry| {
+        let is_pid = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|name| !name.is_empty() && name.bytes().all(|byte| byte.is_ascii_digit()));
+        if !is_pid {
+            return false;
+        }
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            return false;
+        };
+        // After the parenthesised command: state, ppid, pgrp.
+        let mut fields = stat
+            .rsplit_once(')')
+            .map_or("", |(_, rest)| rest)
+            .split_whitespace();
+        let state = fields.next().unwrap_or("");
+        let pgrp = fields.nth(1).and_then(|pgrp| pgrp.parse::<i32>().ok());
+        pgrp == Some(group.as_raw()) && !matches!(state, "Z" | "X")
+    })
 }
 
 /// Spawns `command` directly (no shell) as the leader of a new process group, inside `cgroup`
@@ -302,9 +382,10 @@ pub fn spawn(
         // system calls (sigprocmask, tcsetpgrp, getpid).
         unsafe {
             cmd.pre_exec(|| {
-                with_sigttou_blocked(|| {
-                    nix::unistd::tcsetpgrp(std::io::stdin(), nix::unistd::getpid())
-                })?;
+                // Descriptor 0 stays open while this runs. (Not `std::io::stdin()`, which may
+                // allocate on first use.)
+                let stdin = std::os::fd::BorrowedFd::borrow_raw(0);
+                with_sigttou_blocked(|| nix::unistd::tcsetpgrp(stdin, nix::unistd::getpid()))?;
                 Ok(())
             });
         }
@@ -382,19 +463,25 @@ fn group_exists(group: Pid) -> bool {
 ///   (stopped, starved, swapped out) and could not renew or stop it, it SIGKILLs them then,
 ///   before the store can hand the lease to anyone else.
 ///
-/// After a kill it waits (up to a minute) for the cgroup to empty and removes it. Deadlines are
-/// on the boot clock (`CLOCK_BOOTTIME`), so a suspend of the host counts. The supervisor sends
-/// each new deadline (after every renewal) through a pipe.
+/// It is started before the command, so that no moment of the command's life is unguarded, and
+/// learns the command's process group once it is spawned. After a kill it waits (up to a minute)
+/// for the cgroup to empty and removes it. Deadlines are on the boot clock (`CLOCK_BOOTTIME`), so
+/// a suspend of the host counts. The supervisor sends each new deadline (after every renewal)
+/// through a pipe. The watchdog keeps no other descriptor of the supervisor's open.
 #[derive(Debug)]
 pub struct Watchdog {
-    /// Deadlines go in as 8-byte nanoseconds of the boot clock; closing it without a stand-down
-    /// message makes the watchdog kill. Non-blocking: a stopped watchdog whose pipe is full
-    /// must not stop the supervisor (it then enforces an earlier deadline, the safe way round).
+    /// Messages go in as 16 bytes, a kind and a value; closing it without a stand-down message
+    /// makes the watchdog kill. Non-blocking: a stopped watchdog whose pipe is full must not stop
+    /// the supervisor (it then enforces an earlier deadline, the safe way round).
     pipe: Option<OwnedFd>,
 }
 
-/// The message that stands the watchdog down.
+/// Message kinds: stand down (the command is finished with), ...
 const STAND_DOWN: u64 = 0;
+/// ... a new deadline (nanoseconds of the boot clock, or [`NO_DEADLINE`]), ...
+const DEADLINE: u64 = 1;
+/// ... the command's process group.
+const GROUP: u64 = 2;
 /// The deadline of a lease that never expires.
 const NO_DEADLINE: u64 = u64::MAX;
 
@@ -409,15 +496,17 @@ struct WatchedCgroup {
 }
 
 impl Watchdog {
-    /// Forks the watchdog for `job`, enforcing `deadline` (`None`: no deadline).
-    pub fn start(job: &Job, deadline: Option<BootInstant>) -> nix::Result<Watchdog> {
+    /// Forks the watchdog for a command about to run in `cgroup` (if any), enforcing
+    /// `deadline` (`None`: no deadline). Tell it the command's group with
+    /// [`guard`](Self::guard) once it is spawned.
+    pub fn start(cgroup: Option<&Cgroup>, deadline: Option<BootInstant>) -> nix::Result<Watchdog> {
         let (read_end, write_end) = pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         nix::fcntl::fcntl(
             &write_end,
             nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
         )?;
         let timer = TimerFd::new(ClockId::CLOCK_BOOTTIME, TimerFlags::TFD_CLOEXEC)?;
-        let cgroup = match job.cgroup() {
+        let cgroup = match cgroup {
             Some(cgroup) => {
                 let c = |path: &Path| {
                     CString::new(path.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)
@@ -432,19 +521,13 @@ impl Watchdog {
             None => None,
         };
         let first = boot_ns(deadline);
-        // SAFETY: the child only calls async-signal-safe functions (setpgid, signal, close, poll,
-        // read, write, open, timerfd_settime, kill, rmdir, _exit) and never returns into code
-        // that could allocate or take a lock another thread held at fork time.
+        // SAFETY: the child only calls async-signal-safe functions (setpgid, signal, open, dup2,
+        // close, close_range, poll, read, write, timerfd_settime, kill, rmdir, usleep, _exit)
+        // and never returns into code that could allocate or take a lock another thread held at
+        // fork time.
         match unsafe { fork() }? {
             ForkResult::Child => unsafe {
-                watch(
-                    job.group(),
-                    cgroup.as_ref(),
-                    first,
-                    read_end,
-                    write_end,
-                    timer,
-                )
+                watch(cgroup.as_ref(), first, read_end, write_end, timer)
             },
             ForkResult::Parent { .. } => {
                 drop(read_end);
@@ -455,21 +538,31 @@ impl Watchdog {
         }
     }
 
+    /// Tells the watchdog the command's process group, to kill along with the cgroup.
+    pub fn guard(&self, group: Pid) {
+        if group.as_raw() > 1 {
+            self.send(GROUP, group.as_raw() as u64);
+        }
+    }
+
     /// Moves the deadline (after a renewal, or to an earlier kill).
     pub fn set_deadline(&self, deadline: Option<BootInstant>) {
-        self.send(boot_ns(deadline));
+        self.send(DEADLINE, boot_ns(deadline));
     }
 
     /// Tells the watchdog that the command is finished with; it exits without killing.
     pub fn stand_down(mut self) {
-        self.send(STAND_DOWN);
+        self.send(STAND_DOWN, 0);
         self.pipe = None;
     }
 
-    fn send(&self, message: u64) {
+    fn send(&self, kind: u64, value: u64) {
         if let Some(fd) = &self.pipe {
-            // 8 bytes are below PIPE_BUF, so the write is atomic.
-            let _ = nix::unistd::write(fd, &message.to_le_bytes());
+            let mut message = [0u8; 16];
+            message[..8].copy_from_slice(&kind.to_le_bytes());
+            message[8..].copy_from_slice(&value.to_le_bytes());
+            // 16 bytes are below PIPE_BUF, so the write is atomic.
+            let _ = nix::unistd::write(fd, &message);
         }
     }
 }
@@ -489,7 +582,6 @@ fn boot_ns(deadline: Option<BootInstant>) -> u64 {
 /// # Safety
 /// Must only be called in a freshly forked child of a possibly multi-threaded process.
 unsafe fn watch(
-    group: Pid,
     cgroup: Option<&WatchedCgroup>,
     mut deadline: u64,
     read_end: OwnedFd,
@@ -498,20 +590,6 @@ unsafe fn watch(
 ) -> ! {
     // Our own process group keeps a terminal's Ctrl-C (meant for the supervisor) away from us.
     let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
-    // We print nothing, and must not keep the supervisor's output open after it exits (cron,
-    // or a caller reading it, waits for the end of it).
-    // SAFETY: open and dup2 are async-signal-safe; the path is a static C string.
-    unsafe {
-        let null = nix::libc::open(c"/dev/null".as_ptr(), nix::libc::O_RDWR);
-        if null >= 0 {
-            for fd in 0..=2 {
-                nix::libc::dup2(null, fd);
-            }
-            if null > 2 {
-                nix::libc::close(null);
-            }
-        }
-    }
     for sig in [
         Signal::SIGINT,
         Signal::SIGTERM,
@@ -522,11 +600,19 @@ unsafe fn watch(
         let _ = unsafe { signal(sig, SigHandler::SigIgn) };
     }
     // Only the supervisor may hold the write end, or we would never see it close.
-    let raw_write = write_end.as_raw_fd();
-    std::mem::forget(write_end);
-    // SAFETY: `raw_write` is a descriptor we own and no longer use.
-    unsafe { nix::libc::close(raw_write) };
+    drop(write_end);
+    // We print nothing, and must not keep the supervisor's output, its store connections or
+    // anything else of it open after it exits (cron, or a caller reading its output, waits for
+    // the end of it).
+    let mut keep = [
+        read_end.as_raw_fd(),
+        timer.as_fd().as_raw_fd(),
+        cgroup.and_then(|c| c.kill).unwrap_or(-1),
+    ];
+    // SAFETY: async-signal-safe calls on descriptors of our own.
+    unsafe { keep_only(&mut keep) };
 
+    let mut group: Option<Pid> = None;
     let kill = loop {
         let armed = if deadline == NO_DEADLINE {
             timer.unset()
@@ -563,19 +649,27 @@ unsafe fn watch(
         if fds[0].revents().is_none_or(|events| events.is_empty()) {
             continue;
         }
-        let mut message = [0u8; 8];
+        let mut message = [0u8; 16];
         match nix::unistd::read(&read_end, &mut message) {
-            Ok(8) => match u64::from_le_bytes(message) {
-                STAND_DOWN => break false,
-                next => deadline = next,
-            },
+            Ok(16) => {
+                let (kind, value) = message.split_at(8);
+                let value = u64::from_le_bytes(value.try_into().unwrap_or([0; 8]));
+                match u64::from_le_bytes(kind.try_into().unwrap_or([0; 8])) {
+                    STAND_DOWN => break false,
+                    DEADLINE => deadline = value,
+                    GROUP => group = i32::try_from(value).ok().map(Pid::from_raw),
+                    _ => break true,
+                }
+            }
             Err(Errno::EINTR) => continue,
             // End of file: the supervisor died without standing us down.
             _ => break true,
         }
     };
     if kill {
-        let _ = signal_group(group, Signal::SIGKILL);
+        if let Some(group) = group {
+            let _ = signal_group(group, Signal::SIGKILL);
+        }
         if let Some(cgroup) = cgroup {
             // SAFETY: only async-signal-safe calls on prepared strings and descriptors.
             unsafe { kill_and_remove(cgroup) };
@@ -583,6 +677,60 @@ unsafe fn watch(
     }
     // SAFETY: `_exit` skips atexit handlers and destructors, as required after fork.
     unsafe { nix::libc::_exit(0) }
+}
+
+/// Points stdin, stdout and stderr at /dev/null and closes every other descriptor but those in
+/// `keep` (-1 for none).
+///
+/// # Safety
+/// Async-signal-safe; for the forked watchdog.
+unsafe fn keep_only(keep: &mut [RawFd]) {
+    // SAFETY: open, dup2 and close on a static path and our own descriptors.
+    unsafe {
+        let null = nix::libc::open(c"/dev/null".as_ptr(), nix::libc::O_RDWR);
+        if null >= 0 {
+            for fd in 0..=2 {
+                nix::libc::dup2(null, fd);
+            }
+            if null > 2 && !keep.contains(&null) {
+                nix::libc::close(null);
+            }
+        }
+    }
+    keep.sort_unstable();
+    let mut from: RawFd = 3;
+    for &fd in keep.iter().filter(|&&fd| fd >= 3) {
+        if fd > from {
+            // SAFETY: as for this function.
+            unsafe { close_range(from, fd - 1) };
+        }
+        from = from.max(fd + 1);
+    }
+    // SAFETY: as for this function.
+    unsafe { close_range(from, RawFd::MAX) };
+}
+
+/// Closes the descriptors `first..=last` (close_range(2), Linux 5.9; one by one before it, up
+/// to 4096).
+///
+/// # Safety
+/// Async-signal-safe.
+unsafe fn close_range(first: RawFd, last: RawFd) {
+    // SAFETY: a plain system call on descriptors of our own.
+    let done = unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_close_range,
+            first as nix::libc::c_uint,
+            last as nix::libc::c_uint,
+            0 as nix::libc::c_uint,
+        )
+    };
+    if done != 0 {
+        for fd in first..=last.min(4096) {
+            // SAFETY: as above.
+            unsafe { nix::libc::close(fd) };
+        }
+    }
 }
 
 /// SIGKILLs everything in the cgroup, waits up to a minute for it to empty, and removes it.

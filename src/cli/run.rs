@@ -16,7 +16,7 @@ use tokio::sync::broadcast;
 
 use super::label::label;
 use super::output::Output;
-use super::process::{self, Cgroup, Job, KillMode, Watchdog};
+use super::process::{self, CgroupPlace, KillMode, Watchdog};
 use super::{RunArgs, exit};
 
 /// The signals that are forwarded to the command (and end a wait).
@@ -58,7 +58,7 @@ pub async fn run(args: RunArgs, url: &str, out: &Output) -> Result<i32, Error> {
         };
     // Made before the lease is taken: if the command cannot be contained as asked, nothing is
     // held meanwhile.
-    let cgroup = contain(args.kill_mode, out)?;
+    let place = contain(args.kill_mode, out)?;
     let store = match connect(&args, url, give_up, &mut signals, out).await? {
         Step::Go(store) => store,
         Step::Exit(code) => return Ok(code),
@@ -117,7 +117,7 @@ pub async fn run(args: RunArgs, url: &str, out: &Output) -> Result<i32, Error> {
         &args,
         &singleton,
         &guard,
-        cgroup,
+        place.as_ref(),
         &mut signals,
         &mut events,
         out,
@@ -149,30 +149,42 @@ pub async fn run(args: RunArgs, url: &str, out: &Output) -> Result<i32, Error> {
     }
 }
 
-/// The command's cgroup, as `--kill-mode` asks.
-fn contain(mode: KillMode, out: &Output) -> Result<Option<Cgroup>, Error> {
+/// Where the command's cgroup will be made, as `--kill-mode` asks: checked before the lease is
+/// taken, so that a run that cannot be contained as asked holds nothing meanwhile.
+fn contain(mode: KillMode, out: &Output) -> Result<Option<CgroupPlace>, Error> {
     match mode {
         KillMode::Group => Ok(None),
-        KillMode::Cgroup => Cgroup::create().map(Some).map_err(|reason| Error::InvalidOptions {
-            reason: format!(
-                "--kill-mode cgroup: {reason}; run as root or in a delegated cgroup subtree, or use --kill-mode auto"
-            ),
-        }),
-        KillMode::Auto => match Cgroup::create() {
-            Ok(cgroup) => Ok(Some(cgroup)),
+        KillMode::Cgroup => CgroupPlace::find()
+            .map(Some)
+            .map_err(|reason| no_cgroup_here(&reason)),
+        KillMode::Auto => match CgroupPlace::find() {
+            Ok(place) => Ok(Some(place)),
             Err(reason) => {
-                out.note(
-                    "containment",
-                    json!({ "kill_mode": "group", "reason": reason }),
-                    &format!(
-                        "cannot make a cgroup for the command ({reason}): it is contained by its process group only, so processes that leave the group (setsid, daemons) are not stopped with it"
-                    ),
-                    false,
-                );
+                group_only(&reason, out);
                 Ok(None)
             }
         },
     }
+}
+
+fn no_cgroup_here(reason: &str) -> Error {
+    Error::InvalidOptions {
+        reason: format!(
+            "--kill-mode cgroup: {reason}; run as root or in a delegated cgroup subtree, or use --kill-mode auto"
+        ),
+    }
+}
+
+/// Says (with -v or --json) that the command is contained by its process group only.
+fn group_only(reason: &str, out: &Output) {
+    out.note(
+        "containment",
+        json!({ "kill_mode": "group", "reason": reason }),
+        &format!(
+            "cannot make a cgroup for the command ({reason}): it is contained by its process group only, so processes that leave the group (setsid, daemons) are not stopped with it"
+        ),
+        false,
+    );
 }
 
 /// Opens the store. With `--wait`, a store that cannot be reached yet is tried again with
@@ -243,7 +255,7 @@ fn ended_waiting(sig: Signal, out: &Output) -> i32 {
         "signal",
         json!({ "signal": sig.as_str() }),
         &format!(
-            "received {} while waiting for the lease; exiting",
+            "received {} before the command started; exiting",
             sig.as_str()
         ),
         true,
@@ -257,11 +269,53 @@ async fn supervise(
     args: &RunArgs,
     singleton: &Singleton,
     guard: &LeaseGuard,
-    cgroup: Option<Cgroup>,
+    place: Option<&CgroupPlace>,
     signals: &mut Signals,
     events: &mut broadcast::Receiver<Event>,
     out: &Output,
 ) -> (i32, bool) {
+    // A stall between the acquire and now (a suspend, a stopped process) may have used the
+    // lease up: then the command must not start at all.
+    if guard.is_lost()
+        || guard
+            .safe_until()
+            .is_some_and(|safe| safe <= BootInstant::now())
+    {
+        drain(events, out);
+        out.note(
+            "not_started",
+            json!({ "token": guard.token() }),
+            "the lease ran out before the command could start; it was not started",
+            true,
+        );
+        return (exit::LOST, true);
+    }
+    let cgroup = match place.map(CgroupPlace::create) {
+        None => None,
+        Some(Ok(cgroup)) => Some(cgroup),
+        Some(Err(reason)) if args.kill_mode == KillMode::Cgroup => {
+            out.error(&no_cgroup_here(&reason));
+            return (exit::USAGE, true);
+        }
+        Some(Err(reason)) => {
+            group_only(&reason, out);
+            None
+        }
+    };
+    let mut deadlines = guard.safe_until_changes();
+    // Armed before the command runs, so that no moment of it is unguarded.
+    let watchdog = match Watchdog::start(cgroup.as_ref(), *deadlines.borrow_and_update()) {
+        Ok(watchdog) => watchdog,
+        Err(err) => {
+            out.note(
+                "watchdog_failed",
+                json!({ "error": err.to_string() }),
+                &format!("cannot start the watchdog ({err}); the command is not run without it"),
+                true,
+            );
+            return (exit::INTERNAL, true);
+        }
+    };
     let env = [
         ("SINGLETON_NAME", singleton.name().to_owned()),
         ("SINGLETON_TOKEN", guard.token().to_string()),
@@ -271,6 +325,7 @@ async fn supervise(
     let (mut child, job) = match process::spawn(&args.command, &env, terminal, cgroup) {
         Ok(spawned) => spawned,
         Err(err) => {
+            watchdog.stand_down();
             let program = args.command[0].to_string_lossy();
             out.note(
                 "spawn_failed",
@@ -285,6 +340,7 @@ async fn supervise(
             return (code, true);
         }
     };
+    watchdog.guard(job.group());
     let pid = job.group().as_raw();
     let cgroup = job.cgroup().map(|c| c.dir().display().to_string());
     out.note(
@@ -301,21 +357,33 @@ async fn supervise(
         ),
         false,
     );
-    let mut deadlines = guard.safe_until_changes();
-    let watchdog = match Watchdog::start(&job, *deadlines.borrow_and_update()) {
-        Ok(watchdog) => Some(watchdog),
-        Err(err) => {
-            out.note("watchdog_failed", json!({ "error": err.to_string() }),
-                &format!("cannot start the watchdog ({err}); the command is protected only by the parent-death signal"), true);
-            None
-        }
-    };
 
+    // One loop for the command and for whatever it leaves behind: a lost lease stops both the
+    // same way, and the lease is given back only once every process of the command is gone.
+    let mut status = None;
     let mut lost = false;
     let mut kill_at: Option<BootInstant> = None;
-    let status = loop {
+    // Once SIGKILL went out: until when to wait for the processes to go.
+    let mut killed: Option<Option<BootInstant>> = None;
+    let mut all_gone = true;
+    loop {
         tokio::select! {
-            status = child.wait() => break status,
+            waited = child.wait(), if status.is_none() => {
+                status = Some(waited);
+                if terminal {
+                    process::reclaim_terminal();
+                }
+                if job.is_gone() {
+                    break;
+                }
+                if kill_at.is_none() && killed.is_none() {
+                    // The lease must not outlive the command: whatever it left stops too.
+                    out.note("terminating", json!({ "group": pid, "signal": "SIGTERM" }),
+                        "the command left processes behind: sending them SIGTERM", true);
+                    job.signal_all(Signal::SIGTERM);
+                    kill_at = Some(after_grace(singleton.grace(), guard));
+                }
+            }
             sig = signals.recv() => {
                 out.note("signal", json!({ "signal": sig.as_str(), "pid": pid }),
                     &format!("forwarding {} to the command", sig.as_str()), false);
@@ -324,46 +392,56 @@ async fn supervise(
             _ = guard.lost(), if !lost => {
                 lost = true;
                 drain(events, out);
-                let deadline = stop_deadline(singleton, guard);
-                kill_at = Some(deadline);
-                // Should this process stall from here on, the watchdog still kills in time.
-                if let Some(watchdog) = &watchdog {
+                if killed.is_none() {
+                    let deadline = stop_deadline(singleton, guard);
+                    let deadline = kill_at.map_or(deadline, |at| at.min(deadline));
+                    kill_at = Some(deadline);
+                    // Should this process stall from here on, the watchdog still kills in time.
                     watchdog.set_deadline(Some(deadline));
+                    let kill_in = deadline.remaining();
+                    out.note("terminating", json!({ "pid": pid, "signal": "SIGTERM", "kill_in_ms": kill_in.as_millis() as u64 }),
+                        &format!("lease lost: sending SIGTERM to the command, SIGKILL in {}", humantime::format_duration(round_ms(kill_in))), true);
+                    job.signal_all(Signal::SIGTERM);
                 }
-                let kill_in = deadline.remaining();
-                out.note("terminating", json!({ "pid": pid, "signal": "SIGTERM", "kill_in_ms": kill_in.as_millis() as u64 }),
-                    &format!("lease lost: sending SIGTERM to the command, SIGKILL in {}", humantime::format_duration(round_ms(kill_in))), true);
-                job.signal_all(Signal::SIGTERM);
             }
             () = clock::sleep_until(kill_at.unwrap_or_else(BootInstant::now)), if kill_at.is_some() => {
                 kill_at = None;
-                out.note("killing", json!({ "pid": pid, "signal": "SIGKILL" }),
-                    "the command did not stop in time: sending SIGKILL", true);
+                let message = match status {
+                    None => "the command did not stop in time: sending SIGKILL",
+                    Some(_) => "processes the command left did not stop in time: sending SIGKILL",
+                };
+                out.note("killing", json!({ "pid": pid, "signal": "SIGKILL" }), message, true);
                 job.kill_all();
+                // Renewals may go on meanwhile, but the wait ends at the deadline as it is now.
+                killed = Some(guard.safe_until());
             }
-            Ok(()) = deadlines.changed(), if watchdog.is_some() && !lost => {
-                if let Some(watchdog) = &watchdog {
-                    watchdog.set_deadline(*deadlines.borrow_and_update());
+            () = tokio::time::sleep(GROUP_POLL), if status.is_some() => {
+                if killed.is_some() {
+                    // A process may have forked while the rest was killed.
+                    job.kill_all();
                 }
+                if job.is_gone() {
+                    break;
+                }
+                if killed.is_some_and(|until| until.is_some_and(|at| BootInstant::now() >= at)) {
+                    all_gone = false;
+                    break;
+                }
+            }
+            Ok(()) = deadlines.changed(), if !lost => {
+                watchdog.set_deadline(*deadlines.borrow_and_update());
             }
             Ok(event) = events.recv() => out.event(&event),
         }
-    };
-    if terminal {
-        process::reclaim_terminal();
     }
-    // The lease must not outlive the command: whatever it left behind stops too.
-    let all_gone = stop_leftovers(&job, singleton.grace(), guard, out).await;
-    if let Some(watchdog) = watchdog {
-        if all_gone {
-            watchdog.stand_down();
-        }
-        // Otherwise dropping it closes its pipe: it kills again, and removes the cgroup once
-        // the stuck processes are gone.
+    if all_gone {
+        watchdog.stand_down();
     }
+    // Otherwise dropping the watchdog closes its pipe: it kills again, and removes the cgroup
+    // once the stuck processes are gone.
     let code = match status {
-        Ok(status) => exit_code_of(status),
-        Err(err) => {
+        Some(Ok(status)) => exit_code_of(status),
+        Some(Err(err)) => {
             out.note(
                 "wait_failed",
                 json!({ "error": err.to_string() }),
@@ -372,6 +450,7 @@ async fn supervise(
             );
             exit::INTERNAL
         }
+        None => exit::INTERNAL,
     };
     out.note(
         "exited",
@@ -389,14 +468,9 @@ async fn supervise(
     (if lost { exit::LOST } else { code }, all_gone)
 }
 
-/// When the command of a lost lease gets SIGKILL: after the grace period if no renewal could be
-/// confirmed, after at most [`GONE_GRACE`] if the store said the lease is gone, and never after
-/// the safe deadline.
-fn stop_deadline(singleton: &Singleton, guard: &LeaseGuard) -> BootInstant {
-    let grace = match guard.loss() {
-        Some(Loss::Gone) => singleton.grace().min(GONE_GRACE),
-        _ => singleton.grace(),
-    };
+/// When what the command left gets SIGKILL: after the grace period, and never after the safe
+/// deadline.
+fn after_grace(grace: Duration, guard: &LeaseGuard) -> BootInstant {
     let now = BootInstant::now();
     let after_grace = now.checked_add(grace).unwrap_or(now);
     guard
@@ -405,52 +479,19 @@ fn stop_deadline(singleton: &Singleton, guard: &LeaseGuard) -> BootInstant {
         .max(now)
 }
 
-fn round_ms(duration: Duration) -> Duration {
-    Duration::from_millis(duration.as_millis().min(u128::from(u64::MAX)) as u64)
+/// When the command of a lost lease gets SIGKILL: after the grace period if no renewal could be
+/// confirmed, after at most [`GONE_GRACE`] if the store said the lease is gone, and never after
+/// the safe deadline.
+fn stop_deadline(singleton: &Singleton, guard: &LeaseGuard) -> BootInstant {
+    let grace = match guard.loss() {
+        Some(Loss::Gone) => singleton.grace().min(GONE_GRACE),
+        _ => singleton.grace(),
+    };
+    after_grace(grace, guard)
 }
 
-/// Stops the processes the command left running: SIGTERM, then SIGKILL after `grace`, then waits
-/// until every one is gone, at most until the lease's safe deadline. Returns whether all are gone.
-async fn stop_leftovers(job: &Job, grace: Duration, guard: &LeaseGuard, out: &Output) -> bool {
-    if job.is_gone() {
-        return true;
-    }
-    out.note(
-        "terminating",
-        json!({ "group": job.group().as_raw(), "signal": "SIGTERM" }),
-        "the command left processes behind: sending them SIGTERM",
-        true,
-    );
-    job.signal_all(Signal::SIGTERM);
-    let now = BootInstant::now();
-    let after_grace = now.checked_add(grace).unwrap_or(now);
-    let term_until = guard
-        .safe_until()
-        .map_or(after_grace, |safe| safe.min(after_grace));
-    while !job.is_gone() && BootInstant::now() < term_until {
-        tokio::time::sleep(GROUP_POLL).await;
-    }
-    if job.is_gone() {
-        return true;
-    }
-    out.note(
-        "killing",
-        json!({ "group": job.group().as_raw(), "signal": "SIGKILL" }),
-        "processes the command left did not stop in time: sending SIGKILL",
-        true,
-    );
-    // Renewals go on meanwhile, but the wait ends at the deadline as it stands now.
-    let give_up = guard.safe_until();
-    loop {
-        job.kill_all();
-        if job.is_gone() {
-            return true;
-        }
-        if give_up.is_some_and(|at| BootInstant::now() >= at) {
-            return false;
-        }
-        tokio::time::sleep(GROUP_POLL).await;
-    }
+fn round_ms(duration: Duration) -> Duration {
+    Duration::from_millis(duration.as_millis().min(u128::from(u64::MAX)) as u64)
 }
 
 fn exit_code_of(status: std::process::ExitStatus) -> i32 {

@@ -249,7 +249,11 @@ impl PostgresStore {
             sql,
             config,
         };
-        store.set_up().await?;
+        // Creating the tables and preparing the statements may wait on another session's
+        // locks: bounded, as the connection itself is.
+        tokio::time::timeout(store.url.connect_timeout, store.set_up())
+            .await
+            .map_err(|_| store.url.connect_timed_out("connect"))??;
         Ok(store)
     }
 
