@@ -61,9 +61,13 @@ impl CgroupPlace {
     }
 
     /// Makes the command's cgroup, just before it is spawned (an empty cgroup of a supervisor
-    /// that is gone is removed by the next one that makes its own here).
+    /// that is gone is removed by one that makes its own here later).
     pub fn create(&self) -> Result<Cgroup, String> {
-        sweep_stale(&self.parent);
+        // Stale ones are rare (both a supervisor and its watchdog must have been SIGKILLed) and
+        // harmless while they wait: look for them now and then, not on every run.
+        if fastrand::u8(..8) == 0 {
+            sweep_stale(&self.parent);
+        }
         let dir = self.parent.join(format!(
             "singleton-{}-{:08x}",
             std::process::id(),
