@@ -259,7 +259,9 @@ fn benchmarks_md(measured: &[Measured], overhead: &Overhead, rss_kb: u64) -> Str
         "Most of the difference is the two fsyncs of the lease's commit (the WAL, and its \
          directory, which SQLite syncs once per process) that make a handed-out fencing token \
          survive a power cut; `flock` writes nothing. Their latency depends on the disk, which \
-         is why the difference moves between runs.\n"
+         is why the difference moves between runs. About a millisecond more is the containment \
+         of the command: the kernel moving it into its own cgroup (about half a millisecond; \
+         `--kill-mode group` saves it) and the watchdog, forked before the command starts.\n"
     );
     let _ = writeln!(
         md,
