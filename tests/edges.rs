@@ -335,26 +335,36 @@ fn a_lease_the_store_says_is_gone_stops_the_command_within_a_second() {
         .spawn();
     let pid = stubborn.pid();
     holder.wait_held(&store.url, &name);
-    Test::new()
-        .store(&store.url)
-        .args(["release", &name, "--force"])
-        .status(0);
+    force_release(&store.url, &name);
     wait_until(10 * SECOND, "the command is killed", || !alive(pid));
     let died = SystemTime::now();
     let done = holder.finish(10 * SECOND);
     assert_eq!(done.code, 76, "{}", done.stderr);
-    let lost = done
-        .events()
-        .into_iter()
-        .find(|e| e["event"] == "lost")
-        .unwrap_or_else(|| panic!("no lost event: {}", done.stderr));
+    let (lost, lost_at) = lost_event(&done);
     assert_eq!(lost["loss"], "gone", "{lost}");
-    let lost_at = humantime::parse_rfc3339(lost["time"].as_str().expect("time")).expect("time");
     let took = died.duration_since(lost_at).unwrap_or_default();
     assert!(
         took < Duration::from_millis(1500),
         "the command died {took:?} after the loss, with a 4 s grace period"
     );
+}
+
+fn force_release(store: &str, name: &str) {
+    Test::new()
+        .store(store)
+        .args(["release", name, "--force"])
+        .status(0);
+}
+
+/// A run's `lost` event and when it was printed.
+fn lost_event(done: &crate::support::Done) -> (serde_json::Value, SystemTime) {
+    let lost = done
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "lost")
+        .unwrap_or_else(|| panic!("no lost event: {}", done.stderr));
+    let at = humantime::parse_rfc3339(lost["time"].as_str().expect("time")).expect("time");
+    (lost, at)
 }
 
 /// A release that finds the lease gone (force-released while the command ran) exits 76, not the
@@ -374,10 +384,7 @@ fn a_run_whose_release_finds_the_lease_gone_exits_76() {
         ])
         .spawn();
     holder.wait_held(&store.url, &name);
-    Test::new()
-        .store(&store.url)
-        .args(["release", &name, "--force"])
-        .status(0);
+    force_release(&store.url, &name);
     std::fs::write(&go, "").expect("go");
     let done = holder.finish(10 * SECOND);
     assert_eq!(done.code, 76, "{}", done.stderr);
@@ -688,20 +695,12 @@ fn leftovers_of_a_lease_that_is_gone_are_killed_within_a_second() {
     std::thread::sleep(Duration::from_millis(3500));
     std::fs::write(&go, "").expect("go");
     std::thread::sleep(Duration::from_millis(500));
-    Test::new()
-        .store(&store.url)
-        .args(["release", &name, "--force"])
-        .status(0);
+    force_release(&store.url, &name);
     wait_until(15 * SECOND, "the leftover is killed", || !alive(pid));
     let died = SystemTime::now();
     let done = holder.finish(10 * SECOND);
     assert_eq!(done.code, 76, "{}", done.stderr);
-    let lost = done
-        .events()
-        .into_iter()
-        .find(|e| e["event"] == "lost")
-        .unwrap_or_else(|| panic!("no lost event: {}", done.stderr));
-    let lost_at = humantime::parse_rfc3339(lost["time"].as_str().expect("time")).expect("time");
+    let (_, lost_at) = lost_event(&done);
     let took = died.duration_since(lost_at).unwrap_or_default();
     assert!(
         took < Duration::from_millis(1500),
