@@ -43,6 +43,10 @@ pub mod redis;
 mod sql;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+#[cfg(feature = "tls")]
+// Until every store reads its TLS settings through it.
+#[allow(dead_code)]
+mod tls;
 
 /// A fencing token: minted by the store at each successful acquisition, strictly greater than
 /// every token issued for the same name before, across release and expiry.

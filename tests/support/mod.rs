@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod etcd_server;
 pub mod fenced;
 pub mod freezer;
