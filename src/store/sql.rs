@@ -77,6 +77,14 @@ impl SqlUrl {
         })
     }
 
+    /// Takes out of the driver's part of the query every `key=value` (value as given, still
+    /// percent-encoded) for which `take` says `true`: the options a store reads itself, such as
+    /// its TLS settings, which the driver must not see.
+    #[allow(dead_code)] // until the SQL stores read their TLS settings
+    pub fn take_params(&mut self, mut take: impl FnMut(&str, &str) -> bool) {
+        self.driver_params.retain(|(key, value)| !take(key, value));
+    }
+
     /// Whether the driver part of the query sets `key`.
     pub fn has_driver_param(&self, key: &str) -> bool {
         self.driver_params.iter().any(|(k, _)| k == key)
