@@ -25,17 +25,30 @@ use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::io::tcp::socket2::TcpKeepalive;
 use redis::{
-    Cmd, ErrorKind, FromRedisValue, IntoConnectionInfo, RedisError, RedisResult, Script,
-    ScriptInvocation, ServerErrorKind,
+    Cmd, ConnectionAddr, ErrorKind, FromRedisValue, IntoConnectionInfo, RedisError, RedisResult,
+    Script, ScriptInvocation, ServerErrorKind,
 };
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::kv::{self, Fields};
 use super::reconnect::{self, Reconnecting};
+use super::tls::{self, Mode, Tls};
 use super::{Acquire, FencingToken, Freed, Lease, Released, Store, mask_password, redact};
 use crate::error::{Error, Result};
 
 /// Key prefix unless the URL's `?prefix=` sets another.
 pub const DEFAULT_PREFIX: &str = "singleton:";
+
+/// What `rediss://` URLs call their TLS files.
+const TLS_NAMES: tls::Names = tls::Names {
+    mode: "rediss://",
+    ca: "cacert",
+    cert: "cert",
+    key: Some("key"),
+};
+
+/// How long finding out whether a server that did not answer speaks the other scheme may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 const LEASE: &str = "lease:";
 const FENCE: &str = "fence:";
@@ -190,7 +203,21 @@ impl RedisStore {
     /// Fails after the connect timeout (default 5 s) if the server cannot be reached.
     pub async fn connect(url: &str) -> Result<Self> {
         let masked = mask_password(url);
-        let (base, options) = kv::parse_options(url, DEFAULT_PREFIX)?;
+        let (base, mut options) = kv::parse_options(url, DEFAULT_PREFIX)?;
+        let secure = base
+            .get(..9)
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("rediss://"));
+        let mut tls = Tls::new(Mode::VerifyFull, &TLS_NAMES);
+        options
+            .other
+            .retain(|(key, value)| !tls.take_decoded(key, value));
+        if tls.has_files() && !secure {
+            return Err(kv::invalid_url(
+                url,
+                "?cacert=, ?cert= and ?key= are for TLS: write rediss:// instead of redis://",
+            ));
+        }
+        tls.check().map_err(|reason| kv::invalid_url(url, reason))?;
         let driver_url = if options.other.is_empty() {
             base.to_owned()
         } else {
@@ -199,10 +226,7 @@ impl RedisStore {
                 .finish();
             format!("{base}?{query}")
         };
-        if base
-            .get(..9)
-            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("rediss://"))
-        {
+        if secure {
             // rustls refuses to pick a crypto provider by itself when a build enables more
             // than one (other drivers may bring another), so name ours unless the program
             // has already chosen one.
@@ -223,8 +247,34 @@ impl RedisStore {
             .clone()
             .set_keepalive(keepalive)
             .set_user_timeout(reconnect::TCP_USER_TIMEOUT);
-        let client = redis::Client::open(info.set_tcp_settings(tcp))
-            .map_err(|e| kv::invalid_url(url, redact(&e.to_string(), url)))?;
+        let info = info.set_tcp_settings(tcp);
+        let address = match info.addr() {
+            ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
+                Some((host.clone(), *port))
+            }
+            _ => None,
+        };
+        let client = if secure {
+            // Checked here, before anything goes on the wire, so that an unreadable file is
+            // one line that names it.
+            let refused = |e| Error::refused(&masked, "connect", e);
+            let root_cert = tls.ca_pem().map_err(refused)?;
+            let client_tls =
+                tls.identity_pem()
+                    .map_err(refused)?
+                    .map(|identity| redis::ClientTlsConfig {
+                        client_cert: identity.cert,
+                        client_key: identity.key,
+                    });
+            let certificates = redis::TlsCertificates {
+                client_tls,
+                root_cert,
+            };
+            redis::Client::build_with_tls(info, certificates)
+        } else {
+            redis::Client::open(info)
+        }
+        .map_err(|e| kv::invalid_url(url, redact(&e.to_string(), url)))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(options.connect_timeout))
             .set_response_timeout(Some(kv::RESPONSE_TIMEOUT))
@@ -238,21 +288,41 @@ impl RedisStore {
             redis::cmd("PING").query_async::<()>(&mut conn).await?;
             Ok::<_, RedisError>(conn)
         };
-        let conn = tokio::time::timeout(options.connect_timeout, connecting)
+        let connected = tokio::time::timeout(options.connect_timeout, connecting)
             .await
             .map_err(|_| Error::Timeout {
                 store: masked.clone(),
                 operation: "connect",
                 after: options.connect_timeout,
-            })?
-            .map_err(|e| {
-                let message = redact(&e.to_string(), url);
-                if is_refusal(&e) {
-                    Error::refused(&masked, "connect", message)
-                } else {
-                    Error::store(&masked, "connect", message)
-                }
-            })?;
+            })
+            .and_then(|connected| {
+                connected.map_err(|e| {
+                    let message = redact(&e.to_string(), url);
+                    if is_refusal(&e) {
+                        Error::refused(&masked, "connect", message)
+                    } else if let Some(cause) = secure.then(|| tls.explain(&message)).flatten() {
+                        Error::refused(&masked, "connect", cause)
+                    } else {
+                        Error::store(&masked, "connect", message)
+                    }
+                })
+            });
+        let conn = match connected {
+            Ok(conn) => conn,
+            Err(err @ Error::Refused { .. }) => return Err(err),
+            Err(err) => {
+                // A TLS server sits silent before a plaintext client's first command, and a
+                // plaintext one before a TLS client's hello: say which scheme would work.
+                let wrong = match &address {
+                    Some((host, port)) => wrong_scheme(host, *port, secure).await,
+                    None => None,
+                };
+                return Err(match wrong {
+                    Some(line) => Error::refused(&masked, "connect", line),
+                    None => err,
+                });
+            }
+        };
         Ok(RedisStore {
             url: masked,
             prefix: options.prefix,
@@ -379,6 +449,32 @@ impl RedisStore {
 
 /// Whether the server refused our credentials (a wrong password or user, none given where one
 /// is needed) or our access (an ACL that forbids a command or a key): [`Error::Refused`].
+/// Why a connection to `host:port` that failed or hung is in the wrong scheme, if it is: a
+/// `redis://` URL for a server that answers in TLS, or a `rediss://` URL for one that answers
+/// a plaintext PING.
+async fn wrong_scheme(host: &str, port: u16, secure: bool) -> Option<String> {
+    if !secure {
+        return tls::speaks_tls(host, port, PROBE_TIMEOUT)
+            .await
+            .then(|| "the server answers in TLS: write rediss:// instead of redis://".to_owned());
+    }
+    let probe = async {
+        let mut socket = tokio::net::TcpStream::connect((host, port)).await.ok()?;
+        socket.write_all(b"PING\r\n").await.ok()?;
+        let mut first = [0u8; 1];
+        socket.read_exact(&mut first).await.ok()?;
+        // A RESP reply: +PONG, or -NOAUTH / -ERR from a server that wants a login first.
+        matches!(first[0], b'+' | b'-').then(|| {
+            "the server did not answer in TLS but in plaintext: write redis:// instead of rediss://"
+                .to_owned()
+        })
+    };
+    tokio::time::timeout(PROBE_TIMEOUT, probe)
+        .await
+        .ok()
+        .flatten()
+}
+
 fn is_refusal(err: &RedisError) -> bool {
     matches!(
         err.kind(),

@@ -141,6 +141,18 @@ impl Tls {
         true
     }
 
+    /// [`Tls::take`] for a value that was already percent-decoded.
+    pub fn take_decoded(&mut self, key: &str, value: &str) -> bool {
+        let encoded =
+            percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC);
+        self.take(key, &encoded.to_string())
+    }
+
+    /// Whether any file was given: a CA, a client certificate or a key.
+    pub fn has_files(&self) -> bool {
+        self.ca.is_some() || self.cert.is_some() || self.key.is_some()
+    }
+
     /// Why these settings cannot be used, for a usage error: a client key without its
     /// certificate or the other way round.
     pub fn check(&self) -> Result<(), String> {
@@ -306,10 +318,7 @@ impl Tls {
                         self.names.ca
                     ),
                 },
-                Cause::WrongName => format!(
-                    " (or check only the CA with the right {} setting)",
-                    self.names.mode
-                ),
+                Cause::WrongName => "; connect by a name it lists".to_owned(),
                 Cause::ClientCertificateRequired => {
                     format!(" (give one with ?{}=)", self.names.cert)
                 }
@@ -393,13 +402,86 @@ pub(crate) fn explain(text: &str) -> Option<Cause> {
     }
 }
 
-/// `"127.0.0.2"; certificate is only valid for …` from rustls's name error, when it is there.
-fn name_detail(text: &str) -> Option<&str> {
+/// `"127.0.0.2" (it names localhost, 127.0.0.1)` from rustls's name error, when it is there.
+fn name_detail(text: &str) -> Option<String> {
     let start = text.find("not valid for name ")? + "not valid for name ".len();
-    let detail = &text[start..];
-    // Up to the end of rustls's sentence: the list of names ends the error.
-    let end = detail.find(['\n', ')']).unwrap_or(detail.len());
-    Some(detail[..end].trim_end_matches([',', ' ']))
+    let rest = &text[start..];
+    let expected = rest.split(';').next().unwrap_or(rest).trim();
+    let mut names = Vec::new();
+    if let Some(at) = rest.find("is only valid for ") {
+        let mut list = &rest[at..];
+        // rustls lists them as DnsName("localhost") or IpAddress(127.0.0.1).
+        while let Some(open) = list.find('(') {
+            let Some(close) = list[open..].find(')') else {
+                break;
+            };
+            names.push(list[open + 1..open + close].trim_matches('"').to_owned());
+            list = &list[open + close + 1..];
+        }
+    }
+    if names.is_empty() {
+        Some(expected.to_owned())
+    } else {
+        Some(format!("{expected} (it names {})", names.join(", ")))
+    }
+}
+
+/// Whether the server at `host:port` answers a TLS handshake, found within about `limit`: for
+/// the line that tells a user who connected in plaintext to a TLS port to switch schemes
+/// (such a server would otherwise just let the connection time out). Any TLS answer counts,
+/// an alert too; a reply that is not TLS, silence or a closed connection do not.
+pub(crate) async fn speaks_tls(host: &str, port: u16, limit: std::time::Duration) -> bool {
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let probe = tokio::task::spawn_blocking(move || handshake(&host, port, limit));
+    matches!(
+        tokio::time::timeout(limit + limit, probe).await,
+        Ok(Ok(true))
+    )
+}
+
+fn handshake(host: &str, port: u16, limit: std::time::Duration) -> bool {
+    use std::net::ToSocketAddrs;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let Ok(builder) =
+        ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()
+    else {
+        return false;
+    };
+    let config = builder
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Unverified(provider)))
+        .with_no_client_auth();
+    let name = ServerName::try_from(host.to_owned())
+        .unwrap_or_else(|_| ServerName::try_from("localhost").expect("a valid name"));
+    let Ok(mut tls) = rustls::ClientConnection::new(Arc::new(config), name) else {
+        return false;
+    };
+    let Some(addr) = (host, port)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+    else {
+        return false;
+    };
+    let Ok(mut socket) = std::net::TcpStream::connect_timeout(&addr, limit) else {
+        return false;
+    };
+    let _ = socket.set_read_timeout(Some(limit));
+    let _ = socket.set_write_timeout(Some(limit));
+    while tls.is_handshaking() {
+        if let Err(err) = tls.complete_io(&mut socket) {
+            // An alert is an answer in TLS; garbage, silence or a hang-up is not.
+            return matches!(
+                err.get_ref()
+                    .and_then(|e| e.downcast_ref::<rustls::Error>()),
+                Some(rustls::Error::AlertReceived(_))
+            );
+        }
+    }
+    true
 }
 
 /// Checks the chain of the server's certificate against the CAs, but not the host name:
@@ -549,7 +631,10 @@ mod tests {
             .explain(cases[1].0)
             .expect("a name mismatch")
             .to_string();
-        assert!(line.contains("not valid for \"127.0.0.2\""), "{line}");
+        assert!(
+            line.contains("not valid for \"127.0.0.2\" (it names localhost, 127.0.0.1)"),
+            "{line}"
+        );
         assert!(!line.contains('\n'), "{line}");
     }
 

@@ -15,12 +15,14 @@ mod kv;
 mod memory;
 #[cfg(feature = "mongodb")]
 mod mongodb;
+mod mongodb_tls;
 #[cfg(feature = "mysql")]
 mod mysql;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "redis")]
 mod redis;
+mod redis_tls;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 mod sql;
 mod sqlite;

@@ -107,7 +107,13 @@ fn an_unreachable_server_is_one_line_within_the_connect_timeout() {
 
 #[tokio::test]
 async fn bad_urls_are_refused() {
-    for url in ["redis://h?connect_timeout=forever", "redis://h:notaport"] {
+    for url in [
+        "redis://h?connect_timeout=forever",
+        "redis://h:notaport",
+        // TLS files on a plaintext URL: never quietly plaintext.
+        "redis://h?cacert=/etc/ssl/ca.pem",
+        "rediss://h?cert=/c.pem",
+    ] {
         let err = singleton_process::connect(url).await.unwrap_err();
         assert!(matches!(err, Error::InvalidUrl { .. }), "{url}: {err}");
     }

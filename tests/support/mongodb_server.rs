@@ -2,9 +2,9 @@
 //! installed here), for the MongoDB store's tests. `scripts/install-test-deps` puts it in
 //! `target/test-venv`; `SINGLETON_SECANTUSD` may name another `secantusd-py`.
 //!
-//! Two servers per test run at most, each started once and shared: an open one, and one with
-//! `--auth` and a user (provisioned on a persistent store without `--auth` first, as SecantusDB
-//! wants).
+//! The servers are each started once per test run and shared: an open one, one with `--auth`
+//! and a user (provisioned on a persistent store without `--auth` first, as SecantusDB wants),
+//! and TLS-only ones that present the test certificates ([`super::certs`]).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -15,6 +15,7 @@ use mongodb::bson::doc;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+use super::certs::{self, Pair};
 use super::servers::{Server, free_port, require_binary, spawn_tied, wait_for_port};
 
 /// The database the tests use.
@@ -36,6 +37,54 @@ impl Mongo {
     pub fn url_with(&self, options: &str) -> String {
         format!("{}?{options}", self.url)
     }
+}
+
+/// TLS for a test server: every connection is TLS, with this certificate; clients may present
+/// one signed by the test CA, or must with `client_certificates`.
+#[derive(Clone)]
+pub struct TlsSetup {
+    pub pair: Pair,
+    pub client_certificates: bool,
+}
+
+/// The shared TLS-only server with `pair` as its certificate.
+fn tls_server(pair: Pair, client_certificates: bool) -> Mongo {
+    let setup = TlsSetup {
+        pair,
+        client_certificates,
+    };
+    let server = start_with(
+        tempfile::tempdir().expect("temp dir"),
+        None,
+        false,
+        Some(setup),
+    );
+    let url = format!("mongodb://127.0.0.1:{}/{DATABASE}", server.port);
+    Mongo { server, url }
+}
+
+/// The TLS-only server with the test server certificate, shared by the tests of this run.
+pub fn tls() -> &'static Mongo {
+    static SHARED: OnceLock<Mongo> = OnceLock::new();
+    SHARED.get_or_init(|| tls_server(certs::shared().server.clone(), false))
+}
+
+/// The TLS-only server whose certificate names `wrong.example` only.
+pub fn tls_misnamed() -> &'static Mongo {
+    static SHARED: OnceLock<Mongo> = OnceLock::new();
+    SHARED.get_or_init(|| tls_server(certs::shared().wrong_name.clone(), false))
+}
+
+/// The TLS-only server whose certificate has expired.
+pub fn tls_expired() -> &'static Mongo {
+    static SHARED: OnceLock<Mongo> = OnceLock::new();
+    SHARED.get_or_init(|| tls_server(certs::shared().expired.clone(), false))
+}
+
+/// The TLS-only server that requires a client certificate signed by the test CA.
+pub fn tls_with_client_certificates() -> &'static Mongo {
+    static SHARED: OnceLock<Mongo> = OnceLock::new();
+    SHARED.get_or_init(|| tls_server(certs::shared().server.clone(), true))
 }
 
 /// The open server shared by the tests of this run.
@@ -100,6 +149,16 @@ fn binary() -> PathBuf {
 /// Starts SecantusDB on a free port, keeping its data in `data` (in memory if `None`), and
 /// waits until it answers `ping`.
 fn start(dir: tempfile::TempDir, data: Option<&Path>, auth: bool) -> Server {
+    start_with(dir, data, auth, None)
+}
+
+/// [`start`], with TLS if `tls` says so.
+fn start_with(
+    dir: tempfile::TempDir,
+    data: Option<&Path>,
+    auth: bool,
+    tls: Option<TlsSetup>,
+) -> Server {
     let port = free_port();
     let binary = binary();
     let home = dir.path().to_owned();
@@ -119,11 +178,23 @@ fn start(dir: tempfile::TempDir, data: Option<&Path>, auth: bool) -> Server {
         if auth {
             command.arg("--auth");
         }
+        if let Some(tls) = &tls {
+            command
+                .arg("--tls-cert-file")
+                .arg(&tls.pair.cert)
+                .arg("--tls-key-file")
+                .arg(&tls.pair.key)
+                .arg("--tls-ca-file")
+                .arg(&certs::shared().ca);
+            if tls.client_certificates {
+                command.arg("--tls-require-client-cert");
+            }
+        }
         let mut child = spawn_tied(command).expect("start secantusd-py");
         wait_for_port(port, Duration::from_secs(30), &mut child, "secantusd-py");
         let started = Instant::now();
         // `ping` needs no authentication, so it works on the --auth server too.
-        while !ping(port) {
+        while !ping(port, tls.as_ref()) {
             assert!(
                 started.elapsed() < Duration::from_secs(30),
                 "secantusd-py on port {port} does not answer ping; see {}",
@@ -150,17 +221,37 @@ fn stop(mut server: Server) -> tempfile::TempDir {
     std::mem::replace(&mut server.dir, dir)
 }
 
-fn ping(port: u16) -> bool {
-    admin_command(port, doc! { "ping": 1 }).is_ok()
+fn ping(port: u16, tls: Option<&TlsSetup>) -> bool {
+    let options = match tls {
+        None => String::new(),
+        // Any certificate will do here: the tests check the certificates.
+        Some(tls) => {
+            let mut options = "&tls=true&tlsAllowInvalidCertificates=true".to_owned();
+            if tls.client_certificates {
+                options += &format!(
+                    "&tlsCertificateKeyFile={}",
+                    certs::shared().client.combined().display()
+                );
+            }
+            options
+        }
+    };
+    admin_command(port, &options, doc! { "ping": 1 }).is_ok()
 }
 
 fn run_admin(port: u16, command: mongodb::bson::Document) {
-    admin_command(port, command).unwrap_or_else(|e| panic!("admin command on port {port}: {e}"));
+    admin_command(port, "", command)
+        .unwrap_or_else(|e| panic!("admin command on port {port}: {e}"));
 }
 
 /// Runs one command against `admin` from a thread of its own, since callers may be inside a
 /// tokio runtime already.
-fn admin_command(port: u16, command: mongodb::bson::Document) -> mongodb::error::Result<()> {
+fn admin_command(
+    port: u16,
+    options: &str,
+    command: mongodb::bson::Document,
+) -> mongodb::error::Result<()> {
+    let options = options.to_owned();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -168,7 +259,7 @@ fn admin_command(port: u16, command: mongodb::bson::Document) -> mongodb::error:
             .expect("runtime");
         runtime.block_on(async {
             let mut options = mongodb::options::ClientOptions::parse(format!(
-                "mongodb://127.0.0.1:{port}/?directConnection=true"
+                "mongodb://127.0.0.1:{port}/?directConnection=true{options}"
             ))
             .await?;
             options.server_selection_timeout = Some(Duration::from_secs(2));

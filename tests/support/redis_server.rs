@@ -1,51 +1,117 @@
-//! Redis servers for the tests: one open instance and one with a password, each started once
-//! per test run and shared (tests isolate themselves by unique names and prefixes).
+//! Redis servers for the tests, each started once per test run and shared (tests isolate
+//! themselves by unique names and prefixes): an open one, one with a password, and TLS-only
+//! ones that present the test certificates ([`super::certs`]).
 
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use super::servers::{Server, free_port, require_binary, spawn_tied, wait_for_port};
+use super::certs::{self, Pair};
+use super::servers::{Server, free_port, require_binary, spawn_tied, wait_for_port_logged};
 
 /// The password of [`with_password`]'s server.
 pub const PASSWORD: &str = "s3cret-Redis-pw";
 
+/// The ACL user of the TLS servers, and its password.
+pub const TLS_USER: &str = "locker";
+pub const TLS_PASSWORD: &str = "tls-Redis-pw-77";
+
 /// A running `redis-server` and the URL of its store.
 pub struct RedisServer {
     pub server: Server,
-    /// `redis://127.0.0.1:PORT` (with the password, if the server has one).
+    /// `redis://127.0.0.1:PORT` (with the password, if the server has one), or
+    /// `rediss://127.0.0.1:PORT` for a TLS server.
     pub url: String,
+}
+
+impl RedisServer {
+    /// `rediss://` to `host` with the ACL user and `?query`, for a TLS server.
+    pub fn tls_url(&self, host: &str, query: &str) -> String {
+        format!(
+            "rediss://{TLS_USER}:{TLS_PASSWORD}@{host}:{}?{query}",
+            self.server.port
+        )
+    }
+}
+
+/// How a test server is set up.
+#[derive(Default, Clone)]
+struct Setup {
+    password: Option<&'static str>,
+    /// TLS only, on 127.0.0.1 and 127.0.0.2, with this certificate, and the ACL user.
+    tls: Option<Pair>,
+    /// Whether clients must present a certificate signed by the test CA.
+    client_certificates: bool,
 }
 
 /// The shared Redis server without a password.
 pub fn shared() -> &'static RedisServer {
     static SERVER: OnceLock<RedisServer> = OnceLock::new();
-    SERVER.get_or_init(|| start(None))
+    SERVER.get_or_init(|| start(Setup::default()))
 }
 
 /// The shared Redis server that requires [`PASSWORD`].
 pub fn with_password() -> &'static RedisServer {
     static SERVER: OnceLock<RedisServer> = OnceLock::new();
-    SERVER.get_or_init(|| start(Some(PASSWORD)))
+    SERVER.get_or_init(|| {
+        start(Setup {
+            password: Some(PASSWORD),
+            ..Setup::default()
+        })
+    })
+}
+
+/// The shared TLS-only server with the test server certificate; client certificates are
+/// optional, but checked when given.
+pub fn tls() -> &'static RedisServer {
+    static SERVER: OnceLock<RedisServer> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        start(Setup {
+            tls: Some(certs::shared().server.clone()),
+            ..Setup::default()
+        })
+    })
+}
+
+/// The shared TLS-only server that requires a client certificate signed by the test CA.
+pub fn tls_with_client_certificates() -> &'static RedisServer {
+    static SERVER: OnceLock<RedisServer> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        start(Setup {
+            tls: Some(certs::shared().server.clone()),
+            client_certificates: true,
+            ..Setup::default()
+        })
+    })
+}
+
+/// The shared TLS-only server that presents an expired certificate.
+pub fn tls_expired() -> &'static RedisServer {
+    static SERVER: OnceLock<RedisServer> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        start(Setup {
+            tls: Some(certs::shared().expired.clone()),
+            ..Setup::default()
+        })
+    })
 }
 
 /// A server of the caller's own, for tests that pause or kill it.
 pub fn own() -> RedisServer {
-    start(None)
+    start(Setup::default())
 }
 
-fn start(password: Option<&str>) -> RedisServer {
+fn start(setup: Setup) -> RedisServer {
     let binary = require_binary("redis-server", &[], "apt-get install redis-server");
     let dir = tempfile::tempdir().expect("temp dir");
     let port = free_port();
     let data = dir.path().to_owned();
-    let requirepass = password.map(str::to_owned);
+    let tls = setup.tls.is_some();
     // The append-only file keeps every acknowledged write across a crash of the server (it is
     // written before the reply), so the tests that crash and restart the server find their data.
     let server = Server::start(port, dir, move || {
         let mut command = Command::new(&binary);
         command
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
             .args([
                 "--save",
                 "",
@@ -62,16 +128,52 @@ fn start(password: Option<&str>) -> RedisServer {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        if let Some(password) = &requirepass {
+        match &setup.tls {
+            None => {
+                command.args(["--bind", "127.0.0.1", "--port", &port.to_string()]);
+            }
+            Some(pair) => {
+                command
+                    .args(["--bind", "127.0.0.1", certs::MISNAMED_HOST])
+                    .args(["--port", "0", "--tls-port", &port.to_string()])
+                    .arg("--tls-cert-file")
+                    .arg(&pair.cert)
+                    .arg("--tls-key-file")
+                    .arg(&pair.key)
+                    .arg("--tls-ca-cert-file")
+                    .arg(&certs::shared().ca)
+                    .args([
+                        "--tls-auth-clients",
+                        if setup.client_certificates {
+                            "yes"
+                        } else {
+                            "optional"
+                        },
+                    ])
+                    // An ACL user with a password; the default user may do nothing.
+                    .args(["--user", TLS_USER, "on", &format!(">{TLS_PASSWORD}")])
+                    .args(["~*", "&*", "+@all"])
+                    .args(["--user", "default", "off"]);
+            }
+        }
+        if let Some(password) = setup.password {
             command.args(["--requirepass", password]);
         }
         let mut child = spawn_tied(command).expect("start redis-server");
-        wait_for_port(port, Duration::from_secs(20), &mut child, "redis-server");
+        let log = data.join("redis.log");
+        wait_for_port_logged(
+            port,
+            Duration::from_secs(20),
+            &mut child,
+            "redis-server",
+            Some(&log),
+        );
         child
     });
-    let url = match password {
-        Some(password) => format!("redis://:{password}@127.0.0.1:{port}"),
-        None => format!("redis://127.0.0.1:{port}"),
+    let url = match (tls, setup.password) {
+        (true, _) => format!("rediss://{TLS_USER}:{TLS_PASSWORD}@127.0.0.1:{port}"),
+        (false, Some(password)) => format!("redis://:{password}@127.0.0.1:{port}"),
+        (false, None) => format!("redis://127.0.0.1:{port}"),
     };
     RedisServer { server, url }
 }

@@ -76,13 +76,27 @@ pub fn require_binary(binary: &str, extra_dirs: &[&str], install: &str) -> PathB
 
 /// Waits until something accepts TCP connections on `port`, or panics after `limit`.
 pub fn wait_for_port(port: u16, limit: Duration, server: &mut Child, what: &str) {
+    wait_for_port_logged(port, limit, server, what, None);
+}
+
+/// [`wait_for_port`] for a server that writes `log`, which a panic shows.
+pub fn wait_for_port_logged(
+    port: u16,
+    limit: Duration,
+    server: &mut Child,
+    what: &str,
+    log: Option<&std::path::Path>,
+) {
     let started = Instant::now();
     loop {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return;
         }
         if let Ok(Some(status)) = server.try_wait() {
-            panic!("{what} exited with {status} before it listened on port {port}");
+            let text = log
+                .map(|log| std::fs::read_to_string(log).unwrap_or_default())
+                .unwrap_or_default();
+            panic!("{what} exited with {status} before it listened on port {port}:\n{text}");
         }
         assert!(
             started.elapsed() < limit,
