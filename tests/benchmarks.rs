@@ -63,34 +63,65 @@ fn regenerate_benchmarks_md() {
         crate::support::etcd_server::shared().url.clone(),
     ));
 
-    let mut measured = Vec::new();
-    for (label, url) in &stores {
-        eprintln!("benchmarking {label} ...");
-        let done = Test::new()
-            .store(url)
-            .args([
-                "bench",
-                "--iterations",
-                ITERATIONS,
-                "--contenders",
-                "8",
-                "--json",
-            ])
-            .status(0);
-        let report: Value = serde_json::from_str(&done.stdout).expect("bench JSON");
-        assert_eq!(
-            report["contended"]["overlaps"], 0,
-            "{label}: two holders at once"
-        );
-        measured.push(Measured { label, report });
-    }
+    let measured: Vec<Measured> = stores
+        .iter()
+        .map(|(label, url)| bench(label, url))
+        .collect();
+    // The same servers' kinds over TLS (verify-full with the test CA), next to the plain ones.
+    let over_tls: Vec<(Measured, &Measured)> = tls_stores()
+        .into_iter()
+        .filter_map(|(label, url)| {
+            let plain = measured.iter().find(|m| m.label == label)?;
+            Some((bench(label, &url), plain))
+        })
+        .collect();
 
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let chart = root.join("docs/benchmarks.svg");
     std::fs::write(&chart, svg_chart(&measured)).expect("write the chart");
-    let markdown = benchmarks_md(&measured, &overhead, rss_kb);
+    let markdown = benchmarks_md(&measured, &over_tls, &overhead, rss_kb);
     std::fs::write(root.join("BENCHMARKS.md"), &markdown).expect("write BENCHMARKS.md");
     println!("{markdown}");
+}
+
+/// Runs `singleton bench --json` against `url`, checking that no two holders overlapped.
+fn bench(label: &'static str, url: &str) -> Measured {
+    eprintln!("benchmarking {label} at {url} ...");
+    let done = Test::new()
+        .store(url)
+        .args([
+            "bench",
+            "--iterations",
+            ITERATIONS,
+            "--contenders",
+            "8",
+            "--json",
+        ])
+        .status(0);
+    let report: Value = serde_json::from_str(&done.stdout).expect("bench JSON");
+    assert_eq!(
+        report["contended"]["overlaps"], 0,
+        "{label}: two holders at once"
+    );
+    Measured { label, report }
+}
+
+/// Each network store's TLS test server, by the label of its plain row, with a URL that
+/// verifies the server's certificate and name against the test CA.
+fn tls_stores() -> Vec<(&'static str, String)> {
+    let ca = crate::support::certs::shared().ca.display().to_string();
+    let mut stores = Vec::new();
+    #[cfg(feature = "mongodb")]
+    stores.push((
+        "SecantusDB (MongoDB wire)",
+        crate::support::mongodb_server::tls().url_with(&format!("tls=true&tlsCAFile={ca}")),
+    ));
+    #[cfg(feature = "redis")]
+    stores.push((
+        "Redis 7",
+        crate::support::redis_server::tls().tls_url("127.0.0.1", &format!("cacert={ca}")),
+    ));
+    stores
 }
 
 /// hyperfine's mean, standard deviation and median for each command, in milliseconds.
@@ -186,7 +217,12 @@ fn machine() -> String {
     format!("{cores} cores of {cpu}, {memory_gib:.0} GiB, {kernel}")
 }
 
-fn benchmarks_md(measured: &[Measured], overhead: &Overhead, rss_kb: u64) -> String {
+fn benchmarks_md(
+    measured: &[Measured],
+    over_tls: &[(Measured, &Measured)],
+    overhead: &Overhead,
+    rss_kb: u64,
+) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "# Benchmarks\n");
     let _ = writeln!(
@@ -242,6 +278,33 @@ fn benchmarks_md(measured: &[Measured], overhead: &Overhead, rss_kb: u64) -> Str
         md,
         "\n![cycle time against the floor, per store](docs/benchmarks.svg)\n"
     );
+    let _ = writeln!(md, "## Over TLS\n");
+    let _ = writeln!(
+        md,
+        "The same servers' kinds serving TLS only (an ECDSA P-256 certificate of a \
+         throw-away CA), measured in the same run with URLs that verify the certificate and the \
+         host name. Connections are kept open, so the handshake is paid once per connection, \
+         not per cycle: what remains is the encryption of every round trip.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| store | plain floor p50 | plain cycle p50 | TLS floor p50 | TLS cycle p50 | TLS cycle / plain floor (p50) | TLS cycle / plain cycle (p50) |"
+    );
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|");
+    for (tls, plain) in over_tls {
+        let _ = writeln!(
+            md,
+            "| {} | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs | **{:.2}×** | {:.2}× |",
+            tls.label,
+            plain.us("floor_us", "p50"),
+            plain.us("cycle_us", "p50"),
+            tls.us("floor_us", "p50"),
+            tls.us("cycle_us", "p50"),
+            tls.us("cycle_us", "p50") / plain.us("floor_us", "p50"),
+            tls.us("cycle_us", "p50") / plain.us("cycle_us", "p50"),
+        );
+    }
+    let _ = writeln!(md);
     let _ = writeln!(md, "## The command-line tool\n");
     let (s_mean, s_sd, s_median) = overhead.singleton_ms;
     let (f_mean, f_sd, f_median) = overhead.flock_ms;
