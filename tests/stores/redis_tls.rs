@@ -117,3 +117,29 @@ fn each_tls_failure_is_one_line_that_names_its_cause() {
         kv::assert_one_clear_line(&done, TLS_PASSWORD, &["connect", cause]);
     }
 }
+
+/// A TLS failure is a refusal: retrying cannot fix a certificate, so a waiter gives up at once.
+#[test]
+fn a_waiter_does_not_wait_through_a_tls_failure() {
+    let other_ca = format!("cacert={}", certs::shared().other_ca.display());
+    let url = redis_server::tls().tls_url("127.0.0.1", &other_ca);
+    let started = std::time::Instant::now();
+    let done = Test::new()
+        .store(&url)
+        .args([
+            "run",
+            "--wait",
+            "--timeout",
+            "60s",
+            "--name",
+            &unique("tls"),
+        ])
+        .args(["--", "true"])
+        .output();
+    kv::assert_one_clear_line(&done, TLS_PASSWORD, &["not signed by a trusted CA"]);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "waited {:?}",
+        started.elapsed()
+    );
+}
