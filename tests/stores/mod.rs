@@ -18,6 +18,8 @@ mod mongodb;
 mod mongodb_tls;
 #[cfg(feature = "mysql")]
 mod mysql;
+#[cfg(feature = "mysql")]
+mod mysql_tls;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "redis")]

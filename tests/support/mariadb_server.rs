@@ -1,11 +1,13 @@
 //! A private MariaDB server (Debian's `mariadb-server` package) for the tests:
 //! `mariadb-install-db` into a temporary data directory and `mariadbd` on a free loopback port
 //! with its own socket and pid file, and a TCP user with a password. Started once per test run
-//! and shared.
+//! and shared: a plain one ([`shared`]), a TLS-only one ([`tls`]) and, on first use, a TLS-only
+//! one that presents an expired certificate ([`expired`]).
 
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
+use super::certs::{self, Pair};
 use super::servers::{Server, free_port, require_binary, spawn_tied, wait_for_log};
 
 const INSTALL: &str = "apt-get install mariadb-server (or scripts/install-test-deps)";
@@ -14,6 +16,8 @@ const INSTALL: &str = "apt-get install mariadb-server (or scripts/install-test-d
 pub const USER: &str = "singleton";
 pub const PASSWORD: &str = "my-secret-4711";
 pub const DATABASE: &str = "singleton_test";
+/// A user of the TLS servers that must present a client certificate (`REQUIRE X509`).
+pub const X509_USER: &str = "singleton_x509";
 
 /// The shared server, started on first use.
 pub struct Mariadb {
@@ -37,27 +41,48 @@ impl Mariadb {
     /// The same URL with `password`. The connect timeout is generous: the test machine may be
     /// busy compiling.
     pub fn url_with(&self, password: &str) -> String {
+        self.url_to("127.0.0.1", USER, password, "")
+    }
+
+    /// The URL of `user` with `password` on the server's address `host`, with `params` (each
+    /// `&key=value`) after our own.
+    pub fn url_to(&self, host: &str, user: &str, password: &str, params: &str) -> String {
         format!(
-            "mysql://{USER}:{password}@127.0.0.1:{}/{DATABASE}?connect_timeout=30s",
+            "mysql://{user}:{password}@{host}:{}/{DATABASE}?connect_timeout=30s{params}",
             self.server.port
         )
     }
 }
 
-/// The one server of this test run.
+/// The plain (no TLS) server of this test run.
 pub fn shared() -> &'static Mariadb {
     static SERVER: OnceLock<Mariadb> = OnceLock::new();
-    SERVER.get_or_init(start)
+    SERVER.get_or_init(|| start(None))
+}
+
+/// The TLS server of this test run: only TLS connections (`require_secure_transport`), the
+/// certificate for `localhost` and 127.0.0.1 ([`certs::Certs::server`]), listening on
+/// 127.0.0.1 and on [`certs::MISNAMED_HOST`], and the user [`X509_USER`].
+pub fn tls() -> &'static Mariadb {
+    static SERVER: OnceLock<Mariadb> = OnceLock::new();
+    SERVER.get_or_init(|| start(Some(&certs::shared().server)))
+}
+
+/// A TLS server like [`tls`] whose certificate expired ([`certs::Certs::expired`]).
+pub fn expired() -> &'static Mariadb {
+    static SERVER: OnceLock<Mariadb> = OnceLock::new();
+    SERVER.get_or_init(|| start(Some(&certs::shared().expired)))
 }
 
 const SBIN: &[&str] = &["/usr/sbin", "/usr/bin"];
 
 /// A server of the caller's own, for tests that pause or kill it.
 pub fn own() -> Mariadb {
-    start()
+    start(None)
 }
 
-fn start() -> Mariadb {
+/// Starts a server, with TLS only and `certificate` if given.
+fn start(certificate: Option<&Pair>) -> Mariadb {
     let install_db = require_binary("mariadb-install-db", SBIN, INSTALL);
     let mariadbd = require_binary("mariadbd", SBIN, INSTALL);
     let dir = tempfile::tempdir().expect("temp dir");
@@ -78,17 +103,31 @@ fn start() -> Mariadb {
         String::from_utf8_lossy(&install.stdout),
         String::from_utf8_lossy(&install.stderr)
     );
-    // Runs before the server takes connections: the TCP user the tests log in as.
+    // Runs before the server takes connections: the TCP users the tests log in as.
     let init = dir.path().join("init.sql");
     std::fs::write(
         &init,
         format!(
             "CREATE DATABASE IF NOT EXISTS {DATABASE};
              CREATE USER IF NOT EXISTS '{USER}'@'%' IDENTIFIED BY '{PASSWORD}';
-             GRANT ALL ON *.* TO '{USER}'@'%';"
+             GRANT ALL ON *.* TO '{USER}'@'%';
+             CREATE USER IF NOT EXISTS '{X509_USER}'@'%' IDENTIFIED BY '{PASSWORD}' REQUIRE X509;
+             GRANT ALL ON *.* TO '{X509_USER}'@'%';"
         ),
     )
     .expect("write init.sql");
+    let mut tls_args = vec!["--bind-address=127.0.0.1".to_owned()];
+    if let Some(pair) = certificate {
+        let own = pair.copy_to(dir.path(), "server", None);
+        tls_args = vec![
+            format!("--bind-address=127.0.0.1,{}", certs::MISNAMED_HOST),
+            format!("--ssl-cert={}", own.cert.display()),
+            format!("--ssl-key={}", own.key.display()),
+            // The CA that client certificates must be signed by.
+            format!("--ssl-ca={}", certs::shared().ca.display()),
+            "--require-secure-transport=ON".to_owned(),
+        ];
+    }
 
     let port = free_port();
     let home = dir.path().to_owned();
@@ -106,7 +145,8 @@ fn start() -> Mariadb {
             .arg(format!("--log-error={}", log.display()))
             .arg(format!("--init-file={}", init.display()))
             .arg(format!("--port={port}"))
-            .args(["--bind-address=127.0.0.1", "--skip-name-resolve"])
+            .args(&tls_args)
+            .arg("--skip-name-resolve")
             // A throwaway server: small buffers and no binary log. Each commit is written to
             // the redo log before it returns (flushed to disk once a second), so a crash of the
             // server loses no committed lease.

@@ -12,6 +12,10 @@
 //! `LAST_INSERT_ID(expr)`, with one bit that says whether the row had an (expired) holder.
 //! Only a conflict or a take-over of an expired lease costs a second, read-only statement that
 //! fetches the holder to report; it never changes the outcome. See docs/mysql.md.
+//!
+//! TLS (`ssl-mode`, `ssl-ca`, `ssl-cert`, `ssl-key`, as the mysql client) is in [`tls`].
+
+mod tls;
 
 use std::time::{Duration, SystemTime};
 
@@ -186,12 +190,33 @@ impl Statements {
 /// The MySQL/MariaDB store: a connection pool whose connections cache the prepared statements.
 pub struct MysqlStore {
     url: SqlUrl,
-    /// Replaced by a new pool once a request was abandoned (see `reconnect`).
-    pool: Reconnecting<Pool>,
-    /// For the next pool.
-    opts: Opts,
+    /// Replaced by a new pool once a request was abandoned (see `reconnect`), or once its
+    /// connections' TLS settings turned out not to fit the server (see [`tls`]).
+    pool: Reconnecting<Client>,
+    /// The options for the next pool.
+    transport: tls::Transport,
     sql: Statements,
 }
+
+/// A pool and the options its connections are made with.
+#[derive(Clone)]
+struct Client {
+    pool: Pool,
+    opts: Opts,
+}
+
+impl Client {
+    fn new(opts: Opts) -> Self {
+        Client {
+            pool: Pool::new(opts.clone()),
+            opts,
+        }
+    }
+}
+
+/// How many pools one request may try when a connection's TLS settings did not fit the server
+/// (see [`tls`]): the first, and one with what its failure taught.
+const TRANSPORT_ATTEMPTS: usize = 2;
 
 impl std::fmt::Debug for MysqlStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -304,7 +329,11 @@ impl MysqlStore {
     /// `singleton_locks`) if missing and prepares the statements. Connecting gives up after
     /// `?connect_timeout=` (default 5 s).
     pub async fn connect(url: &str) -> Result<Self> {
-        let url = SqlUrl::parse(url)?;
+        let mut url = SqlUrl::parse(url)?;
+        let tls = tls::parse(&mut url).map_err(|reason| Error::InvalidUrl {
+            url: url.masked.clone(),
+            reason,
+        })?;
         // Over TCP as the URL says, rather than switching to the server's unix socket when the
         // host is local; keep prepared statements when a connection goes back to the pool; let
         // the kernel end dead connections that no request waits on (see `reconnect`: the
@@ -325,11 +354,13 @@ impl MysqlStore {
         })?;
         // Affected rows must say 0 for an unchanged row: that is how acquire tells "held".
         let opts: Opts = OptsBuilder::from_opts(opts).client_found_rows(false).into();
+        let transport = tls::Transport::new(tls, opts)
+            .map_err(|e| Error::refused(&url.masked, "connect", e))?;
         let sql = Statements::new(&url.table, &url.scratch_table());
         let store = MysqlStore {
             url,
-            pool: Reconnecting::new(Pool::new(opts.clone())),
-            opts,
+            pool: Reconnecting::new(Client::new(transport.opts())),
+            transport,
             sql,
         };
         // Creating the tables and preparing the statements may wait on another session's
@@ -358,19 +389,31 @@ impl MysqlStore {
 
     /// A pooled connection for one request, and the pool it comes from, lent until the request
     /// says it was answered; a new connection is made within the connect timeout.
-    async fn conn(&self, operation: &'static str) -> Result<(Lent<'_, Pool>, Conn)> {
-        let new_pool = || std::future::ready(Ok::<_, Error>(Pool::new(self.opts.clone())));
-        let pool = self.pool.lend(new_pool).await?;
-        match tokio::time::timeout(self.url.connect_timeout, pool.get_conn()).await {
-            Ok(Ok(conn)) => Ok((pool, conn)),
-            Ok(Err(err)) => Err(self.error(operation, err)),
-            Err(_) => Err(self.url.connect_timed_out(operation)),
+    async fn conn(&self, operation: &'static str) -> Result<(Lent<'_, Client>, Conn)> {
+        let new_pool = || std::future::ready(Ok::<_, Error>(Client::new(self.transport.opts())));
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            // A failed attempt gives its pool up (it is never `answered`), so the next one
+            // gets a pool with the options its failure taught.
+            let client = self.pool.lend(new_pool).await?;
+            match tokio::time::timeout(self.url.connect_timeout, client.pool.get_conn()).await {
+                Ok(Ok(conn)) => return Ok((client, conn)),
+                Ok(Err(err))
+                    if attempts < TRANSPORT_ATTEMPTS
+                        && self.transport.learn(&client.opts, &err) => {}
+                Ok(Err(err)) => return Err(self.error(operation, err)),
+                Err(_) => return Err(self.url.connect_timed_out(operation)),
+            }
         }
     }
 
-    /// The driver's `err` as ours: [`Error::Refused`] when the server refused our credentials
-    /// or our access, else [`Error::Store`].
+    /// The driver's `err` as ours: [`Error::Refused`] when the server refused our credentials,
+    /// our access or our TLS settings, else [`Error::Store`].
     fn error(&self, operation: &'static str, err: mysql_async::Error) -> Error {
+        if let Some(cause) = self.transport.explain(&err) {
+            return Error::refused(&self.url.masked, operation, cause);
+        }
         match &err {
             mysql_async::Error::Server(server) if REFUSALS.contains(&server.code) => {
                 self.url.refused(operation, err)
