@@ -79,10 +79,10 @@ fn verify_ca_accepts_a_host_the_certificate_does_not_name_and_verify_identity_do
     ));
     refused(
         &tls_url(MISNAMED_HOST, &verify_identity()),
-        &[
-            "TLS: the server's certificate is not valid for",
-            MISNAMED_HOST,
-        ],
+        &[&format!(
+            "TLS: the server's certificate is not valid for \"{MISNAMED_HOST}\" (it names \
+             localhost, 127.0.0.1)"
+        )],
     );
 }
 
@@ -190,6 +190,13 @@ fn unusable_tls_files_are_refused_before_connecting() {
     );
     refused(
         &url(format!(
+            "ssl-mode=REQUIRED&ssl-cert={cert}&ssl-key={}",
+            certs::shared().stranger.key.display()
+        )),
+        &["the client key does not fit the client certificate (?ssl-cert)"],
+    );
+    refused(
+        &url(format!(
             "ssl-mode=VERIFY_CA&ssl-ca={}",
             client.key.display()
         )),
@@ -238,6 +245,9 @@ fn run_wait_gives_up_at_once_when_tls_fails() {
         .args([
             "run",
             "--wait",
+            // Were it to wait, it would give up with 124, not 69.
+            "--timeout",
+            "60s",
             "--name",
             &unique("tls-wait"),
             "--store",
