@@ -111,6 +111,19 @@ fn bench(label: &'static str, url: &str) -> Measured {
 fn tls_stores() -> Vec<(&'static str, String)> {
     let ca = crate::support::certs::shared().ca.display().to_string();
     let mut stores = Vec::new();
+    #[cfg(feature = "mysql")]
+    {
+        use crate::support::mariadb_server::{self, PASSWORD, USER};
+        stores.push((
+            "MariaDB 10.11",
+            mariadb_server::tls().url_to(
+                "127.0.0.1",
+                USER,
+                PASSWORD,
+                &format!("&ssl-mode=VERIFY_IDENTITY&ssl-ca={ca}"),
+            ),
+        ));
+    }
     #[cfg(feature = "mongodb")]
     stores.push((
         "SecantusDB (MongoDB wire)",
