@@ -289,6 +289,10 @@ mod tests {
         masks("etcd://u:p@h1:2379,h2:2379", "etcd://u:***@h1:2379,h2:2379");
         masks("etcd://h1:2379,h2:2379", "etcd://h1:2379,h2:2379");
         masks(
+            "etcds://u:p@h1:2379,h2?cacert=/ca.pem",
+            "etcds://u:***@h1:2379,h2?cacert=/ca.pem",
+        );
+        masks(
             "mongodb://u:p@h1,h2/db?replicaSet=r",
             "mongodb://u:***@h1,h2/db?replicaSet=r",
         );

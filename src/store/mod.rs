@@ -310,7 +310,7 @@ pub async fn bounded<T>(
 /// | `mysql://user:password@host[:port]/db[?table=…]` | MySQL or MariaDB (feature `mysql`) |
 /// | `mongodb://…/db[?collection=…]`, `mongodb+srv://…` | MongoDB (feature `mongodb`) |
 /// | `redis://[user:password@]host[:port][/db]`, `rediss://…` | a Redis instance or primary (feature `redis`) |
-/// | `etcd://host:port[,host:port…]` | an etcd v3 cluster (feature `etcd`) |
+/// | `etcd://[user:password@]host:port[,host:port…]`, `etcds://…` (TLS) | an etcd v3 cluster (feature `etcd`) |
 /// | `memory:` | a fresh in-process store |
 ///
 /// ```
@@ -356,9 +356,9 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
         #[cfg(not(feature = "redis"))]
         "redis" | "rediss" => Err(disabled(scheme, "redis")),
         #[cfg(feature = "etcd")]
-        "etcd" => Ok(Arc::new(etcd::EtcdStore::connect(url).await?)),
+        "etcd" | "etcds" => Ok(Arc::new(etcd::EtcdStore::connect(url).await?)),
         #[cfg(not(feature = "etcd"))]
-        "etcd" => Err(disabled(scheme, "etcd")),
+        "etcd" | "etcds" => Err(disabled(scheme, "etcd")),
         _ => Err(Error::InvalidUrl {
             url: mask_password(url),
             reason: format!(

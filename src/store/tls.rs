@@ -583,6 +583,22 @@ impl ServerCertVerifier for Unverified {
     }
 }
 
+/// For a driver that takes trust anchors and PEM files rather than a [`ClientConfig`] (etcd's
+/// tonic), and a store whose URL has no setting that [`Tls::explain`]'s hints could name.
+impl Tls {
+    /// The CAs these settings trust: the CA file's, or the system's.
+    pub fn root_store(&self) -> Result<RootCertStore, TlsError> {
+        self.roots()
+    }
+}
+
+impl Cause {
+    /// The cause in [`Tls::explain`]'s words, without its hint of a parameter to change.
+    pub fn line(self, text: &str) -> TlsError {
+        TlsError(format!("TLS: {}", self.describe(text)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,9 +12,12 @@ use crate::support::{Test, history, servers, unique};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_store_conforms() {
-    let store = singleton_process::connect(&etcd_server::shared().url)
-        .await
-        .expect("connect");
+    conforms(&etcd_server::shared().url).await;
+}
+
+/// Runs the whole conformance suite on the store at `url`, with etcd's shortest lease.
+pub(super) async fn conforms(url: &str) {
+    let store = singleton_process::connect(url).await.expect("connect");
     Suite::new(store)
         .short_ttl(Duration::from_secs(2))
         .run_all()
@@ -226,29 +229,19 @@ async fn an_abandoned_request_does_not_hang_the_next() {
 /// are [`Error::Refused`].
 #[tokio::test]
 async fn refused_logins_and_access_are_refused() {
-    let server = etcd_server::own();
-    let port = server.server.port;
-    let mut admin = etcd_client::Client::connect([format!("127.0.0.1:{port}")], None)
-        .await
-        .expect("connect");
-    admin
-        .user_add("root", "root-pw", None)
-        .await
-        .expect("add root");
-    admin
-        .user_grant_role("root", "root")
-        .await
-        .expect("make root root");
-    admin
-        .user_add("nobody", "nobody-pw", None)
-        .await
-        .expect("add a user without roles");
-    admin.auth_enable().await.expect("enable authentication");
+    use etcd_server::{NOBODY, Options, ROOT_PASSWORD, USER_PASSWORD};
 
+    let server = etcd_server::own_with(Options {
+        login: true,
+        ..Options::default()
+    });
     let url = |user: &str, password: &str| {
-        format!("etcd://{user}:{password}@127.0.0.1:{port}?allow_unsafe_version=true")
+        format!(
+            "etcd://{user}:{password}@{}?allow_unsafe_version=true",
+            server.address
+        )
     };
-    let store = singleton_process::connect(&url("root", "root-pw"))
+    let store = singleton_process::connect(&url("root", ROOT_PASSWORD))
         .await
         .expect("the right password works");
     let name = unique("auth");
@@ -260,7 +253,7 @@ async fn refused_logins_and_access_are_refused() {
         panic!("{name} should be free");
     };
     store.release(&lease).await.expect("release");
-    for (user, password) in [("root", "wrong-pw"), ("nobody", "nobody-pw")] {
+    for (user, password) in [("root", "wrong-pw"), (NOBODY, USER_PASSWORD)] {
         let err = singleton_process::connect(&url(user, password))
             .await
             .unwrap_err();

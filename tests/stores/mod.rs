@@ -2,6 +2,8 @@
 
 #[cfg(feature = "etcd")]
 mod etcd;
+#[cfg(feature = "etcd")]
+mod etcd_tls;
 #[cfg(any(
     feature = "postgres",
     feature = "mysql",

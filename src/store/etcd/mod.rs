@@ -1,5 +1,8 @@
-//! `etcd://[user:password@]host:port[,host:port…][?prefix=…&connect_timeout=…&allow_unsafe_version=…]`
+//! `etcd[s]://[user:password@]host:port[,host:port…][?prefix=…&connect_timeout=…&allow_unsafe_version=…&cacert=…&cert=…&key=…]`
 //! — leases in an etcd v3 cluster, built on etcd's own leases and revisions.
+//!
+//! `etcds://` connects in TLS with etcdctl's `cacert`, `cert` and `key` (see `url.rs`); how the
+//! channel connects, logs in and names a failed handshake is in `transport.rs`.
 //!
 //! Connecting checks every member named in the URL for a server version with known lease bugs
 //! (see [`version`]) and refuses such a cluster unless `?allow_unsafe_version=true`.
@@ -28,37 +31,32 @@
 
 use std::time::{Duration, SystemTime};
 
+use self::url::host_of;
+
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, KeyValue,
     LeaseGrantOptions, PutOptions, Txn, TxnOp, TxnOpResponse, TxnResponse, WatchFilterType,
     WatchOptions,
 };
 
+mod transport;
+mod url;
 mod version;
 
 use super::kv::{self, Fields};
-use super::reconnect::{self, Lent, Reconnecting};
+use super::reconnect::{Lent, Reconnecting};
+use super::tls::Tls;
 use super::{Acquire, FencingToken, Freed, Holder, Lease, Released, Store, mask_password};
 use crate::error::{Error, Result};
 
 /// Key prefix unless the URL's `?prefix=` sets another.
 pub const DEFAULT_PREFIX: &str = "singleton/";
 
-/// Port of an endpoint that names none.
-const DEFAULT_PORT: u16 = 2379;
-
 /// etcd's shortest lease with its default election timeout.
 pub const MIN_TTL: Duration = Duration::from_secs(2);
 
 /// etcd's longest lease (`MaxLeaseTTL`).
 const MAX_TTL_SECS: u64 = 9_000_000_000;
-
-/// HTTP/2 pings on an idle channel, and how long one may go unanswered before the channel drops
-/// its connection (and connects afresh), so that a dead connection is noticed even when no
-/// request is waiting on it, such as under a waiter's watch. etcd refuses pings closer together
-/// than its `--grpc-keepalive-min-time` (5 s by default).
-const PING_INTERVAL: Duration = Duration::from_secs(10);
-const PING_TIMEOUT: Duration = Duration::from_secs(5);
 
 const LEASE: &str = "lease/";
 const INFO: &str = "info/";
@@ -76,6 +74,8 @@ pub struct EtcdStore {
     endpoints: Vec<String>,
     connect_options: ConnectOptions,
     connect_timeout: Duration,
+    /// The URL's TLS settings, to explain a failed handshake; `None` for plaintext.
+    tls: Option<Tls>,
     /// An etcd lease of ours with nothing attached, kept for the next acquisition (see
     /// [`Spare`]).
     spare: std::sync::Mutex<Option<Spare>>,
@@ -137,31 +137,10 @@ impl EtcdStore {
     /// a version with known lease bugs, all within the connect timeout (default 5 s).
     pub async fn connect(url: &str) -> Result<Self> {
         let masked = mask_password(url);
-        let (base, mut options) = kv::parse_options(url, DEFAULT_PREFIX)?;
-        let allow_unsafe_version = take_flag(url, &mut options.other, "allow_unsafe_version")?;
-        if let Some((key, _)) = options.other.first() {
-            return Err(kv::invalid_url(
-                url,
-                format!(
-                    "unknown option ?{key}=; known: prefix, connect_timeout, allow_unsafe_version"
-                ),
-            ));
-        }
-        let target = parse_target(url, base)?;
-        let mut connect_options = ConnectOptions::new()
-            .with_connect_timeout(options.connect_timeout)
-            .with_timeout(kv::RESPONSE_TIMEOUT)
-            .with_keep_alive(PING_INTERVAL, PING_TIMEOUT)
-            .with_keep_alive_while_idle(true)
-            .with_tcp_keepalive(reconnect::KEEPALIVE_IDLE);
-        if let Some((user, password)) = target.user {
-            // etcd lets an auth token lapse (after `--auth-token-ttl` unused, 5 min by default):
-            // log in again then, rather than fail every request from then on.
-            connect_options = connect_options
-                .with_user(user, password)
-                .with_auto_token_refresh(true);
-        }
-        let prefix = options.prefix;
+        let target = self::url::parse(url)?;
+        let connect_options = transport::connect_options(&target)
+            .map_err(|e| Error::refused(&masked, "connect", e))?;
+        let prefix = &target.prefix;
         let single = target.endpoints.len() == 1;
         let probe = async {
             let client = Client::connect(&target.endpoints, Some(connect_options.clone())).await?;
@@ -191,25 +170,30 @@ impl EtcdStore {
                         Client::connect([endpoint.as_str()], Some(connect_options.clone())).await?;
                     client.status().await
                 };
-                let answer = tokio::time::timeout(options.connect_timeout, asked).await;
+                let answer = tokio::time::timeout(target.connect_timeout, asked).await;
                 (endpoint.as_str(), answer)
             });
             futures_util::future::join_all(asking).await
         };
         let (probed, members) = tokio::join!(
-            tokio::time::timeout(options.connect_timeout, probe),
+            tokio::time::timeout(target.connect_timeout, probe),
             each_member
         );
-        let (client, status) = probed
-            .map_err(|_| Error::Timeout {
-                store: masked.clone(),
-                operation: "connect",
-                after: options.connect_timeout,
-            })?
-            .map_err(|e| driver_error(&masked, "connect", e))?;
+        let probed = probed.map_err(|_| Error::Timeout {
+            store: masked.clone(),
+            operation: "connect",
+            after: target.connect_timeout,
+        })?;
+        let (client, status) = match probed {
+            Ok(probed) => probed,
+            Err(err) => return Err(connect_error(&masked, &target, err).await),
+        };
         let mut checked = Vec::new();
         if let Some(status) = status {
-            let status = status.map_err(|e| driver_error(&masked, "connect", e))?;
+            let status = match status {
+                Ok(status) => status,
+                Err(err) => return Err(connect_error(&masked, &target, err).await),
+            };
             checked.push((target.endpoints[0].as_str(), status.version().to_owned()));
         }
         for (endpoint, answer) in members {
@@ -237,18 +221,19 @@ impl EtcdStore {
             let Some(why) = version::unfit(host_of(endpoint), reported) else {
                 continue;
             };
-            if !allow_unsafe_version {
+            if !target.allow_unsafe_version {
                 return Err(Error::store(&masked, "connect", why));
             }
             tracing::warn!(store = %masked, endpoint = %host_of(endpoint), version = %reported, "?allow_unsafe_version=true: using an etcd member with known lease bugs; two holders could both hold a lease (etcd issue 15247, PR 20590)");
         }
         Ok(EtcdStore {
             url: masked,
-            prefix,
+            prefix: target.prefix,
             clients: Reconnecting::new(client),
             endpoints: target.endpoints,
             connect_options,
-            connect_timeout: options.connect_timeout,
+            connect_timeout: target.connect_timeout,
+            tls: target.tls,
             spare: std::sync::Mutex::new(None),
         })
     }
@@ -306,7 +291,7 @@ impl EtcdStore {
     }
 
     fn error(&self, operation: &'static str, err: etcd_client::Error) -> Error {
-        driver_error(&self.url, operation, err)
+        driver_error(&self.url, operation, err, self.tls.as_ref())
     }
 
     fn malformed(&self, operation: &'static str, name: &str) -> Error {
@@ -611,28 +596,34 @@ struct EtcdError {
 
 impl From<etcd_client::Error> for EtcdError {
     fn from(source: etcd_client::Error) -> Self {
-        use std::error::Error as _;
-        // The client's own Display of a gRPC status is a debug dump of the whole chain.
-        let (mut message, mut cause) = match &source {
-            etcd_client::Error::GRpcStatus(status) => (
-                format!("{:?}: {}", status.code(), status.message()),
-                status.source(),
-            ),
-            etcd_client::Error::TransportError(err) => (err.to_string(), err.source()),
-            other => (other.to_string(), None),
-        };
-        while let Some(err) = cause {
-            let text = err.to_string();
-            if !message.contains(&text) {
-                message = format!("{message}: {text}");
-            }
-            cause = err.source();
-        }
         EtcdError {
-            message: message.split_whitespace().collect::<Vec<_>>().join(" "),
+            message: flattened(&source),
             source,
         }
     }
+}
+
+/// The client's error on one line: the gRPC code and message, then the causes that add
+/// something (tonic's transport errors keep rustls's cause among their sources).
+fn flattened(err: &etcd_client::Error) -> String {
+    use std::error::Error as _;
+    // The client's own Display of a gRPC status is a debug dump of the whole chain.
+    let (mut message, mut cause) = match err {
+        etcd_client::Error::GRpcStatus(status) => (
+            format!("{:?}: {}", status.code(), status.message()),
+            status.source(),
+        ),
+        etcd_client::Error::TransportError(err) => (err.to_string(), err.source()),
+        other => (other.to_string(), None),
+    };
+    while let Some(err) = cause {
+        let text = err.to_string();
+        if !message.contains(&text) {
+            message = format!("{message}: {text}");
+        }
+        cause = err.source();
+    }
+    message.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 impl std::fmt::Display for EtcdError {
@@ -647,10 +638,16 @@ impl std::error::Error for EtcdError {
     }
 }
 
-/// [`Error::Refused`] when etcd refused our credentials or our access (a wrong user or
-/// password, or a role without permission on the prefix), else [`Error::Store`]. An expired
-/// auth token is not a refusal: the client logs in again.
-fn driver_error(store: &str, operation: &'static str, err: etcd_client::Error) -> Error {
+/// [`Error::Refused`] when trying again will not help: etcd refused our credentials or our
+/// access (a wrong user or password, or a role without permission on the prefix), or TLS
+/// failed (`tls`: the URL's settings), shown as its one-line cause; else [`Error::Store`]. An
+/// expired auth token is not a refusal: the client logs in again.
+fn driver_error(
+    store: &str,
+    operation: &'static str,
+    err: etcd_client::Error,
+    tls: Option<&Tls>,
+) -> Error {
     let refused = match &err {
         etcd_client::Error::GRpcStatus(status) => match i32::from(status.code()) {
             grpc::PERMISSION_DENIED => true,
@@ -661,19 +658,50 @@ fn driver_error(store: &str, operation: &'static str, err: etcd_client::Error) -
         },
         _ => false,
     };
-    if refused {
-        Error::refused(store, operation, EtcdError::from(err))
-    } else {
-        Error::store(store, operation, EtcdError::from(err))
+    let mut err = EtcdError::from(err);
+    if let Some(cause) = transport::explain(&err.message, tls) {
+        err.message = cause.to_string();
+        return Error::refused(store, operation, err);
     }
+    if refused {
+        Error::refused(store, operation, err)
+    } else {
+        Error::store(store, operation, err)
+    }
+}
+
+/// The error of a connect that failed. A connection that failed without saying why (closed,
+/// or a broken pipe) may be a TLS mismatch that tonic does not report: a handshake of our own
+/// tells (see [`transport::diagnose`]), within the connect timeout once more.
+async fn connect_error(store: &str, target: &self::url::Target, err: etcd_client::Error) -> Error {
+    let tls = target.tls.as_ref();
+    let unexplained = match &err {
+        etcd_client::Error::GRpcStatus(status) => matches!(
+            i32::from(status.code()),
+            grpc::CANCELLED | grpc::UNKNOWN | grpc::UNAVAILABLE
+        ),
+        etcd_client::Error::TransportError(_) => true,
+        _ => false,
+    } && transport::explain(&flattened(&err), tls).is_none();
+    if unexplained
+        && let Some(cause) =
+            transport::diagnose(&target.endpoints, tls, target.connect_timeout).await
+    {
+        let mut err = EtcdError::from(err);
+        err.message = cause.to_string();
+        return Error::refused(store, "connect", err);
+    }
+    driver_error(store, "connect", err, tls)
 }
 
 /// The gRPC status codes we tell apart (the channel's own timeout reports `CANCELLED`).
 mod grpc {
     pub const CANCELLED: i32 = 1;
+    pub const UNKNOWN: i32 = 2;
     pub const INVALID_ARGUMENT: i32 = 3;
     pub const DEADLINE_EXCEEDED: i32 = 4;
     pub const PERMISSION_DENIED: i32 = 7;
+    pub const UNAVAILABLE: i32 = 14;
     pub const UNAUTHENTICATED: i32 = 16;
 }
 
@@ -729,82 +757,6 @@ fn unix_ms(time: SystemTime) -> u64 {
     time.duration_since(SystemTime::UNIX_EPOCH)
         .map(|since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
-}
-
-/// Endpoints and credentials from an `etcd://` URL (without its query).
-struct Target {
-    endpoints: Vec<String>,
-    user: Option<(String, String)>,
-}
-
-fn parse_target(url: &str, base: &str) -> Result<Target> {
-    let rest = base
-        .split_once("://")
-        .map(|(_, rest)| rest)
-        .ok_or_else(|| kv::invalid_url(url, "expected etcd://host:port[,host:port...]"))?;
-    let rest = rest.strip_suffix('/').unwrap_or(rest);
-    if rest.contains('/') {
-        return Err(kv::invalid_url(
-            url,
-            "an etcd URL has no path; set the key prefix with ?prefix=",
-        ));
-    }
-    let (user, hosts) = match rest.rsplit_once('@') {
-        Some((userinfo, hosts)) => {
-            let decode = |part: &str| {
-                percent_encoding::percent_decode_str(part)
-                    .decode_utf8()
-                    .map(|text| text.into_owned())
-                    .map_err(|_| kv::invalid_url(url, "the user name or password is not UTF-8"))
-            };
-            let (user, password) = userinfo.split_once(':').ok_or_else(|| {
-                kv::invalid_url(url, "credentials must be given as user:password@")
-            })?;
-            (Some((decode(user)?, decode(password)?)), hosts)
-        }
-        None => (None, rest),
-    };
-    let endpoints = hosts
-        .split(',')
-        .map(|host| endpoint(url, host))
-        .collect::<Result<Vec<_>>>()?;
-    Ok(Target { endpoints, user })
-}
-
-/// `host:port` of an endpoint built by [`endpoint`], for messages.
-fn host_of(endpoint: &str) -> &str {
-    endpoint.strip_prefix("http://").unwrap_or(endpoint)
-}
-
-/// Removes the boolean option `key` from `other` and returns its value (absent: `false`).
-fn take_flag(url: &str, other: &mut Vec<(String, String)>, key: &str) -> Result<bool> {
-    let mut value = Ok(false);
-    other.retain(|(k, v)| {
-        if k != key {
-            return true;
-        }
-        value = super::flag(url, key, v);
-        false
-    });
-    value
-}
-
-/// `http://host:port` for one `host[:port]` of the URL.
-fn endpoint(url: &str, host: &str) -> Result<String> {
-    let bad = || kv::invalid_url(url, format!("{host:?} is not host[:port]"));
-    // An IPv6 address comes in brackets: [::1]:2379.
-    let (name, port) = match host.rfind(':') {
-        Some(colon) if !host[colon..].contains(']') => (&host[..colon], Some(&host[colon + 1..])),
-        _ => (host, None),
-    };
-    if name.is_empty() || name.contains(['@', '?', '#', ' ']) {
-        return Err(bad());
-    }
-    let port: u16 = match port {
-        Some(port) => port.parse().map_err(|_| bad())?,
-        None => DEFAULT_PORT,
-    };
-    Ok(format!("http://{name}:{port}"))
 }
 
 #[async_trait::async_trait]
@@ -1085,27 +1037,5 @@ impl Store for EtcdStore {
         })
         .await?;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn targets_are_parsed() {
-        let url = "etcd://u%40x:p%3Aw@a:1,[::1]:2,b/";
-        let target = parse_target(url, url).unwrap();
-        assert_eq!(
-            target.endpoints,
-            ["http://a:1", "http://[::1]:2", "http://b:2379"]
-        );
-        assert_eq!(target.user, Some(("u@x".to_owned(), "p:w".to_owned())));
-        for bad in ["etcd://a:x", "etcd://a:1/path", "etcd://,a", "etcd://u@a"] {
-            assert!(
-                matches!(parse_target(bad, bad), Err(Error::InvalidUrl { .. })),
-                "{bad}"
-            );
-        }
     }
 }
