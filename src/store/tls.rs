@@ -409,7 +409,8 @@ fn name_detail(text: &str) -> Option<String> {
     let expected = rest.split(';').next().unwrap_or(rest).trim();
     let mut names = Vec::new();
     if let Some(at) = rest.find("is only valid for ") {
-        let mut list = &rest[at..];
+        // The list ends rustls's sentence: a driver may add its own words after ": ".
+        let mut list = rest[at..].split([':', '\n']).next().unwrap_or_default();
         // rustls lists them as DnsName("localhost") or IpAddress(127.0.0.1).
         while let Some(open) = list.find('(') {
             let Some(close) = list[open..].find(')') else {

@@ -147,7 +147,7 @@ fn a_certificate_for_another_name_is_refused() {
         "pw-secret",
         &[
             &format!("TLS: the server's certificate is not valid for \"{MISNAMED_HOST}\""),
-            "IpAddress(127.0.0.1) (connect by a name or address that it lists)",
+            "(it names localhost, 127.0.0.1); connect by a name it lists",
         ],
     );
     assert!(

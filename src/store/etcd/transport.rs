@@ -77,12 +77,6 @@ pub(super) fn explain(text: &str, tls: Option<&Tls>) -> Option<TlsError> {
         });
     };
     match tls::explain(text)? {
-        // The shared line cuts rustls's list of names at its first `)`, and its hint points at
-        // a mode that checks the CA only, which etcd has none of.
-        Cause::WrongName => Some(TlsError::new(format!(
-            "TLS: the server's certificate is not valid for {} (connect by a name or address that it lists)",
-            names_detail(text).unwrap_or("the host name connected to")
-        ))),
         // Some servers (Go's, before 1.21 or in TLS 1.2) refuse a missing certificate with
         // the alert that refuses a bad one.
         Cause::ClientCertificateRefused if tls.cert.is_none() => Some(TlsError::new(format!(
@@ -95,14 +89,6 @@ pub(super) fn explain(text: &str, tls: Option<&Tls>) -> Option<TlsError> {
 }
 
 const ANSWERS_IN_TLS: &str = "answers in TLS";
-
-/// `"127.0.0.2"; certificate is only valid for DnsName("localhost") or …` of rustls's name
-/// error, up to the next cause in the flattened text.
-fn names_detail(text: &str) -> Option<&str> {
-    const START: &str = "not valid for name ";
-    let detail = &text[text.find(START)? + START.len()..];
-    Some(detail.split(": ").next().unwrap_or(detail))
-}
 
 /// The cause of a connection that failed without saying why (a closed connection, a broken
 /// pipe, an EOF in the handshake: all that tonic reports of, say, a server that refused our
@@ -194,7 +180,7 @@ mod tests {
         let line = explain(misnamed, Some(&tls)).expect("a cause").to_string();
         assert_eq!(
             line,
-            "TLS: the server's certificate is not valid for \"127.0.0.2\"; certificate is only valid for DnsName(\"localhost\") or IpAddress(127.0.0.1) (connect by a name or address that it lists)"
+            "TLS: the server's certificate is not valid for \"127.0.0.2\" (it names localhost, 127.0.0.1); connect by a name it lists"
         );
         // Go's servers refuse a missing client certificate as a bad one.
         let refused = "Unknown: received fatal alert: BadCertificate";
