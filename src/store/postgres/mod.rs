@@ -11,14 +11,18 @@
 //! holder on a conflict, or the expired lease that was taken over. The common cases are decided
 //! first by plain statements that lock nothing: an `UPDATE` that takes a released row, else a
 //! read that reports a live lease. See docs/postgres.md.
+//!
+//! TLS follows libpq's `sslmode` and its files (`postgres/tls.rs`).
 
 mod statements;
+mod tls;
 
 use std::time::{Duration, SystemTime};
 
 use deadpool_postgres::{Manager, Object, Pool, PoolError, Runtime};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{AsyncMessage, NoTls, Row};
+use tokio_postgres::{AsyncMessage, Row};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use self::statements::Statements;
 use super::reconnect::{self, Lent, Reconnecting};
@@ -45,6 +49,9 @@ pub struct PostgresStore {
     sql: Statements,
     /// For the pools' connections and the connection each waiter listens on.
     config: tokio_postgres::Config,
+    tls: tls::Settings,
+    /// Made once, with the TLS files read at connect.
+    connector: MakeRustlsConnect,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -59,9 +66,11 @@ impl std::fmt::Debug for PostgresStore {
 impl PostgresStore {
     /// Connects to the server named by a `postgres://` or `postgresql://` URL, creates the table
     /// (`?table=`, default `singleton_locks`) if missing and prepares the statements. Connecting
-    /// gives up after `?connect_timeout=` (default 5 s).
+    /// gives up after `?connect_timeout=` (default 5 s). TLS is libpq's `?sslmode=` (default
+    /// `prefer`), `?sslrootcert=`, `?sslcert=` and `?sslkey=`.
     pub async fn connect(url: &str) -> Result<Self> {
-        let url = SqlUrl::parse(url)?;
+        let mut url = SqlUrl::parse(url)?;
+        let tls = tls::Settings::take(&mut url)?;
         // The kernel ends dead connections that no request waits on (see `reconnect`), unless
         // the URL says otherwise; the driver takes seconds.
         let secs = |duration: Duration| duration.as_secs().to_string();
@@ -85,13 +94,17 @@ impl PostgresStore {
                 reason: sql::OneLine::of(&e).to_string(),
             })?;
         config.connect_timeout(url.connect_timeout);
-        let pool = new_pool(&url, &config)?;
+        config.ssl_mode(tls.ssl_mode());
+        let connector = tls.connector(&url)?;
+        let pool = new_pool(&url, &config, &connector)?;
         let sql = Statements::new(&url.table, &url.scratch_table(), &url.waiters_table());
         let store = PostgresStore {
             url,
             pool: Reconnecting::new(pool),
             sql,
             config,
+            tls,
+            connector,
         };
         // Creating the tables and preparing the statements may wait on another session's
         // locks: bounded, as the connection itself is.
@@ -137,7 +150,7 @@ impl PostgresStore {
     async fn client(&self, operation: &'static str) -> Result<(Lent<'_, Pool>, Object)> {
         let pool = self
             .pool
-            .lend(|| std::future::ready(new_pool(&self.url, &self.config)))
+            .lend(|| std::future::ready(new_pool(&self.url, &self.config, &self.connector)))
             .await?;
         let client = pool.get().await.map_err(|err| match err {
             PoolError::Timeout(_) => self.url.connect_timed_out(operation),
@@ -148,8 +161,11 @@ impl PostgresStore {
     }
 
     /// The driver's `err` as ours: [`Error::Refused`] when the server refused our credentials
-    /// or our access, else [`Error::Store`].
+    /// or our access, or TLS failed (one line saying why), else [`Error::Store`].
     fn error(&self, operation: &'static str, err: tokio_postgres::Error) -> Error {
+        if let Some(cause) = self.tls.explain(&err) {
+            return Error::refused(&self.url.masked, operation, cause);
+        }
         let refused = matches!(
             err.code(),
             Some(
@@ -241,9 +257,13 @@ impl PostgresStore {
     }
 }
 
-/// A pool of connections made with `config`.
-fn new_pool(url: &SqlUrl, config: &tokio_postgres::Config) -> Result<Pool> {
-    Pool::builder(Manager::new(config.clone(), NoTls))
+/// A pool of connections made with `config` and `connector`.
+fn new_pool(
+    url: &SqlUrl,
+    config: &tokio_postgres::Config,
+    connector: &MakeRustlsConnect,
+) -> Result<Pool> {
+    Pool::builder(Manager::new(config.clone(), connector.clone()))
         .max_size(POOL_SIZE)
         .runtime(Runtime::Tokio1)
         // Bounds the whole of connecting and authenticating, which the driver's own
@@ -489,7 +509,7 @@ impl Store for PostgresStore {
     async fn watch(&self, name: &str) -> Result<Option<Freed>> {
         let error = |e| self.error("watch", e);
         let timed_out = |_| self.url.connect_timed_out("watch");
-        let connecting = self.config.connect(NoTls);
+        let connecting = self.config.connect(self.connector.clone());
         let (client, mut connection) = tokio::time::timeout(self.url.connect_timeout, connecting)
             .await
             .map_err(timed_out)?
