@@ -111,6 +111,15 @@ fn bench(label: &'static str, url: &str) -> Measured {
 fn tls_stores() -> Vec<(&'static str, String)> {
     let ca = crate::support::certs::shared().ca.display().to_string();
     let mut stores = Vec::new();
+    #[cfg(feature = "postgres")]
+    stores.push((
+        "PostgreSQL 15",
+        crate::support::postgres_server::shared_tls().url_for(
+            &format!("postgres:{}", crate::support::postgres_server::PASSWORD),
+            "127.0.0.1",
+            &format!("sslmode=verify-full&sslrootcert={ca}"),
+        ),
+    ));
     #[cfg(feature = "mysql")]
     {
         use crate::support::mariadb_server::{self, PASSWORD, USER};

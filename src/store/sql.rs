@@ -80,7 +80,6 @@ impl SqlUrl {
     /// Takes out of the driver's part of the query every `key=value` (value as given, still
     /// percent-encoded) for which `take` says `true`: the options a store reads itself, such as
     /// its TLS settings, which the driver must not see.
-    #[allow(dead_code)] // until the SQL stores read their TLS settings
     pub fn take_params(&mut self, mut take: impl FnMut(&str, &str) -> bool) {
         self.driver_params.retain(|(key, value)| !take(key, value));
     }

@@ -24,6 +24,8 @@ mod mysql;
 mod mysql_tls;
 #[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(feature = "postgres")]
+mod postgres_tls;
 #[cfg(feature = "redis")]
 mod redis;
 mod redis_tls;

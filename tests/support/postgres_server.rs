@@ -1,6 +1,11 @@
 //! A private PostgreSQL cluster (Debian's `postgresql` package) for the tests: `initdb` into a
 //! temporary directory and `postgres` on a free loopback port, run as the `postgres` system
 //! user because the server refuses to run as root. Started once per test run and shared.
+//!
+//! Next to the plain server, TLS servers ([`shared_tls`], [`shared_expired`]): `ssl=on` with a
+//! certificate from [`certs`], listening on 127.0.0.1 and [`certs::MISNAMED_HOST`], accepting
+//! only TLS connections (`hostssl`), and the user [`CERT_USER`] only with a client certificate
+//! signed by the test CA.
 
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
@@ -8,12 +13,24 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
+use super::certs::{self, Pair};
 use super::servers::{Server, free_port, require_binary, spawn_tied, wait_for_log};
 
 const INSTALL: &str = "apt-get install postgresql (or scripts/install-test-deps)";
 
 /// The superuser's password in the test cluster.
 pub const PASSWORD: &str = "pg-secret-4711";
+
+/// On the TLS servers, the user who logs in with the client certificate [`certs::Certs::client`]
+/// (its CN) and no password, and cannot log in without it.
+pub const CERT_USER: &str = "singleton-test";
+
+/// The TLS servers' login rules: TLS only (no `host` line, so plaintext finds no rule),
+/// [`CERT_USER`] by client certificate, everybody else by password.
+const TLS_HBA: &str = "local all all trust
+hostssl all singleton-test 127.0.0.0/8 cert
+hostssl all all 127.0.0.0/8 scram-sha-256
+";
 
 /// The shared server, started on first use.
 pub struct Postgres {
@@ -37,17 +54,47 @@ impl Postgres {
     /// The same URL with `password`. The connect timeout is generous: the test machine may be
     /// busy compiling.
     pub fn url_with(&self, password: &str) -> String {
-        format!(
-            "postgres://postgres:{password}@127.0.0.1:{}/postgres?connect_timeout=30s",
+        self.url_for(&format!("postgres:{password}"), "127.0.0.1", "")
+    }
+
+    /// The URL of the test database as `user_info` (`user[:password]`) on `host`, with
+    /// `query` (say `sslmode=require`) after our options.
+    pub fn url_for(&self, user_info: &str, host: &str, query: &str) -> String {
+        let url = format!(
+            "postgres://{user_info}@{host}:{}/postgres?connect_timeout=30s",
             self.server.port
-        )
+        );
+        if query.is_empty() {
+            url
+        } else {
+            format!("{url}&{query}")
+        }
+    }
+
+    /// The server's log; the TLS servers log every connection, with its TLS protocol.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.server.dir.path().join("postgres.log"))
+            .expect("read the server log")
     }
 }
 
 /// The one server of this test run.
 pub fn shared() -> &'static Postgres {
     static SERVER: OnceLock<Postgres> = OnceLock::new();
-    SERVER.get_or_init(start)
+    SERVER.get_or_init(|| start(None))
+}
+
+/// The TLS server of this test run, presenting [`certs::Certs::server`].
+pub fn shared_tls() -> &'static Postgres {
+    static SERVER: OnceLock<Postgres> = OnceLock::new();
+    SERVER.get_or_init(|| start(Some(&certs::shared().server)))
+}
+
+/// A TLS server presenting [`certs::Certs::expired`], started on first use: only one test
+/// needs it.
+pub fn shared_expired() -> &'static Postgres {
+    static SERVER: OnceLock<Postgres> = OnceLock::new();
+    SERVER.get_or_init(|| start(Some(&certs::shared().expired)))
 }
 
 /// `/usr/lib/postgresql/<newest version>/bin`, where Debian keeps the server binaries.
@@ -101,10 +148,11 @@ fn as_postgres(mut command: Command, user: Option<(u32, u32)>, dir: &Path) -> Co
 
 /// A server of the caller's own, for tests that pause or kill it.
 pub fn own() -> Postgres {
-    start()
+    start(None)
 }
 
-fn start() -> Postgres {
+/// Starts a server; with `tls`, a TLS server presenting that certificate (see the module docs).
+fn start(tls: Option<&Pair>) -> Postgres {
     let bin = bin_dir();
     let bin_str = bin.to_string_lossy().into_owned();
     let initdb = require_binary("initdb", &[&bin_str], INSTALL);
@@ -136,8 +184,27 @@ fn start() -> Postgres {
         String::from_utf8_lossy(&init.stderr)
     );
 
+    // With TLS, the server presents its own copy of the certificate: PostgreSQL wants the key
+    // owned by the server's user and readable by it alone.
+    let mut settings: Vec<String> = Vec::new();
+    let mut listen = "127.0.0.1".to_owned();
+    if let Some(pair) = tls {
+        let copy = pair.copy_to(dir.path(), "server", user);
+        std::fs::write(data.join("pg_hba.conf"), TLS_HBA).expect("write pg_hba.conf");
+        settings.extend([
+            "ssl=on".to_owned(),
+            format!("ssl_cert_file={}", copy.cert.display()),
+            format!("ssl_key_file={}", copy.key.display()),
+            // Client certificates signed by the test CA are accepted.
+            format!("ssl_ca_file={}", certs::shared().ca.display()),
+            "log_connections=on".to_owned(),
+        ]);
+        listen = format!("127.0.0.1,{}", certs::MISNAMED_HOST);
+    }
+
     let port = free_port();
     let home = dir.path().to_owned();
+    let socket_dir = home.clone();
     let server = Server::start(port, dir, move || {
         let log = home.join("postgres.log");
         let log_file = std::fs::File::create(&log).expect("create the server log");
@@ -145,7 +212,7 @@ fn start() -> Postgres {
         command
             .arg("-D")
             .arg(&data)
-            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-h", &listen, "-p", &port.to_string()])
             .arg("-k")
             .arg(&home)
             // A throwaway cluster, small and quick: no fsync, but every commit is written to
@@ -153,6 +220,7 @@ fn start() -> Postgres {
             .args(["-c", "fsync=off", "-c", "synchronous_commit=on"])
             .args(["-c", "full_page_writes=off", "-c", "max_connections=200"])
             .args(["-c", "shared_buffers=16MB"])
+            .args(settings.iter().flat_map(|setting| ["-c", setting.as_str()]))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file);
@@ -161,6 +229,23 @@ fn start() -> Postgres {
         wait_for_log(&log, "ready to accept connections", &mut child, "postgres");
         child
     });
+    if tls.is_some() {
+        let psql = require_binary("psql", &[&bin_str], INSTALL);
+        let role = format!("CREATE ROLE \"{CERT_USER}\" LOGIN SUPERUSER");
+        let made = Command::new(psql)
+            .arg("-h")
+            .arg(&socket_dir)
+            .args(["-p", &port.to_string(), "-U", "postgres", "-d", "postgres"])
+            .args(["-v", "ON_ERROR_STOP=1", "-qc", &role])
+            .env_remove("PGDATA")
+            .output()
+            .expect("run psql");
+        assert!(
+            made.status.success(),
+            "creating the certificate user failed: {}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+    }
     Postgres { server }
 }
 

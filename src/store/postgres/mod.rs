@@ -11,13 +11,20 @@
 //! holder on a conflict, or the expired lease that was taken over. The common cases are decided
 //! first by plain statements that lock nothing: an `UPDATE` that takes a released row, else a
 //! read that reports a live lease. See docs/postgres.md.
+//!
+//! TLS follows libpq's `sslmode` and its files (`postgres/tls.rs`).
+
+mod statements;
+mod tls;
 
 use std::time::{Duration, SystemTime};
 
 use deadpool_postgres::{Manager, Object, Pool, PoolError, Runtime};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{AsyncMessage, NoTls, Row};
+use tokio_postgres::{AsyncMessage, Row};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
+use self::statements::Statements;
 use super::reconnect::{self, Lent, Reconnecting};
 use super::sql::{self, SqlUrl};
 use super::{Acquire, Freed, Holder, Lease, Released, Store};
@@ -34,165 +41,6 @@ const WAIT_REGISTRATION: Duration = Duration::from_secs(600);
 /// one name at once, or a serialization failure under a stricter default isolation level).
 const ACQUIRE_ATTEMPTS: usize = 5;
 
-/// The lease row's columns in the order every statement returns them.
-const LEASE_COLUMNS: &str = "token, holder_id, host, pid, label, created, expires_at";
-
-/// True when the row is held and unexpired by the server's clock.
-const LIVE: &str = "holder_id IS NOT NULL AND (expires_at IS NULL OR expires_at > now())";
-
-/// The statements, built once from the validated, quoted table names.
-#[derive(Debug)]
-struct Statements {
-    create: String,
-    acquire_free: String,
-    acquire: String,
-    renew: String,
-    release: String,
-    release_quietly: String,
-    inspect: String,
-    list: String,
-    force_release: String,
-    force_release_quietly: String,
-    wait: String,
-    floor_insert: String,
-    floor_delete: String,
-}
-
-impl Statements {
-    fn new(table: &str, scratch: &str, waiters: &str) -> Self {
-        let t = format!("\"{table}\"");
-        let s = format!("\"{scratch}\"");
-        let w = format!("\"{waiters}\"");
-        // Tells the waiters listening on the table's channel (see `watch`) that `name` was
-        // freed, if any have said they wait for it: NULL otherwise, and no notification,
-        // whose commit-time lock would make releases of all names on the server take turns.
-        let notify = |name: &str| {
-            format!(
-                "(SELECT pg_notify('{table}', {name})::text FROM {w}
-                  WHERE {w}.name = {name} AND until > now())"
-            )
-        };
-        // Each with the notification in RETURNING, and without it for when that fails.
-        let release = |returning: &str| {
-            format!(
-                "UPDATE {t} SET holder_id = NULL, expires_at = NULL
-                 WHERE name = $1 AND holder_id = $2 AND token = $3
-                 RETURNING {returning}"
-            )
-        };
-        let force_release = |and_returning: &str| {
-            format!(
-                "UPDATE {t} AS l SET holder_id = NULL, expires_at = NULL
-                 FROM (SELECT name, {LEASE_COLUMNS}, {LIVE} AS live FROM {t}
-                       WHERE name = $1 AND holder_id IS NOT NULL FOR UPDATE) AS old
-                 WHERE l.name = old.name
-                 RETURNING old.token, old.holder_id, old.host, old.pid, old.label, old.created,
-                           old.expires_at, old.live{and_returning}"
-            )
-        };
-        // $6 is the lease length in microseconds; NULL makes expires_at NULL: never expires.
-        let expiry = "now() + $6::bigint * interval '1 microsecond'";
-        Statements {
-            create: format!(
-                "CREATE TABLE IF NOT EXISTS {t} (
-                     name       text COLLATE \"C\" PRIMARY KEY, -- byte-for-byte comparison
-                     token      bigint NOT NULL,       -- fencing counter; survives release
-                     holder_id  text,                  -- NULL while the name is free
-                     host       text NOT NULL,
-                     pid        bigint NOT NULL,
-                     label      text NOT NULL,
-                     created    timestamptz NOT NULL,  -- server clock
-                     expires_at timestamptz            -- server clock; NULL: never expires
-                 );
-                 CREATE TABLE IF NOT EXISTS {s} (
-                     key     text COLLATE \"C\" PRIMARY KEY,
-                     value   text NOT NULL,
-                     created timestamptz NOT NULL DEFAULT now()
-                 );
-                 CREATE TABLE IF NOT EXISTS {w} (
-                     name  text COLLATE \"C\" PRIMARY KEY,
-                     until timestamptz NOT NULL   -- server clock; somebody waits until then
-                 )"
-            ),
-            // Takes a released row (no holder to report) without locking it first. A plain
-            // UPDATE re-evaluates its condition and token + 1 on the newest version should the
-            // row change under it.
-            acquire_free: format!(
-                "UPDATE {t}
-                 SET token = token + 1, holder_id = $2, host = $3, pid = $4, label = $5,
-                     created = now(), expires_at = {expiry}
-                 WHERE name = $1 AND holder_id IS NULL
-                 RETURNING token, created, expires_at"
-            ),
-            acquire: format!(
-                "WITH old AS (
-                     SELECT {LEASE_COLUMNS}, {LIVE} AS live FROM {t} WHERE name = $1 FOR UPDATE
-                 ), taken AS (
-                     UPDATE {t} AS l
-                     SET token = old.token + 1, holder_id = $2, host = $3, pid = $4, label = $5,
-                         created = now(), expires_at = {expiry}
-                     FROM old WHERE l.name = $1 AND NOT old.live
-                     RETURNING l.token, l.created, l.expires_at
-                 ), inserted AS (
-                     INSERT INTO {t} (name, token, holder_id, host, pid, label, created, expires_at)
-                     SELECT $1, 1, $2, $3, $4, $5, now(), {expiry}
-                     WHERE NOT EXISTS (SELECT FROM old)
-                     ON CONFLICT (name) DO NOTHING
-                     RETURNING token, created, expires_at
-                 ), new AS (
-                     SELECT * FROM taken UNION ALL SELECT * FROM inserted
-                 )
-                 SELECT new.token, new.created, new.expires_at,
-                        old.token, old.holder_id, old.host, old.pid, old.label, old.created,
-                        old.expires_at, old.live
-                 FROM (VALUES (1)) AS one (x) LEFT JOIN new ON true LEFT JOIN old ON true"
-            ),
-            renew: format!(
-                "UPDATE {t}
-                 SET expires_at = CASE WHEN expires_at IS NULL THEN NULL
-                                       ELSE now() + $4::bigint * interval '1 microsecond' END
-                 WHERE name = $1 AND holder_id = $2 AND token = $3
-                   AND (expires_at IS NULL OR expires_at > now())
-                 RETURNING expires_at"
-            ),
-            // RETURNING runs the notification for a row the UPDATE changed only.
-            release: release(&notify("$1")),
-            release_quietly: release("name"),
-            inspect: format!("SELECT {LEASE_COLUMNS} FROM {t} WHERE name = $1 AND {LIVE}"),
-            list: format!("SELECT {LEASE_COLUMNS}, name FROM {t} WHERE {LIVE} ORDER BY name"),
-            force_release: force_release(&format!(", {}", notify("l.name"))),
-            force_release_quietly: force_release(""),
-            // $2 in microseconds. Several waiters share the row: the latest `until` counts.
-            wait: format!(
-                "INSERT INTO {w} (name, until)
-                 VALUES ($1, now() + $2::bigint * interval '1 microsecond')
-                 ON CONFLICT (name) DO UPDATE SET until = greatest({w}.until, excluded.until)"
-            ),
-            floor_insert: format!("INSERT INTO {s} (key, value) VALUES ($1, $2)"),
-            floor_delete: format!("DELETE FROM {s} WHERE key = $1"),
-        }
-    }
-
-    /// Every statement an operation runs, prepared at connect so that a table of another shape
-    /// is reported at once.
-    fn all(&self) -> [&str; 12] {
-        [
-            &self.acquire_free,
-            &self.acquire,
-            &self.renew,
-            &self.release,
-            &self.release_quietly,
-            &self.inspect,
-            &self.list,
-            &self.force_release,
-            &self.force_release_quietly,
-            &self.wait,
-            &self.floor_insert,
-            &self.floor_delete,
-        ]
-    }
-}
-
 /// The PostgreSQL store: a connection pool and the prepared statements of its table.
 pub struct PostgresStore {
     url: SqlUrl,
@@ -201,6 +49,9 @@ pub struct PostgresStore {
     sql: Statements,
     /// For the pools' connections and the connection each waiter listens on.
     config: tokio_postgres::Config,
+    tls: tls::Settings,
+    /// Made once, with the TLS files read at connect.
+    connector: MakeRustlsConnect,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -215,9 +66,11 @@ impl std::fmt::Debug for PostgresStore {
 impl PostgresStore {
     /// Connects to the server named by a `postgres://` or `postgresql://` URL, creates the table
     /// (`?table=`, default `singleton_locks`) if missing and prepares the statements. Connecting
-    /// gives up after `?connect_timeout=` (default 5 s).
+    /// gives up after `?connect_timeout=` (default 5 s). TLS is libpq's `?sslmode=` (default
+    /// `prefer`), `?sslrootcert=`, `?sslcert=` and `?sslkey=`.
     pub async fn connect(url: &str) -> Result<Self> {
-        let url = SqlUrl::parse(url)?;
+        let mut url = SqlUrl::parse(url)?;
+        let tls = tls::Settings::take(&mut url)?;
         // The kernel ends dead connections that no request waits on (see `reconnect`), unless
         // the URL says otherwise; the driver takes seconds.
         let secs = |duration: Duration| duration.as_secs().to_string();
@@ -241,13 +94,17 @@ impl PostgresStore {
                 reason: sql::OneLine::of(&e).to_string(),
             })?;
         config.connect_timeout(url.connect_timeout);
-        let pool = new_pool(&url, &config)?;
+        config.ssl_mode(tls.ssl_mode());
+        let connector = tls.connector(&url)?;
+        let pool = new_pool(&url, &config, &connector)?;
         let sql = Statements::new(&url.table, &url.scratch_table(), &url.waiters_table());
         let store = PostgresStore {
             url,
             pool: Reconnecting::new(pool),
             sql,
             config,
+            tls,
+            connector,
         };
         // Creating the tables and preparing the statements may wait on another session's
         // locks: bounded, as the connection itself is.
@@ -293,7 +150,7 @@ impl PostgresStore {
     async fn client(&self, operation: &'static str) -> Result<(Lent<'_, Pool>, Object)> {
         let pool = self
             .pool
-            .lend(|| std::future::ready(new_pool(&self.url, &self.config)))
+            .lend(|| std::future::ready(new_pool(&self.url, &self.config, &self.connector)))
             .await?;
         let client = pool.get().await.map_err(|err| match err {
             PoolError::Timeout(_) => self.url.connect_timed_out(operation),
@@ -304,8 +161,11 @@ impl PostgresStore {
     }
 
     /// The driver's `err` as ours: [`Error::Refused`] when the server refused our credentials
-    /// or our access, else [`Error::Store`].
+    /// or our access, or TLS failed (one line saying why), else [`Error::Store`].
     fn error(&self, operation: &'static str, err: tokio_postgres::Error) -> Error {
+        if let Some(cause) = self.tls.explain(&err) {
+            return Error::refused(&self.url.masked, operation, cause);
+        }
         let refused = matches!(
             err.code(),
             Some(
@@ -397,9 +257,13 @@ impl PostgresStore {
     }
 }
 
-/// A pool of connections made with `config`.
-fn new_pool(url: &SqlUrl, config: &tokio_postgres::Config) -> Result<Pool> {
-    Pool::builder(Manager::new(config.clone(), NoTls))
+/// A pool of connections made with `config` and `connector`.
+fn new_pool(
+    url: &SqlUrl,
+    config: &tokio_postgres::Config,
+    connector: &MakeRustlsConnect,
+) -> Result<Pool> {
+    Pool::builder(Manager::new(config.clone(), connector.clone()))
         .max_size(POOL_SIZE)
         .runtime(Runtime::Tokio1)
         // Bounds the whole of connecting and authenticating, which the driver's own
@@ -645,7 +509,7 @@ impl Store for PostgresStore {
     async fn watch(&self, name: &str) -> Result<Option<Freed>> {
         let error = |e| self.error("watch", e);
         let timed_out = |_| self.url.connect_timed_out("watch");
-        let connecting = self.config.connect(NoTls);
+        let connecting = self.config.connect(self.connector.clone());
         let (client, mut connection) = tokio::time::timeout(self.url.connect_timeout, connecting)
             .await
             .map_err(timed_out)?
