@@ -143,6 +143,8 @@ fn tls_stores() -> Vec<(&'static str, String)> {
         "Redis 7",
         crate::support::redis_server::tls().tls_url("127.0.0.1", &format!("cacert={ca}")),
     ));
+    #[cfg(feature = "etcd")]
+    stores.push(("etcd 3.4", crate::support::etcd_server::tls().url.clone()));
     stores
 }
 

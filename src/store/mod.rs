@@ -44,8 +44,6 @@ mod sql;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 #[cfg(feature = "tls")]
-// Until every store reads its TLS settings through it.
-#[allow(dead_code)]
 mod tls;
 
 /// A fencing token: minted by the store at each successful acquisition, strictly greater than

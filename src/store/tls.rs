@@ -40,6 +40,23 @@ pub(crate) enum Mode {
     VerifyFull,
 }
 
+/// The entry of `modes` (a store's names for its modes) that `value` of the URL parameter
+/// `param` names, matched exactly or, with `any_case`, in any case; the error lists them all.
+pub(crate) fn mode_named(
+    modes: &'static [(&'static str, Mode)],
+    param: &str,
+    value: &str,
+    any_case: bool,
+) -> Result<&'static (&'static str, Mode), String> {
+    modes
+        .iter()
+        .find(|(name, _)| *name == value || any_case && name.eq_ignore_ascii_case(value))
+        .ok_or_else(|| {
+            let names: Vec<&str> = modes.iter().map(|(name, _)| *name).collect();
+            format!("{param}={value} is not one of {}", names.join(", "))
+        })
+}
+
 impl Mode {
     /// Whether the connection uses TLS at all (or may, for [`Mode::Prefer`]).
     pub fn wants_tls(self) -> bool {

@@ -24,7 +24,7 @@ use mysql_async::{ClientIdentity, DriverError, IoError, Opts, OptsBuilder, SslOp
 use rustls::CertificateError;
 
 use crate::store::sql::SqlUrl;
-use crate::store::tls::{Identity, Mode, Names, Tls, TlsError};
+use crate::store::tls::{self, Identity, Mode, Names, Tls, TlsError};
 
 /// The mysql client's names for the TLS parameters.
 const NAMES: Names = Names {
@@ -95,14 +95,7 @@ pub(super) fn parse(url: &mut SqlUrl) -> Result<Tls, String> {
         ));
     }
     if let Some(value) = mode {
-        tls.mode = MODES
-            .iter()
-            .find(|(name, _)| name.eq_ignore_ascii_case(&value))
-            .map(|(_, mode)| *mode)
-            .ok_or_else(|| {
-                let names: Vec<&str> = MODES.iter().map(|(name, _)| *name).collect();
-                format!("ssl-mode={value} is not one of {}", names.join(", "))
-            })?;
+        tls.mode = tls::mode_named(&MODES, NAMES.mode, &value, true)?.1;
     }
     tls.check()?;
     let given = mode_name(tls.mode);

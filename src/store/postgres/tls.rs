@@ -16,7 +16,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::error::{Error, Result};
 use crate::store::sql::{OneLine, SqlUrl};
-use crate::store::tls::{Mode, Names, Tls, TlsError};
+use crate::store::tls::{self, Mode, Names, Tls, TlsError};
 
 /// libpq's names for the TLS parameters.
 const NAMES: Names = Names {
@@ -67,15 +67,9 @@ impl Settings {
         };
         let asked = match mode.as_deref() {
             None => None,
-            Some(value) => Some(MODES.iter().find(|(name, _)| *name == value).ok_or_else(
-                || {
-                    let names: Vec<&str> = MODES.iter().map(|(name, _)| *name).collect();
-                    invalid(format!(
-                        "sslmode={value} is not one of {}",
-                        names.join(", ")
-                    ))
-                },
-            )?),
+            Some(value) => {
+                Some(tls::mode_named(&MODES, NAMES.mode, value, false).map_err(invalid)?)
+            }
         };
         let system = tls.ca.as_deref() == Some(Path::new(SYSTEM));
         let (asked, mode) = match asked {
