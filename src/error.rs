@@ -78,8 +78,10 @@ pub enum Error {
         source: BoxError,
     },
 
-    /// The store refused our credentials or our access: a wrong password, an unknown user, or no
-    /// permission on the lease table, key prefix or collection. Trying again will not help, so a
+    /// The store refused our credentials or our access (a wrong password, an unknown user, no
+    /// permission on the lease table, key prefix or collection), or TLS cannot work as set up (an
+    /// unreadable CA or key file, a certificate the server or we do not trust, TLS asked of a
+    /// server without it, or plaintext of a TLS-only one). Trying again will not help, so a
     /// waiter ([`Singleton::lock_wait`](crate::Singleton::lock_wait)) that meets it before it has
     /// ever reached the store gives up at once.
     #[error("{store}: {operation} failed: {source}")]

@@ -90,3 +90,50 @@ fn each_tls_failure_is_one_line_that_names_its_cause() {
         kv::assert_one_clear_line(&done, "no-password-here", &["connect", cause]);
     }
 }
+
+/// Failures that retrying cannot fix are refusals, which a waiter does not wait through; a
+/// server that only did not answer in TLS in time may be busy, so that one is a store error.
+#[tokio::test]
+async fn tls_failures_are_refusals_unless_the_server_may_only_be_slow() {
+    let certs = certs::shared();
+    let fast = "&serverSelectionTimeoutMS=1500";
+    let refused = [
+        mongodb_server::tls().url_with(&format!(
+            "tls=true&tlsCAFile={}{fast}",
+            certs.other_ca.display()
+        )),
+        verified(mongodb_server::tls_expired(), fast),
+        verified(mongodb_server::tls_with_client_certificates(), fast),
+        verified(
+            mongodb_server::tls(),
+            "&tlsCertificateKeyFile=/no/such/client.pem",
+        ),
+        mongodb_server::tls().url_with("serverSelectionTimeoutMS=1500"),
+    ];
+    for url in refused {
+        let err = singleton_process::connect(&url).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                singleton_process::Error::Refused {
+                    operation: "connect",
+                    ..
+                }
+            ),
+            "{url}: {err:?}"
+        );
+    }
+    let err = singleton_process::connect(&verified(mongodb_server::shared(), fast))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            singleton_process::Error::Store {
+                operation: "connect",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}

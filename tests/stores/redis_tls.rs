@@ -32,7 +32,10 @@ async fn redis_over_tls_conforms() {
     let store = singleton_process::connect(&url)
         .await
         .expect("connect over TLS");
-    Suite::new(store).run_all().await;
+    let suite = Suite::new(store);
+    suite.run_all().await;
+    // Waiters hear releases over TLS too: pub/sub goes over a connection of its own.
+    suite.watchers_hear_releases().await;
 }
 
 #[test]

@@ -684,12 +684,21 @@ async fn connect_error(store: &str, target: &self::url::Target, err: etcd_client
         _ => false,
     } && transport::explain(&flattened(&err), tls).is_none();
     if unexplained
-        && let Some(cause) =
+        && let Some(diagnosis) =
             transport::diagnose(&target.endpoints, tls, target.connect_timeout).await
     {
         let mut err = EtcdError::from(err);
-        err.message = cause.to_string();
-        return Error::refused(store, "connect", err);
+        return match diagnosis {
+            transport::Diagnosis::Certain(cause) => {
+                err.message = cause.to_string();
+                Error::refused(store, "connect", err)
+            }
+            // Only likely: a waiter should still wait.
+            transport::Diagnosis::Hint(cause) => {
+                err.message = format!("{}: {cause}", err.message);
+                Error::store(store, "connect", err)
+            }
+        };
     }
     driver_error(store, "connect", err, tls)
 }

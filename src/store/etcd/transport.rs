@@ -7,13 +7,11 @@
 
 use std::time::Duration;
 
-use std::io::{ErrorKind, Read};
+use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 
 use etcd_client::{ConnectOptions, Identity, TlsOptions};
-use rustls::pki_types::ServerName;
-use rustls::{ClientConfig, ClientConnection};
 
 use super::url::{Target, host_of};
 use crate::store::tls::{self, Cause, Mode, Tls, TlsError};
@@ -57,7 +55,7 @@ fn tls_options(tls: &Tls, handshake_timeout: Duration) -> Result<TlsOptions, Tls
     // uses; tonic builds its own configuration from the same files.
     tls.client_config()?;
     let mut options = TlsOptions::new()
-        .trust_anchors(tls.root_store()?.roots)
+        .trust_anchors(tls.roots()?.roots)
         .timeout(handshake_timeout);
     if let Some(identity) = tls.identity_pem()? {
         options = options.identity(Identity::from_pem(identity.cert, identity.key));
@@ -79,11 +77,9 @@ pub(super) fn explain(text: &str, tls: Option<&Tls>) -> Option<TlsError> {
     match tls::explain(text)? {
         // Some servers (Go's, before 1.21 or in TLS 1.2) refuse a missing certificate with
         // the alert that refuses a bad one.
-        Cause::ClientCertificateRefused if tls.cert.is_none() => Some(TlsError::new(format!(
-            "{} (give one with ?{}=)",
-            Cause::ClientCertificateRequired.line(text),
-            super::url::NAMES.cert
-        ))),
+        Cause::ClientCertificateRefused if tls.cert.is_none() => {
+            Some(tls.line(Cause::ClientCertificateRequired, text))
+        }
         _ => tls.explain(text),
     }
 }
@@ -100,7 +96,7 @@ pub(super) async fn diagnose(
     endpoints: &[String],
     tls: Option<&Tls>,
     timeout: Duration,
-) -> Option<TlsError> {
+) -> Option<Diagnosis> {
     let config = match tls {
         Some(tls) => tls.client_config(),
         // Any certificate: only whether the server speaks TLS at all matters.
@@ -111,7 +107,14 @@ pub(super) async fn diagnose(
     let config = Arc::new(config);
     let asking = endpoints.iter().map(|endpoint| {
         let (config, host) = (config.clone(), host_of(endpoint).to_owned());
-        tokio::task::spawn_blocking(move || handshake(&host, config, timeout))
+        tokio::task::spawn_blocking(move || {
+            let answer = tls::handshake(&host, config, timeout, true);
+            // A hang-up is no proof of a plaintext port (a restarting member, a balancer
+            // without backends hang up too): a plaintext HTTP/2 answer is.
+            let plaintext =
+                matches!(&answer, Err(text) if eof(text)) && answers_plaintext_h2(&host, timeout);
+            (answer, plaintext)
+        })
     });
     // The threads end by their sockets' timeouts if they outlive this one.
     let said = tokio::time::timeout(timeout, futures_util::future::join_all(asking))
@@ -120,53 +123,60 @@ pub(super) async fn diagnose(
     said.into_iter()
         .filter_map(|answer| answer.ok())
         .find_map(|answer| match (tls, answer) {
-            (Some(tls), Err(text)) => {
-                explain(&text, Some(tls)).or_else(|| eof(&text).then(|| Cause::NotTls.line("")))
-            }
-            (Some(_), Ok(())) => None,
+            (Some(_), (_, true)) => Some(Diagnosis::Certain(TlsError::new(
+                "the server did not answer in TLS but in plaintext: write etcd:// instead of etcds://",
+            ))),
+            (Some(tls), (Err(text), false)) => explain(&text, Some(tls))
+                .map(Diagnosis::Certain)
+                .or_else(|| {
+                    eof(&text).then(|| {
+                        Diagnosis::Hint(TlsError::new(
+                            "the server hung up on our TLS handshake (a plaintext port, or a \
+                             member that is restarting?)",
+                        ))
+                    })
+                }),
+            (Some(_), (Ok(()), false)) => None,
             // A handshake, or a TLS alert: the server speaks TLS.
-            (None, Ok(())) => explain(ANSWERS_IN_TLS, None),
+            (None, (Ok(()), _)) => explain(ANSWERS_IN_TLS, None).map(Diagnosis::Certain),
             // A TLS alert: it speaks TLS too.
-            (None, Err(text)) => match tls::explain(&text) {
+            (None, (Err(text), _)) => match tls::explain(&text) {
                 Some(Cause::NotTls) | None => None,
-                Some(_) => explain(ANSWERS_IN_TLS, None),
+                Some(_) => explain(ANSWERS_IN_TLS, None).map(Diagnosis::Certain),
             },
         })
+}
+
+/// What [`diagnose`] found: a cause that retrying cannot change, or only a likely one.
+pub(super) enum Diagnosis {
+    Certain(TlsError),
+    Hint(TlsError),
+}
+
+/// Whether the server at `host` (`name:port`) answers an HTTP/2 connection preface in
+/// plaintext with its SETTINGS frame, as a plaintext etcd does. Blocking, bounded by `timeout`.
+fn answers_plaintext_h2(host: &str, timeout: Duration) -> bool {
+    // The client preface, then an empty SETTINGS frame (length 0, type 4, no flags, stream 0).
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+    let Some(address) = host
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut found| found.next())
+    else {
+        return false;
+    };
+    let Ok(mut tcp) = TcpStream::connect_timeout(&address, timeout) else {
+        return false;
+    };
+    let _ = tcp.set_read_timeout(Some(timeout));
+    let _ = tcp.set_write_timeout(Some(timeout));
+    let mut header = [0u8; 9];
+    tcp.write_all(PREFACE).is_ok() && tcp.read_exact(&mut header).is_ok() && header[3] == 0x04
 }
 
 /// Whether a handshake ended with the server closing the connection before it said anything.
 fn eof(text: &str) -> bool {
     text.contains("unexpected end of file") || text.contains("UnexpectedEof")
-}
-
-/// A TLS handshake with `host` (`name:port`, IPv6 in brackets) and one read after it, for a
-/// refusal that a TLS 1.3 server sends only after the handshake; the error as text. Blocking,
-/// each step bounded by `timeout`.
-fn handshake(host: &str, config: Arc<ClientConfig>, timeout: Duration) -> Result<(), String> {
-    let text = |e: &dyn std::fmt::Display| e.to_string();
-    let (name, _) = host.rsplit_once(':').ok_or_else(|| host.to_owned())?;
-    let name = name.trim_start_matches('[').trim_end_matches(']');
-    let server = ServerName::try_from(name.to_owned()).map_err(|e| text(&e))?;
-    let address = host
-        .to_socket_addrs()
-        .map_err(|e| text(&e))?
-        .next()
-        .ok_or_else(|| format!("{host} has no address"))?;
-    let mut tcp = TcpStream::connect_timeout(&address, timeout).map_err(|e| text(&e))?;
-    tcp.set_read_timeout(Some(timeout)).map_err(|e| text(&e))?;
-    tcp.set_write_timeout(Some(timeout)).map_err(|e| text(&e))?;
-    let mut tls = ClientConnection::new(config, server).map_err(|e| text(&e))?;
-    while tls.is_handshaking() {
-        tls.complete_io(&mut tcp).map_err(|e| text(&e))?;
-    }
-    // The server's answer to our finished handshake: its HTTP/2 settings, or its refusal.
-    tcp.set_read_timeout(Some(timeout.min(Duration::from_secs(1))))
-        .map_err(|e| text(&e))?;
-    let mut byte = [0; 1];
-    match rustls::Stream::new(&mut tls, &mut tcp).read(&mut byte) {
-        Err(e) if !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Err(text(&e)),
-        _ => Ok(()),
-    }
 }
 
 #[cfg(test)]

@@ -27,8 +27,7 @@ pub(super) static NAMES: Names = Names {
 /// A user name and password, decoded.
 pub(super) type Login = (String, String);
 
-/// Everything an etcd URL says.
-#[derive(Debug)]
+/// Everything an etcd URL says. Its `Debug` hides the password.
 pub(super) struct Target {
     /// `http://host:port`, or `https://host:port` with TLS, one per member named.
     pub endpoints: Vec<String>,
@@ -42,6 +41,19 @@ pub(super) struct Target {
     pub connect_timeout: Duration,
     /// `?allow_unsafe_version=`.
     pub allow_unsafe_version: bool,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("endpoints", &self.endpoints)
+            .field("user", &self.user.as_ref().map(|(user, _)| (user, "***")))
+            .field("tls", &self.tls)
+            .field("prefix", &self.prefix)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("allow_unsafe_version", &self.allow_unsafe_version)
+            .finish()
+    }
 }
 
 /// Parses `url`; every mistake is [`Error::InvalidUrl`], with the password masked.
@@ -60,7 +72,7 @@ pub(super) fn parse(url: &str) -> Result<Target> {
                 allow_unsafe_version = super::super::flag(url, key, value)?;
             }
             // The query was decoded already; `take` decodes a path itself.
-            _ if tls.take(key, &encoded(value)) => files.push(key.as_str()),
+            _ if tls.take_decoded(key, value) => files.push(key.as_str()),
             _ => {
                 return Err(kv::invalid_url(
                     url,
@@ -103,11 +115,6 @@ pub(super) fn parse(url: &str) -> Result<Target> {
         connect_timeout: options.connect_timeout,
         allow_unsafe_version,
     })
-}
-
-/// `value` percent-encoded again, for [`Tls::take`], which decodes what it is given.
-fn encoded(value: &str) -> String {
-    percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
 /// The endpoints and credentials of the part after `scheme://` (without the query).

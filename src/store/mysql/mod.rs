@@ -334,6 +334,8 @@ impl MysqlStore {
             url: url.masked.clone(),
             reason,
         })?;
+        // The driver builds its own rustls configuration, with the process's provider.
+        crate::store::tls::ensure_provider();
         // Over TCP as the URL says, rather than switching to the server's unix socket when the
         // host is local; keep prepared statements when a connection goes back to the pool; let
         // the kernel end dead connections that no request waits on (see `reconnect`: the

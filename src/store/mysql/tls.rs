@@ -218,6 +218,19 @@ impl Transport {
                 };
                 Some(format!("{}; {hint}", crate::store::sql::OneLine::of(err)))
             }
+            // VERIFY_CA retries against a name the certificate lists (see the module docs):
+            // a certificate that lists none cannot be checked by rustls at all.
+            mysql_async::Error::Io(_)
+                if self.tls.mode == Mode::VerifyCa
+                    && certificate_names(err).is_some_and(|names| names.is_empty()) =>
+            {
+                Some(
+                    "TLS: the server's certificate names no host (no subjectAltName), so it \
+                     cannot be checked, not even by ssl-mode=VERIFY_CA: give the server a \
+                     certificate with a subjectAltName"
+                        .to_owned(),
+                )
+            }
             mysql_async::Error::Io(io) => {
                 let text = crate::store::sql::OneLine::of(err).to_string();
                 match self.tls.explain(&text) {
@@ -340,7 +353,7 @@ mod tests {
             ("disabled", Mode::Disable),
             ("Preferred", Mode::Prefer),
             ("REQUIRED", Mode::Require),
-            ("verify_ca", Mode::VerifyCa),
+            ("verify_ca&ssl-ca=/ca.pem", Mode::VerifyCa),
             ("VERIFY_IDENTITY", Mode::VerifyFull),
         ] {
             assert_eq!(
@@ -383,7 +396,12 @@ mod tests {
                 "ssl-mode=REQUIRED&socket=/run/mysqld.sock",
                 "never uses TLS",
             ),
-            ("ssl-mode=VERIFY_CA&prefer_socket=true", "never uses TLS"),
+            (
+                "ssl-mode=VERIFY_CA&ssl-ca=/ca.pem&prefer_socket=true",
+                "never uses TLS",
+            ),
+            // Any certificate of any public CA would pass.
+            ("ssl-mode=VERIFY_CA", "needs the server's CA in ?ssl-ca="),
         ] {
             let err = parsed(&format!("mysql://h/db?{url}")).unwrap_err();
             assert!(err.contains(says), "{url}: {err}");

@@ -16,7 +16,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::error::{Error, Result};
 use crate::store::sql::{OneLine, SqlUrl};
-use crate::store::tls::{self, Mode, Names, Tls, TlsError};
+use crate::store::tls::{self, Cause, Mode, Names, Tls, TlsError};
 
 /// libpq's names for the TLS parameters.
 const NAMES: Names = Names {
@@ -148,7 +148,7 @@ impl Settings {
             // client certificate in a message of their own. Any other message from the
             // server is not about TLS, whatever words it contains (a lease's name, say).
             return if db.message().contains("requires a valid client certificate") {
-                self.tls.explain("CertificateRequired")
+                Some(self.tls.line(Cause::ClientCertificateRequired, ""))
             } else {
                 None
             };

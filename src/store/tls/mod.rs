@@ -16,13 +16,23 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::client::WebPkiServerVerifier;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
+use rustls::client::danger::ServerCertVerifier;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
-};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{ClientConfig, RootCertStore};
+
+pub(crate) use probe::{handshake, speaks_tls};
+use verify::{AnyName, Unverified};
+
+mod probe;
+mod verify;
+
+/// Makes ring the process's rustls crypto provider unless the program has chosen one: drivers
+/// that build their rustls configuration themselves (Redis, MySQL) need one, and rustls refuses
+/// to pick one by itself when a build enables more than one.
+pub(crate) fn ensure_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
 
 /// How much TLS a connection gets, from nothing to a fully verified server; libpq's `sslmode`
 /// values, which the other stores' options map onto.
@@ -173,6 +183,15 @@ impl Tls {
     /// Why these settings cannot be used, for a usage error: a client key without its
     /// certificate or the other way round.
     pub fn check(&self) -> Result<(), String> {
+        if self.mode == Mode::VerifyCa && self.ca.is_none() {
+            // Checked against the system's CAs, but for any host name, any certificate that
+            // any public CA signed would pass: no authentication at all.
+            return Err(format!(
+                "a {} that checks the CA but not the host name needs the server's CA in ?{}=; \
+                 with the system's CAs any certificate they signed, for any host, would pass",
+                self.names.mode, self.names.ca
+            ));
+        }
         let Some(key_name) = self.names.key else {
             return Ok(());
         };
@@ -264,8 +283,9 @@ impl Tls {
         }
     }
 
-    /// The CAs to trust: the CA file's, or the system's.
-    fn roots(&self) -> Result<RootCertStore, TlsError> {
+    /// The CAs to trust: the CA file's, or the system's (for a driver that takes trust anchors
+    /// rather than a [`ClientConfig`], such as etcd's tonic).
+    pub fn roots(&self) -> Result<RootCertStore, TlsError> {
         let mut roots = RootCertStore::empty();
         match &self.ca {
             Some(path) => {
@@ -326,23 +346,27 @@ impl Tls {
     /// The one-line cause of a failed connection whose driver error reads `text`, when it is a
     /// TLS failure these settings can explain; see [`explain`].
     pub fn explain(&self, text: &str) -> Option<TlsError> {
-        explain(text).map(|cause| {
-            let hint = match cause {
-                Cause::UnknownIssuer => match &self.ca {
-                    Some(ca) => format!(" (?{}={})", self.names.ca, ca.display()),
-                    None => format!(
-                        " (the system's CAs; name the server's CA with ?{}=)",
-                        self.names.ca
-                    ),
-                },
-                Cause::WrongName => "; connect by a name it lists".to_owned(),
-                Cause::ClientCertificateRequired => {
-                    format!(" (give one with ?{}=)", self.names.cert)
-                }
-                _ => String::new(),
-            };
-            TlsError(format!("TLS: {}{hint}", cause.describe(text)))
-        })
+        explain(text).map(|cause| self.line(cause, text))
+    }
+
+    /// The line for `cause`, found in the driver's error text `text`, with a hint of the
+    /// parameter to change.
+    pub fn line(&self, cause: Cause, text: &str) -> TlsError {
+        let hint = match cause {
+            Cause::UnknownIssuer => match &self.ca {
+                Some(ca) => format!(" (?{}={})", self.names.ca, ca.display()),
+                None => format!(
+                    " (the system's CAs; name the server's CA with ?{}=)",
+                    self.names.ca
+                ),
+            },
+            Cause::WrongName => "; connect by a name it lists".to_owned(),
+            Cause::ClientCertificateRequired => {
+                format!(" (give one with ?{}=)", self.names.cert)
+            }
+            _ => String::new(),
+        };
+        TlsError(format!("TLS: {}{hint}", cause.describe(text)))
     }
 }
 
@@ -361,6 +385,8 @@ pub(crate) enum Cause {
     ClientCertificateRequired,
     /// The server refused the client certificate.
     ClientCertificateRefused,
+    /// The server says the client certificate has expired or was revoked.
+    ClientCertificateExpired,
     /// The server did not answer in TLS: a plaintext port.
     NotTls,
 }
@@ -384,6 +410,10 @@ impl Cause {
             Cause::ClientCertificateRefused => {
                 "the server refused our client certificate".to_owned()
             }
+            Cause::ClientCertificateExpired => {
+                "the server refused our client certificate: it has expired or was revoked"
+                    .to_owned()
+            }
             Cause::NotTls => {
                 "the server did not answer in TLS (is this a plaintext port?)".to_owned()
             }
@@ -396,22 +426,36 @@ impl Cause {
 /// share.
 pub(crate) fn explain(text: &str) -> Option<Cause> {
     let has = |needle: &str| text.contains(needle);
-    if has("UnknownIssuer") || has("unknown issuer") || has("UnknownCA") && !has("fatal alert") {
+    // An alert is the server's word on our side of the handshake (our certificate), so it
+    // goes first: `CertificateExpired` is about our certificate, not the server's.
+    let alert = ["fatal alert: ", "AlertReceived("]
+        .iter()
+        .find_map(|start| Some(&text[text.find(start)? + start.len()..]));
+    if let Some(alert) = alert {
+        let alert = alert.split(|c: char| !c.is_ascii_alphanumeric()).next()?;
+        return match alert {
+            "CertificateRequired" => Some(Cause::ClientCertificateRequired),
+            "CertificateExpired" | "CertificateRevoked" => Some(Cause::ClientCertificateExpired),
+            "BadCertificate"
+            | "UnknownCA"
+            | "CertificateUnknown"
+            | "DecryptError"
+            | "AccessDenied"
+            | "UnsupportedCertificate" => Some(Cause::ClientCertificateRefused),
+            _ => None,
+        };
+    }
+    if has("UnknownIssuer") || has("unknown issuer") {
         Some(Cause::UnknownIssuer)
     } else if has("NotValidForName") || has("not valid for name") {
         Some(Cause::WrongName)
-    } else if has("certificate expired") || has("Expired") {
+    } else if has("certificate expired")
+        || has("peer certificate: Expired")
+        || has("InvalidCertificate(Expired")
+    {
         Some(Cause::Expired)
     } else if has("NotValidYet") || has("not valid yet") {
         Some(Cause::NotYetValid)
-    } else if has("CertificateRequired") {
-        Some(Cause::ClientCertificateRequired)
-    } else if has("fatal alert: BadCertificate")
-        || has("fatal alert: UnknownCA")
-        || has("fatal alert: CertificateUnknown")
-        || has("fatal alert: DecryptError")
-    {
-        Some(Cause::ClientCertificateRefused)
     } else if has("corrupt message") || has("InvalidContentType") || has("invalid content type") {
         Some(Cause::NotTls)
     } else {
@@ -441,179 +485,6 @@ fn name_detail(text: &str) -> Option<String> {
         Some(expected.to_owned())
     } else {
         Some(format!("{expected} (it names {})", names.join(", ")))
-    }
-}
-
-/// Whether the server at `host:port` answers a TLS handshake, found within about `limit`: for
-/// the line that tells a user who connected in plaintext to a TLS port to switch schemes
-/// (such a server would otherwise just let the connection time out). Any TLS answer counts,
-/// an alert too; a reply that is not TLS, silence or a closed connection do not.
-pub(crate) async fn speaks_tls(host: &str, port: u16, limit: std::time::Duration) -> bool {
-    let host = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned();
-    let probe = tokio::task::spawn_blocking(move || handshake(&host, port, limit));
-    matches!(
-        tokio::time::timeout(limit + limit, probe).await,
-        Ok(Ok(true))
-    )
-}
-
-fn handshake(host: &str, port: u16, limit: std::time::Duration) -> bool {
-    use std::net::ToSocketAddrs;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let Ok(builder) =
-        ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()
-    else {
-        return false;
-    };
-    let config = builder
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Unverified(provider)))
-        .with_no_client_auth();
-    let name = ServerName::try_from(host.to_owned())
-        .unwrap_or_else(|_| ServerName::try_from("localhost").expect("a valid name"));
-    let Ok(mut tls) = rustls::ClientConnection::new(Arc::new(config), name) else {
-        return false;
-    };
-    let Some(addr) = (host, port)
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-    else {
-        return false;
-    };
-    let Ok(mut socket) = std::net::TcpStream::connect_timeout(&addr, limit) else {
-        return false;
-    };
-    let _ = socket.set_read_timeout(Some(limit));
-    let _ = socket.set_write_timeout(Some(limit));
-    while tls.is_handshaking() {
-        if let Err(err) = tls.complete_io(&mut socket) {
-            // An alert is an answer in TLS; garbage, silence or a hang-up is not.
-            return matches!(
-                err.get_ref()
-                    .and_then(|e| e.downcast_ref::<rustls::Error>()),
-                Some(rustls::Error::AlertReceived(_))
-            );
-        }
-    }
-    true
-}
-
-/// Checks the chain of the server's certificate against the CAs, but not the host name:
-/// `verify-ca`.
-#[derive(Debug)]
-struct AnyName(Arc<WebPkiServerVerifier>);
-
-impl ServerCertVerifier for AnyName {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-        {
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
-            other => other,
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
-}
-
-/// Accepts any server certificate (the handshake's signatures are still checked, so the
-/// traffic is encrypted to whoever holds the certificate's key): `prefer` and `require`, which
-/// protect against eavesdropping but not against a server in the middle, as in libpq.
-#[derive(Debug)]
-struct Unverified(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for Unverified {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-/// For a driver that takes trust anchors and PEM files rather than a [`ClientConfig`] (etcd's
-/// tonic), and a store whose URL has no setting that [`Tls::explain`]'s hints could name.
-impl Tls {
-    /// The CAs these settings trust: the CA file's, or the system's.
-    pub fn root_store(&self) -> Result<RootCertStore, TlsError> {
-        self.roots()
-    }
-}
-
-impl Cause {
-    /// The cause in [`Tls::explain`]'s words, without its hint of a parameter to change.
-    pub fn line(self, text: &str) -> TlsError {
-        TlsError(format!("TLS: {}", self.describe(text)))
     }
 }
 
@@ -696,5 +567,13 @@ mod tests {
         let mut tls = Tls::new(Mode::Require, &NAMES);
         tls.take("sslcert", junk.to_str().expect("utf-8"));
         assert_eq!(tls.check().unwrap_err(), "?sslcert needs ?sslkey too");
+
+        // The system's CAs without a name check would let any of their certificates pass.
+        let err = Tls::new(Mode::VerifyCa, &NAMES).check().unwrap_err();
+        assert!(
+            err.contains("needs the server's CA in ?sslrootcert="),
+            "{err}"
+        );
+        assert!(Tls::new(Mode::VerifyFull, &NAMES).check().is_ok());
     }
 }

@@ -41,7 +41,8 @@ use mongodb::{Client, Collection, Database};
 use serde::Deserialize;
 
 use super::reconnect::Reconnecting;
-use super::tls;
+
+mod tls;
 use super::{Acquire, FencingToken, Holder, Lease, Released, Store, mask_password, redact};
 use crate::error::{Error, Result};
 
@@ -242,7 +243,7 @@ impl MongoStore {
                 url: masked.clone(),
                 reason: "name the database in the path, e.g. mongodb://host:27017/locks".into(),
             })?;
-        let tls = tls_settings(&options);
+        let tls = tls::settings(&options);
         if let Some(tls) = &tls {
             // Checked before anything goes on the wire, so that an unreadable file is one line
             // that names it (the driver says only that it could not connect).
@@ -262,7 +263,7 @@ impl MongoStore {
         .await;
         match connected {
             Err(err @ (Error::Store { .. } | Error::Timeout { .. })) => {
-                Err(explain_connect(&masked, err, tls.as_ref(), &hosts).await)
+                Err(tls::explain_connect(&masked, err, tls.as_ref(), &hosts).await)
             }
             other => other,
         }
@@ -392,81 +393,6 @@ impl MongoStore {
         answer.map_err(|err| driver_error(&self.url, operation, err, raw_url))
     }
 }
-
-/// What MongoDB URLs call their TLS settings.
-const TLS_NAMES: tls::Names = tls::Names {
-    mode: "tls",
-    ca: "tlsCAFile",
-    cert: "tlsCertificateKeyFile",
-    key: None,
-};
-
-/// The TLS settings the driver parsed from the URL, in our shape, when TLS is on.
-fn tls_settings(options: &ClientOptions) -> Option<tls::Tls> {
-    let Some(mongodb::options::Tls::Enabled(driver)) = &options.tls else {
-        return None;
-    };
-    let mode = if driver.allow_invalid_certificates == Some(true) {
-        tls::Mode::Require
-    } else {
-        tls::Mode::VerifyFull
-    };
-    let mut tls = tls::Tls::new(mode, &TLS_NAMES);
-    tls.ca = driver.ca_file_path.clone();
-    tls.cert = driver.cert_key_file_path.clone();
-    Some(tls)
-}
-
-/// A failed first connection as one line that names the cause, when it was TLS: a failed
-/// handshake (a refusal: trying again will not help), or a scheme that does not match the
-/// server (TLS to a plaintext server, or plaintext to a TLS one).
-async fn explain_connect(
-    store: &str,
-    err: Error,
-    tls: Option<&tls::Tls>,
-    hosts: &[mongodb::options::ServerAddress],
-) -> Error {
-    let text = err.to_string();
-    if let Some(cause) = tls.and_then(|tls| tls.explain(&text)) {
-        return Error::refused(store, "connect", cause);
-    }
-    for host in hosts {
-        let mongodb::options::ServerAddress::Tcp { host, port } = host else {
-            continue;
-        };
-        let port = port.unwrap_or(27017);
-        let speaks_tls = tls::speaks_tls(host, port, PROBE_TIMEOUT).await;
-        if tls.is_none() && speaks_tls {
-            return Error::refused(
-                store,
-                "connect",
-                format!("the server at {host}:{port} answers in TLS: add ?tls=true"),
-            );
-        }
-        let reachable = tokio::time::timeout(
-            PROBE_TIMEOUT,
-            tokio::net::TcpStream::connect((host.as_str(), port)),
-        )
-        .await
-        .is_ok_and(|connected| connected.is_ok());
-        if tls.is_some() && !speaks_tls && reachable {
-            // Not a refusal: a server too busy to answer the probe in time looks the same.
-            return Error::store(
-                store,
-                "connect",
-                format!(
-                    "the server at {host}:{port} did not answer in TLS within {}: if it is a \
-                     plaintext port, drop tls=true",
-                    humantime::format_duration(PROBE_TIMEOUT)
-                ),
-            );
-        }
-    }
-    err
-}
-
-/// How long finding out whether a server that did not answer speaks TLS may take.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// MongoDB's `Unauthorized` and `AuthenticationFailed` error codes.
 const UNAUTHORIZED: i32 = 13;

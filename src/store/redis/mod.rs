@@ -28,27 +28,17 @@ use redis::{
     Cmd, ConnectionAddr, ErrorKind, FromRedisValue, IntoConnectionInfo, RedisError, RedisResult,
     Script, ScriptInvocation, ServerErrorKind,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::kv::{self, Fields};
 use super::reconnect::{self, Reconnecting};
-use super::tls::{self, Mode, Tls};
+use crate::store::tls::{self as shared_tls, Mode, Tls};
+
+mod tls;
 use super::{Acquire, FencingToken, Freed, Lease, Released, Store, mask_password, redact};
 use crate::error::{Error, Result};
 
 /// Key prefix unless the URL's `?prefix=` sets another.
 pub const DEFAULT_PREFIX: &str = "singleton:";
-
-/// What `rediss://` URLs call their TLS files.
-const TLS_NAMES: tls::Names = tls::Names {
-    mode: "rediss://",
-    ca: "cacert",
-    cert: "cert",
-    key: Some("key"),
-};
-
-/// How long finding out whether a server that did not answer speaks the other scheme may take.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 const LEASE: &str = "lease:";
 const FENCE: &str = "fence:";
@@ -207,7 +197,7 @@ impl RedisStore {
         let secure = base
             .get(..9)
             .is_some_and(|scheme| scheme.eq_ignore_ascii_case("rediss://"));
-        let mut tls = Tls::new(Mode::VerifyFull, &TLS_NAMES);
+        let mut tls = Tls::new(Mode::VerifyFull, &tls::NAMES);
         options
             .other
             .retain(|(key, value)| !tls.take_decoded(key, value));
@@ -227,10 +217,7 @@ impl RedisStore {
             format!("{base}?{query}")
         };
         if secure {
-            // rustls refuses to pick a crypto provider by itself when a build enables more
-            // than one (other drivers may bring another), so name ours unless the program
-            // has already chosen one.
-            let _ = rustls::crypto::ring::default_provider().install_default();
+            shared_tls::ensure_provider();
         }
         let info = driver_url
             .as_str()
@@ -314,7 +301,7 @@ impl RedisStore {
                 // A TLS server sits silent before a plaintext client's first command, and a
                 // plaintext one before a TLS client's hello: say which scheme would work.
                 let wrong = match &address {
-                    Some((host, port)) => wrong_scheme(host, *port, secure).await,
+                    Some((host, port)) => tls::wrong_scheme(host, *port, secure).await,
                     None => None,
                 };
                 return Err(match wrong {
@@ -449,32 +436,6 @@ impl RedisStore {
 
 /// Whether the server refused our credentials (a wrong password or user, none given where one
 /// is needed) or our access (an ACL that forbids a command or a key): [`Error::Refused`].
-/// Why a connection to `host:port` that failed or hung is in the wrong scheme, if it is: a
-/// `redis://` URL for a server that answers in TLS, or a `rediss://` URL for one that answers
-/// a plaintext PING.
-async fn wrong_scheme(host: &str, port: u16, secure: bool) -> Option<String> {
-    if !secure {
-        return tls::speaks_tls(host, port, PROBE_TIMEOUT)
-            .await
-            .then(|| "the server answers in TLS: write rediss:// instead of redis://".to_owned());
-    }
-    let probe = async {
-        let mut socket = tokio::net::TcpStream::connect((host, port)).await.ok()?;
-        socket.write_all(b"PING\r\n").await.ok()?;
-        let mut first = [0u8; 1];
-        socket.read_exact(&mut first).await.ok()?;
-        // A RESP reply: +PONG, or -NOAUTH / -ERR from a server that wants a login first.
-        matches!(first[0], b'+' | b'-').then(|| {
-            "the server did not answer in TLS but in plaintext: write redis:// instead of rediss://"
-                .to_owned()
-        })
-    };
-    tokio::time::timeout(PROBE_TIMEOUT, probe)
-        .await
-        .ok()
-        .flatten()
-}
-
 fn is_refusal(err: &RedisError) -> bool {
     matches!(
         err.kind(),
