@@ -43,6 +43,9 @@ use serde::Deserialize;
 use super::reconnect::Reconnecting;
 
 mod tls;
+mod url;
+
+use self::url::{StoreUrl, check_collection_name};
 use super::{Acquire, FencingToken, Holder, Lease, Released, Store, mask_password, redact};
 use crate::error::{Error, Result};
 
@@ -58,9 +61,6 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// has no socket timeout, so without this a server that accepts but never answers would hang
 /// every call (the lease's own deadline still protects a holder, but not `status` or `release`).
 pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The longest `?timeoutMS=` accepted: an hour, as for the SQL stores' `?connect_timeout=`.
-const MAX_OPERATION_TIMEOUT_MS: u64 = 3_600_000;
 
 /// Longest lease we accept: far beyond any sensible TTL, and safely inside BSON dates.
 const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
@@ -114,81 +114,6 @@ impl Handles {
             scratch: db.collection(&format!("{collection}.benchmark")),
             db,
         })
-    }
-}
-
-/// The parts of a store URL that are ours rather than the driver's.
-#[derive(Debug)]
-struct StoreUrl {
-    /// The URL without our options, for the driver.
-    driver_url: String,
-    collection: String,
-    timeout: Duration,
-}
-
-impl StoreUrl {
-    fn parse(url: &str) -> Result<Self> {
-        let invalid = |reason: String| Error::InvalidUrl {
-            url: mask_password(url),
-            reason,
-        };
-        let (base, query) = match url.split_once('?') {
-            Some((base, query)) => (base, query),
-            None => (url, ""),
-        };
-        let mut collection = None;
-        let mut timeout = None;
-        let mut driver_options = Vec::new();
-        for pair in query.split('&').filter(|pair| !pair.is_empty()) {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let decoded = || {
-                percent_encoding::percent_decode_str(value)
-                    .decode_utf8()
-                    .map(|value| value.into_owned())
-                    .map_err(|_| invalid(format!("{key} is not valid UTF-8 once decoded")))
-            };
-            if key.eq_ignore_ascii_case("collection") {
-                collection = Some(decoded()?);
-            } else if key.eq_ignore_ascii_case("timeoutMS") {
-                let ms = decoded()?
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|ms| *ms > 0 && *ms <= MAX_OPERATION_TIMEOUT_MS)
-                    .ok_or_else(|| {
-                        invalid("timeoutMS must be a number of milliseconds from 1 to 3600000 (an hour)".into())
-                    })?;
-                timeout = Some(Duration::from_millis(ms));
-            } else {
-                driver_options.push(pair);
-            }
-        }
-        let collection = collection.unwrap_or_else(|| DEFAULT_COLLECTION.to_owned());
-        check_collection_name(&collection).map_err(|reason| invalid(reason.into()))?;
-        let driver_url = if driver_options.is_empty() {
-            base.to_owned()
-        } else {
-            format!("{base}?{}", driver_options.join("&"))
-        };
-        Ok(StoreUrl {
-            driver_url,
-            collection,
-            timeout: timeout.unwrap_or(OPERATION_TIMEOUT),
-        })
-    }
-}
-
-/// MongoDB's rules for collection names that we can check without asking the server.
-fn check_collection_name(name: &str) -> Result<(), &'static str> {
-    if name.is_empty() {
-        Err("the collection name is empty")
-    } else if name.contains(['$', '\0']) {
-        Err("a collection name cannot contain '$' or NUL")
-    } else if name.starts_with("system.") {
-        Err("collections named system.* belong to MongoDB")
-    } else if name.len() > 200 {
-        Err("the collection name is longer than 200 bytes")
-    } else {
-        Ok(())
     }
 }
 
