@@ -32,6 +32,7 @@ mod redis_tls;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 mod sql;
 mod sqlite;
+mod tls_reconnects;
 
 use std::time::Duration;
 
