@@ -114,7 +114,7 @@ fn tls_stores() -> Vec<(&'static str, String)> {
     #[cfg(feature = "postgres")]
     stores.push((
         "PostgreSQL 15",
-        crate::support::postgres_server::shared_tls().url_for(
+        crate::support::postgres_server::tls().url_for(
             &format!("postgres:{}", crate::support::postgres_server::PASSWORD),
             "127.0.0.1",
             &format!("sslmode=verify-full&sslrootcert={ca}"),
@@ -144,7 +144,12 @@ fn tls_stores() -> Vec<(&'static str, String)> {
         crate::support::redis_server::tls().tls_url("127.0.0.1", &format!("cacert={ca}")),
     ));
     #[cfg(feature = "etcd")]
-    stores.push(("etcd 3.4", crate::support::etcd_server::tls().url.clone()));
+    stores.push((
+        "etcd 3.4",
+        crate::support::etcd_server::tls_with_client_certificates()
+            .url
+            .clone(),
+    ));
     stores
 }
 

@@ -126,7 +126,7 @@ fn an_unreachable_endpoint_is_one_line_within_the_connect_timeout() {
         "took {:?}",
         started.elapsed()
     );
-    kv::assert_one_clear_line(&done, "pw-123", &["etcd://user:***@127.0.0.1", "connect"]);
+    done.assert_one_line_failure(69, "pw-123", &["etcd://user:***@127.0.0.1", "connect"]);
 }
 
 #[tokio::test]

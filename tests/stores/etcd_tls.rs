@@ -3,26 +3,25 @@
 //! The etcd store over TLS (`etcds://`) and with a login, against real TLS-serving etcd
 //! servers and the test run's throw-away certificates.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use singleton_process::conformance::Suite;
 
 use super::etcd::conforms;
-use super::kv;
 use crate::support::certs::{self, MISNAMED_HOST};
 use crate::support::etcd_server::{self, EtcdServer, USER, USER_PASSWORD, USER_PREFIX, path};
-use crate::support::{Done, Test, held, unique};
+use crate::support::{Test, assert_waiter_gives_up, held, unique};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_store_conforms_over_tls() {
-    conforms(&etcd_server::tls().url).await;
+    conforms(&etcd_server::tls_with_client_certificates().url).await;
 }
 
 /// Every endpoint of a several-member URL is reached in TLS (`localhost` and `127.0.0.1` both
 /// name the one server, and both are in its certificate), and a waiter's watch works over it.
 #[tokio::test]
 async fn singleton_runs_over_tls_on_every_endpoint() {
-    let server = etcd_server::tls();
+    let server = etcd_server::tls_with_client_certificates();
     let name = unique("tls-run");
     Test::new()
         .store(&server.url)
@@ -41,34 +40,12 @@ async fn singleton_runs_over_tls_on_every_endpoint() {
     Suite::new(store).watchers_hear_releases().await;
 }
 
-/// `singleton run --wait` with `url`: it must give up at once (trying again will not help),
-/// with one line and exit 69, without showing the password.
-fn gives_up_at_once(url: &str, secret: &str, cause: &[&str]) -> Done {
-    let started = Instant::now();
-    let done = Test::new()
-        .store(url)
-        .args([
-            "run",
-            "--wait",
-            "--timeout",
-            "60s",
-            "--name",
-            "x",
-            "--",
-            "true",
-        ])
-        .output();
+/// `singleton run --wait` with `url`: it must give up at once (trying again will not help)
+/// on a failure to connect that names `cause`.
+fn gives_up_at_once(url: &str, secret: &str, cause: &[&str]) {
     let mut expect = vec!["connect failed"];
     expect.extend(cause);
-    kv::assert_one_clear_line(&done, secret, &expect);
-    assert!(!done.stdout.contains(secret), "{}", done.stdout);
-    assert!(
-        started.elapsed() < Duration::from_secs(15),
-        "gave up only after {:?}: {}",
-        started.elapsed(),
-        done.stderr
-    );
-    done
+    assert_waiter_gives_up(url, Duration::from_secs(15), secret, &expect);
 }
 
 /// `server`'s URL with a login and `params` instead of its own TLS files.
@@ -96,7 +73,7 @@ fn tls_to_a_plaintext_port_is_refused() {
 
 #[test]
 fn plaintext_to_a_tls_port_suggests_etcds() {
-    let server = etcd_server::tls();
+    let server = etcd_server::tls_with_client_certificates();
     let url = format!(
         "etcd://u:pw-secret@{}?allow_unsafe_version=true&connect_timeout=5s",
         server.address
@@ -110,7 +87,7 @@ fn plaintext_to_a_tls_port_suggests_etcds() {
 
 #[test]
 fn an_unknown_ca_is_refused() {
-    let server = etcd_server::tls();
+    let server = etcd_server::tls_with_client_certificates();
     let certs = certs::shared();
     let url = with(
         server,
@@ -132,13 +109,13 @@ fn an_unknown_ca_is_refused() {
 
 #[test]
 fn a_certificate_for_another_name_is_refused() {
-    let server = etcd_server::tls();
+    let server = etcd_server::tls_with_client_certificates();
     let url = with(
         server,
         MISNAMED_HOST,
         &format!("{}{}", ca(), client(&certs::shared().client)),
     );
-    let done = gives_up_at_once(
+    gives_up_at_once(
         &url,
         "pw-secret",
         &[
@@ -146,7 +123,6 @@ fn a_certificate_for_another_name_is_refused() {
             "(it names localhost, 127.0.0.1); connect by a name it lists",
         ],
     );
-    drop(done);
 }
 
 #[test]
@@ -161,7 +137,7 @@ fn an_expired_server_certificate_is_refused() {
 
 #[test]
 fn an_unreadable_key_file_is_refused_before_connecting() {
-    let server = etcd_server::tls();
+    let server = etcd_server::tls_with_client_certificates();
     let client = &certs::shared().client;
     let params = format!(
         "{}&cert={}&key=/no/such/client.key",
@@ -177,7 +153,7 @@ fn an_unreadable_key_file_is_refused_before_connecting() {
 
 #[test]
 fn a_server_that_wants_a_client_certificate_refuses_none_and_a_strangers() {
-    let server = etcd_server::tls();
+    let server = etcd_server::tls_with_client_certificates();
     gives_up_at_once(
         &with(server, "127.0.0.1", &ca()),
         "pw-secret",
@@ -198,16 +174,16 @@ fn tls_files_on_a_plaintext_url_are_a_usage_error() {
         etcd_server::shared().address,
         path(&certs::shared().ca)
     );
-    let done = Test::new().store(&url).args(["exists", "x"]).output();
-    assert_eq!(done.code, 64, "{}", done.stderr);
-    let line = done.one_line();
-    assert!(line.contains("write etcds://"), "{line}");
-    assert!(!line.contains("pw-secret"), "{line}");
+    Test::new()
+        .store(&url)
+        .args(["exists", "x"])
+        .output()
+        .assert_one_line_failure(64, "pw-secret", &["write etcds://"]);
 }
 
 /// `etcds://user:password@…` on the TLS server with authentication on.
 fn login_url(user: &str, password: &str) -> String {
-    let server = etcd_server::tls_login();
+    let server = etcd_server::tls_with_login();
     format!(
         "etcds://{user}:{password}@{}?allow_unsafe_version=true{}&prefix={USER_PREFIX}{}/",
         server.address,
@@ -241,7 +217,7 @@ async fn logins_work_over_tls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_auth_token_is_refreshed_on_a_long_hold() {
     let url = login_url(USER, USER_PASSWORD);
-    let server = etcd_server::tls_login();
+    let server = etcd_server::tls_with_login();
 
     // The server really lets a token lapse after 2 s unused.
     let ca = std::fs::read(&certs::shared().ca).expect("read the CA");

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 
 use super::must_acquire;
-use crate::support::{Done, unique};
+use crate::support::unique;
 
 /// `base_url` with a fresh `?prefix=` (or `&prefix=`), so a test sees only its own keys.
 pub fn with_fresh_prefix(base_url: &str, separator: char) -> String {
@@ -61,20 +61,4 @@ pub async fn list_reads_keys_strictly(url: &str, other_url: &str) {
         store.release(lease).await.expect("release");
     }
     assert!(store.list().await.expect("list").is_empty());
-}
-
-/// The CLI's answer to a store it cannot use: one line `singleton: …` naming the store, with
-/// no trace of `secret`.
-pub fn assert_one_clear_line(done: &Done, secret: &str, expect: &[&str]) {
-    assert_eq!(
-        done.code, 69,
-        "a store error has its own exit code; stderr:\n{}",
-        done.stderr
-    );
-    let line = done.one_line();
-    assert!(line.starts_with("singleton: "), "{line}");
-    assert!(!line.contains(secret), "the password leaked: {line}");
-    for part in expect {
-        assert!(line.contains(part), "{part:?} missing from: {line}");
-    }
 }

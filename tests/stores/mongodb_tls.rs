@@ -3,7 +3,6 @@
 
 use singleton_process::conformance::Suite;
 
-use super::kv;
 use crate::support::certs;
 use crate::support::mongodb_server::{self, Mongo};
 use crate::support::{Test, unique};
@@ -87,7 +86,7 @@ fn each_tls_failure_is_one_line_that_names_its_cause() {
         let url = format!("{url}&serverSelectionTimeoutMS=1500");
         let done = run(&url);
         eprintln!("{url}: {} {}", done.code, done.stderr);
-        kv::assert_one_clear_line(&done, "no-password-here", &["connect", cause]);
+        done.assert_one_line_failure(69, "no-password-here", &["connect", cause]);
     }
 }
 

@@ -1,5 +1,6 @@
 //! The MySQL store over TLS, against real MariaDB servers and real certificates: the plain
-//! server, a TLS-only one ([`mariadb_server::tls`]) and one whose certificate expired.
+//! server, a TLS-only one ([`mariadb_server::tls`]) and one whose certificate expired
+//! ([`mariadb_server::tls_expired`]).
 
 use std::time::Duration;
 
@@ -7,7 +8,7 @@ use singleton_process::conformance::Suite;
 
 use crate::support::certs::{self, MISNAMED_HOST};
 use crate::support::mariadb_server::{self, Mariadb, PASSWORD, USER, X509_USER};
-use crate::support::{Test, unique};
+use crate::support::{Test, assert_waiter_gives_up, unique};
 
 /// The TLS server's URL for the test user at `host` with the TLS parameters `params`.
 fn tls_url(host: &str, params: &str) -> String {
@@ -37,23 +38,18 @@ fn runs(url: &str) {
         .status(0);
 }
 
-/// Asserts that `singleton exists` with `url` fails with exit 69 and one line that says each of
-/// `says`, without the password; returns the line.
+/// Asserts that `singleton exists` with `url` fails with exit 69 and one line that names the
+/// store (`:***@`, its password masked) and says each of `says`, without the password; returns
+/// the line.
 fn refused(url: &str, says: &[&str]) -> String {
     let done = Test::new()
         .store(url)
         .args(["exists", &unique("tls")])
-        .status(69);
-    let line = done.one_line().to_owned();
-    eprintln!("{line}");
-    for words in says {
-        assert!(line.contains(words), "{words:?} missing from: {line}");
-    }
-    assert!(line.contains(":***@"), "the store is not named: {line}");
-    for output in [&done.stdout, &done.stderr] {
-        assert!(!output.contains(PASSWORD), "the password leaked: {output}");
-    }
-    line
+        .output();
+    let mut words = vec![":***@"];
+    words.extend(says);
+    done.assert_one_line_failure(69, PASSWORD, &words)
+        .to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,7 +155,7 @@ fn a_wrong_ca_is_refused() {
 
 #[test]
 fn an_expired_certificate_is_refused() {
-    let expired = mariadb_server::expired();
+    let expired = mariadb_server::tls_expired();
     refused(
         &expired.url_to("127.0.0.1", USER, PASSWORD, &verify_identity()),
         &["TLS: the server's certificate has expired"],
@@ -241,23 +237,12 @@ fn run_wait_gives_up_at_once_when_tls_fails() {
             certs::shared().other_ca.display()
         ),
     );
-    let done = Test::new()
-        .args([
-            "run",
-            "--wait",
-            // Were it to wait, it would give up with 124, not 69.
-            "--timeout",
-            "60s",
-            "--name",
-            &unique("tls-wait"),
-            "--store",
-            &url,
-            "--",
-            "true",
-        ])
-        .status(69);
-    assert!(done.one_line().contains("not signed by a trusted CA"));
-    assert!(done.elapsed < Duration::from_secs(10), "{:?}", done.elapsed);
+    assert_waiter_gives_up(
+        &url,
+        Duration::from_secs(10),
+        PASSWORD,
+        &["not signed by a trusted CA"],
+    );
 }
 
 #[test]
@@ -278,13 +263,10 @@ fn tls_settings_that_cannot_work_are_usage_errors() {
             "only read by ssl-mode=VERIFY_CA or VERIFY_IDENTITY",
         ),
     ] {
-        let done = Test::new()
+        Test::new()
             .store(&format!("{}{params}", plain.url()))
             .args(["exists", "anything"])
-            .status(64);
-        let line = done.one_line();
-        eprintln!("{line}");
-        assert!(line.contains(says), "{params}: {line}");
-        assert!(!line.contains(PASSWORD), "{line}");
+            .output()
+            .assert_one_line_failure(64, PASSWORD, &[says]);
     }
 }

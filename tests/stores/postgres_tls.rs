@@ -3,15 +3,14 @@
 
 use std::path::Path;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use singleton_process::conformance::Suite;
 
 use crate::support::certs::{self, MISNAMED_HOST};
-use crate::support::postgres_server::{
-    CERT_USER, PASSWORD, Postgres, shared, shared_expired, shared_tls,
-};
+use crate::support::postgres_server::{CERT_USER, PASSWORD, Postgres, shared, tls, tls_expired};
 use crate::support::servers::free_port;
-use crate::support::{Done, Test, unique};
+use crate::support::{Done, Test, assert_waiter_gives_up, unique};
 
 /// The superuser's URL on `server` at `host`, with `query`.
 fn url(server: &Postgres, host: &str, query: &str) -> String {
@@ -48,28 +47,22 @@ fn works(url: &str) -> Done {
     done
 }
 
-/// The run fails with exit 69 and ONE line that contains every one of `causes`, with the
-/// password nowhere.
+/// The run fails to connect with exit 69, nothing on stdout and ONE line that contains every
+/// one of `causes`, with the password nowhere.
 fn fails(test: Test, causes: &[&str]) -> String {
-    let done = test.status(69);
+    let done = test.output();
+    let mut words = vec!["connect failed"];
+    words.extend(causes);
+    let line = done
+        .assert_one_line_failure(69, PASSWORD, &words)
+        .to_owned();
     assert_eq!(done.stdout, "", "nothing on stdout");
-    let line = done.one_line().to_owned();
-    eprintln!("{line}");
-    for cause in causes {
-        assert!(line.contains(cause), "{cause:?} is not in: {line}");
-    }
-    assert!(!line.contains(PASSWORD), "the password leaked: {line}");
-    assert!(line.contains("connect failed"), "{line}");
     line
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_store_conforms_over_verify_full() {
-    let url = url(
-        shared_tls(),
-        "127.0.0.1",
-        &format!("sslmode=verify-full&{}", ca()),
-    );
+    let url = url(tls(), "127.0.0.1", &format!("sslmode=verify-full&{}", ca()));
     let store = singleton_process::connect(&url).await.expect("connect");
     let suite = Suite::new(store);
     suite.run_all().await;
@@ -80,7 +73,7 @@ async fn postgres_store_conforms_over_verify_full() {
 #[test]
 fn the_cli_runs_a_job_over_verify_full() {
     works(&url(
-        shared_tls(),
+        tls(),
         "localhost",
         &format!("sslmode=verify-full&{}", ca()),
     ));
@@ -89,13 +82,13 @@ fn the_cli_runs_a_job_over_verify_full() {
 #[test]
 fn verify_ca_accepts_a_certificate_for_another_host_which_verify_full_refuses() {
     works(&url(
-        shared_tls(),
+        tls(),
         MISNAMED_HOST,
         &format!("sslmode=verify-ca&{}", ca()),
     ));
     fails(
         run(&url(
-            shared_tls(),
+            tls(),
             MISNAMED_HOST,
             &format!("sslmode=verify-full&{}", ca()),
         )),
@@ -109,7 +102,7 @@ fn verify_ca_accepts_a_certificate_for_another_host_which_verify_full_refuses() 
     let other = root(&certs::shared().other_ca);
     fails(
         run(&url(
-            shared_tls(),
+            tls(),
             MISNAMED_HOST,
             &format!("sslmode=verify-ca&{other}"),
         )),
@@ -119,7 +112,7 @@ fn verify_ca_accepts_a_certificate_for_another_host_which_verify_full_refuses() 
 
 #[test]
 fn require_encrypts_without_a_ca_file() {
-    works(&url(shared_tls(), MISNAMED_HOST, "sslmode=require"));
+    works(&url(tls(), MISNAMED_HOST, "sslmode=require"));
 }
 
 /// `require` with a CA file checks the server against it, as libpq's does.
@@ -128,7 +121,7 @@ fn require_with_a_ca_file_checks_it() {
     let other = root(&certs::shared().other_ca);
     fails(
         run(&url(
-            shared_tls(),
+            tls(),
             "127.0.0.1",
             &format!("sslmode=require&{other}"),
         )),
@@ -141,14 +134,10 @@ fn require_with_a_ca_file_checks_it() {
 #[test]
 fn prefer_uses_tls_when_the_server_offers_it() {
     let app = unique("prefer").replace('-', "_");
-    works(&url(
-        shared_tls(),
-        "127.0.0.1",
-        &format!("application_name={app}"),
-    ));
+    works(&url(tls(), "127.0.0.1", &format!("application_name={app}")));
     // The TLS server logs each session with its protocol; it also refuses plaintext (no
     // `host` rule), so working at all meant TLS.
-    let log = shared_tls().log();
+    let log = tls().log();
     let session = log
         .lines()
         .find(|line| line.contains(&format!("application_name={app}")))
@@ -179,7 +168,7 @@ fn modes_that_require_tls_never_fall_back_to_plaintext() {
 #[test]
 fn plaintext_is_refused_by_a_tls_only_server() {
     fails(
-        run(&url(shared_tls(), "127.0.0.1", "sslmode=disable")),
+        run(&url(tls(), "127.0.0.1", "sslmode=disable")),
         &["no pg_hba.conf entry", "no encryption"],
     );
 }
@@ -189,7 +178,7 @@ fn a_wrong_ca_is_one_line() {
     let other = root(&certs::shared().other_ca);
     let line = fails(
         run(&url(
-            shared_tls(),
+            tls(),
             "127.0.0.1",
             &format!("sslmode=verify-full&{other}"),
         )),
@@ -202,24 +191,12 @@ fn a_wrong_ca_is_one_line() {
 #[test]
 fn a_waiter_does_not_wait_through_a_tls_failure() {
     let other = root(&certs::shared().other_ca);
-    let url = url(
-        shared_tls(),
-        "127.0.0.1",
-        &format!("sslmode=verify-full&{other}"),
-    );
-    let done = Test::new()
-        .store(&url)
-        .args(["run", "--wait", "--name", &unique("tls-wait"), "--", "true"])
-        .status(69);
-    assert!(
-        done.one_line().contains("not signed by a trusted CA"),
-        "{}",
-        done.stderr
-    );
-    assert!(
-        done.elapsed < std::time::Duration::from_secs(10),
-        "took {:?}",
-        done.elapsed
+    let url = url(tls(), "127.0.0.1", &format!("sslmode=verify-full&{other}"));
+    assert_waiter_gives_up(
+        &url,
+        Duration::from_secs(10),
+        PASSWORD,
+        &["not signed by a trusted CA"],
     );
 }
 
@@ -227,7 +204,7 @@ fn a_waiter_does_not_wait_through_a_tls_failure() {
 fn an_expired_certificate_is_one_line() {
     fails(
         run(&url(
-            shared_expired(),
+            tls_expired(),
             "127.0.0.1",
             &format!("sslmode=verify-full&{}", ca()),
         )),
@@ -270,7 +247,7 @@ fn unusable_files_are_one_line_before_connecting() {
 #[test]
 fn a_client_certificate_logs_in() {
     let client = &certs::shared().client;
-    works(&shared_tls().url_for(
+    works(&tls().url_for(
         CERT_USER,
         "127.0.0.1",
         &format!(
@@ -285,7 +262,7 @@ fn a_client_certificate_logs_in() {
 #[test]
 fn a_missing_client_certificate_is_one_line() {
     fails(
-        run(&shared_tls().url_for(
+        run(&tls().url_for(
             CERT_USER,
             "127.0.0.1",
             &format!("sslmode=verify-full&{}", ca()),
@@ -298,7 +275,7 @@ fn a_missing_client_certificate_is_one_line() {
 fn a_client_certificate_from_another_ca_is_one_line() {
     let stranger = &certs::shared().stranger;
     fails(
-        run(&shared_tls().url_for(
+        run(&tls().url_for(
             CERT_USER,
             "127.0.0.1",
             &format!(
@@ -314,7 +291,7 @@ fn a_client_certificate_from_another_ca_is_one_line() {
 
 #[tokio::test]
 async fn a_refused_password_over_tls_is_one_masked_line() {
-    let wrong = shared_tls().url_for(
+    let wrong = tls().url_for(
         "postgres:wrong-secret",
         "127.0.0.1",
         &format!("sslmode=verify-full&{}", ca()),
@@ -326,22 +303,20 @@ async fn a_refused_password_over_tls_is_one_masked_line() {
 
 #[test]
 fn an_unknown_sslmode_is_a_usage_error() {
-    let done = run(&url(shared_tls(), "127.0.0.1", "sslmode=verify_full")).status(64);
-    let line = done.one_line();
-    assert!(
-        line.contains(
-            "sslmode=verify_full is not one of disable, prefer, require, verify-ca, verify-full"
-        ),
-        "{line}"
-    );
-    assert!(!line.contains(PASSWORD), "{line}");
+    run(&url(tls(), "127.0.0.1", "sslmode=verify_full"))
+        .output()
+        .assert_one_line_failure(
+            64,
+            PASSWORD,
+            &["sslmode=verify_full is not one of disable, prefer, require, verify-ca, verify-full"],
+        );
 }
 
 /// Without `sslrootcert`, verify-full trusts libpq's `~/.postgresql/root.crt` if there is
 /// one, else the system's CAs, which did not sign the test server's certificate.
 #[test]
 fn verify_full_without_sslrootcert_uses_libpq_s_file_or_the_system_s_cas() {
-    let url = url(shared_tls(), "127.0.0.1", "sslmode=verify-full");
+    let url = url(tls(), "127.0.0.1", "sslmode=verify-full");
     fails(
         run(&url),
         &["not signed by a trusted CA", "the system's CAs"],

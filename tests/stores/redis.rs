@@ -78,15 +78,15 @@ fn the_right_password_works_and_a_wrong_one_is_one_masked_line() {
 
     let wrong = server.url.replace(PASSWORD, "not-the-Password");
     let done = Test::new().store(&wrong).args(["exists", "x"]).output();
-    kv::assert_one_clear_line(
-        &done,
+    done.assert_one_line_failure(
+        69,
         "not-the-Password",
         &["redis://:***@127.0.0.1", "connect"],
     );
 
     let none = format!("redis://127.0.0.1:{}", server.server.port);
     let done = Test::new().store(&none).args(["exists", "x"]).output();
-    kv::assert_one_clear_line(&done, PASSWORD, &["redis://127.0.0.1", "connect"]);
+    done.assert_one_line_failure(69, PASSWORD, &["redis://127.0.0.1", "connect"]);
 }
 
 #[test]
@@ -102,7 +102,7 @@ fn an_unreachable_server_is_one_line_within_the_connect_timeout() {
         "took {:?}",
         started.elapsed()
     );
-    kv::assert_one_clear_line(&done, "pw-123", &["redis://:***@127.0.0.1", "connect"]);
+    done.assert_one_line_failure(69, "pw-123", &["redis://:***@127.0.0.1", "connect"]);
 }
 
 #[tokio::test]

@@ -3,10 +3,9 @@
 
 use singleton_process::conformance::Suite;
 
-use super::kv;
 use crate::support::certs::{self, MISNAMED_HOST};
 use crate::support::redis_server::{self, RedisServer, TLS_PASSWORD};
-use crate::support::{Test, unique};
+use crate::support::{Test, assert_waiter_gives_up, unique};
 
 /// `rediss://` to `server` at `host`, trusting the test CA, with `extra` options.
 fn verified(server: &RedisServer, host: &str, extra: &str) -> String {
@@ -117,7 +116,7 @@ fn each_tls_failure_is_one_line_that_names_its_cause() {
     for (url, cause) in cases {
         let done = run(&url);
         eprintln!("{url}: {} {}", done.code, done.stderr);
-        kv::assert_one_clear_line(&done, TLS_PASSWORD, &["connect", cause]);
+        done.assert_one_line_failure(69, TLS_PASSWORD, &["connect", cause]);
     }
 }
 
@@ -126,23 +125,10 @@ fn each_tls_failure_is_one_line_that_names_its_cause() {
 fn a_waiter_does_not_wait_through_a_tls_failure() {
     let other_ca = format!("cacert={}", certs::shared().other_ca.display());
     let url = redis_server::tls().tls_url("127.0.0.1", &other_ca);
-    let started = std::time::Instant::now();
-    let done = Test::new()
-        .store(&url)
-        .args([
-            "run",
-            "--wait",
-            "--timeout",
-            "60s",
-            "--name",
-            &unique("tls"),
-        ])
-        .args(["--", "true"])
-        .output();
-    kv::assert_one_clear_line(&done, TLS_PASSWORD, &["not signed by a trusted CA"]);
-    assert!(
-        started.elapsed() < std::time::Duration::from_secs(20),
-        "waited {:?}",
-        started.elapsed()
+    assert_waiter_gives_up(
+        &url,
+        std::time::Duration::from_secs(20),
+        TLS_PASSWORD,
+        &["not signed by a trusted CA"],
     );
 }

@@ -56,6 +56,47 @@ impl Pair {
     }
 }
 
+/// How a TLS test server is set up, the same for every server kind: it accepts TLS
+/// connections only, presents `pair`, and trusts client certificates signed by
+/// [`Certs::ca`]; with `client_certificates` it refuses clients without one.
+#[derive(Debug, Clone)]
+pub struct TlsServer {
+    pub pair: Pair,
+    pub client_certificates: bool,
+}
+
+impl TlsServer {
+    /// Presents [`Certs::server`], which names `localhost` and `127.0.0.1`.
+    pub fn verified() -> Self {
+        TlsServer::presenting(&shared().server)
+    }
+
+    /// Presents [`Certs::expired`].
+    pub fn expired() -> Self {
+        TlsServer::presenting(&shared().expired)
+    }
+
+    /// Presents [`Certs::wrong_name`], for servers that cannot listen on [`MISNAMED_HOST`].
+    pub fn misnamed() -> Self {
+        TlsServer::presenting(&shared().wrong_name)
+    }
+
+    /// The same server, refusing clients without a certificate signed by [`Certs::ca`].
+    pub fn with_client_certificates(self) -> Self {
+        TlsServer {
+            client_certificates: true,
+            ..self
+        }
+    }
+
+    fn presenting(pair: &Pair) -> Self {
+        TlsServer {
+            pair: pair.clone(),
+            client_certificates: false,
+        }
+    }
+}
+
 /// The certificates of one test run, in a temporary directory of their own.
 pub struct Certs {
     _dir: tempfile::TempDir,

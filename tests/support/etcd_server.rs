@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use super::certs::{self, Pair};
+use super::certs::{self, TlsServer};
 use super::servers::{Server, free_port, require_binary, spawn_tied, wait_for_port};
 
 /// A running `etcd` and the URL of its store.
@@ -26,10 +26,8 @@ pub struct EtcdServer {
 /// How a test server differs from the plain one.
 #[derive(Default, Clone)]
 pub struct Options {
-    /// Serve TLS (only) with this certificate, on 127.0.0.1 and on [`certs::MISNAMED_HOST`].
-    pub tls: Option<Pair>,
-    /// With `tls`: require a client certificate signed by the test CA.
-    pub client_cert_auth: bool,
+    /// Serve TLS (only), on 127.0.0.1 and on [`certs::MISNAMED_HOST`].
+    pub tls: Option<TlsServer>,
     /// `--auth-token-ttl` in seconds: how long a simple auth token lives unused.
     pub auth_token_ttl: Option<u32>,
     /// Enable authentication with a `root` user ([`ROOT_PASSWORD`]), a user [`USER`]
@@ -54,12 +52,11 @@ pub fn shared() -> &'static EtcdServer {
 
 /// The shared TLS server that requires a client certificate; its URL carries the test CA and
 /// the client certificate.
-pub fn tls() -> &'static EtcdServer {
+pub fn tls_with_client_certificates() -> &'static EtcdServer {
     static SERVER: OnceLock<EtcdServer> = OnceLock::new();
     SERVER.get_or_init(|| {
         start(Options {
-            tls: Some(certs::shared().server.clone()),
-            client_cert_auth: true,
+            tls: Some(TlsServer::verified().with_client_certificates()),
             ..Options::default()
         })
     })
@@ -70,7 +67,7 @@ pub fn tls_expired() -> &'static EtcdServer {
     static SERVER: OnceLock<EtcdServer> = OnceLock::new();
     SERVER.get_or_init(|| {
         start(Options {
-            tls: Some(certs::shared().expired.clone()),
+            tls: Some(TlsServer::expired()),
             ..Options::default()
         })
     })
@@ -78,14 +75,13 @@ pub fn tls_expired() -> &'static EtcdServer {
 
 /// The shared TLS server with authentication on (see [`Options::login`]), no client
 /// certificates, and auth tokens that lapse after 2 s unused. Its URL has no user.
-pub fn tls_login() -> &'static EtcdServer {
+pub fn tls_with_login() -> &'static EtcdServer {
     static SERVER: OnceLock<EtcdServer> = OnceLock::new();
     SERVER.get_or_init(|| {
         start(Options {
-            tls: Some(certs::shared().server.clone()),
+            tls: Some(TlsServer::verified()),
             auth_token_ttl: Some(2),
             login: true,
-            ..Options::default()
         })
     })
 }
@@ -142,13 +138,13 @@ fn start(options: Options) -> EtcdServer {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
-        if let Some(pair) = &options.tls {
+        if let Some(tls) = &options.tls {
             command
                 .arg("--cert-file")
-                .arg(&pair.cert)
+                .arg(&tls.pair.cert)
                 .arg("--key-file")
-                .arg(&pair.key);
-            if options.client_cert_auth {
+                .arg(&tls.pair.key);
+            if tls.client_certificates {
                 command
                     .arg("--client-cert-auth")
                     .arg("--trusted-ca-file")
@@ -169,12 +165,12 @@ fn start(options: Options) -> EtcdServer {
     }
     let url = match &options.tls {
         None => format!("etcd://{address}?allow_unsafe_version=true"),
-        Some(_) => {
+        Some(tls) => {
             let mut url = format!(
                 "etcds://{address}?allow_unsafe_version=true&cacert={}",
                 path(&certs::shared().ca)
             );
-            if options.client_cert_auth {
+            if tls.client_certificates {
                 let client = &certs::shared().client;
                 url += &format!("&cert={}&key={}", path(&client.cert), path(&client.key));
             }

@@ -2,12 +2,12 @@
 //! `mariadb-install-db` into a temporary data directory and `mariadbd` on a free loopback port
 //! with its own socket and pid file, and a TCP user with a password. Started once per test run
 //! and shared: a plain one ([`shared`]), a TLS-only one ([`tls`]) and, on first use, a TLS-only
-//! one that presents an expired certificate ([`expired`]).
+//! one that presents an expired certificate ([`tls_expired`]).
 
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
-use super::certs::{self, Pair};
+use super::certs::{self, TlsServer};
 use super::servers::{Server, free_port, require_binary, spawn_tied, wait_for_log};
 
 const INSTALL: &str = "apt-get install mariadb-server (or scripts/install-test-deps)";
@@ -65,13 +65,13 @@ pub fn shared() -> &'static Mariadb {
 /// 127.0.0.1 and on [`certs::MISNAMED_HOST`], and the user [`X509_USER`].
 pub fn tls() -> &'static Mariadb {
     static SERVER: OnceLock<Mariadb> = OnceLock::new();
-    SERVER.get_or_init(|| start(Some(&certs::shared().server)))
+    SERVER.get_or_init(|| start(Some(TlsServer::verified())))
 }
 
 /// A TLS server like [`tls`] whose certificate expired ([`certs::Certs::expired`]).
-pub fn expired() -> &'static Mariadb {
+pub fn tls_expired() -> &'static Mariadb {
     static SERVER: OnceLock<Mariadb> = OnceLock::new();
-    SERVER.get_or_init(|| start(Some(&certs::shared().expired)))
+    SERVER.get_or_init(|| start(Some(TlsServer::expired())))
 }
 
 const SBIN: &[&str] = &["/usr/sbin", "/usr/bin"];
@@ -81,8 +81,8 @@ pub fn own() -> Mariadb {
     start(None)
 }
 
-/// Starts a server, with TLS only and `certificate` if given.
-fn start(certificate: Option<&Pair>) -> Mariadb {
+/// Starts a server, with TLS only if `tls` is given.
+fn start(tls: Option<TlsServer>) -> Mariadb {
     let install_db = require_binary("mariadb-install-db", SBIN, INSTALL);
     let mariadbd = require_binary("mariadbd", SBIN, INSTALL);
     let dir = tempfile::tempdir().expect("temp dir");
@@ -117,8 +117,13 @@ fn start(certificate: Option<&Pair>) -> Mariadb {
     )
     .expect("write init.sql");
     let mut tls_args = vec!["--bind-address=127.0.0.1".to_owned()];
-    if let Some(pair) = certificate {
-        let own = pair.copy_to(dir.path(), "server", None);
+    if let Some(tls) = &tls {
+        // MariaDB asks for client certificates per account (REQUIRE X509), not server-wide.
+        assert!(
+            !tls.client_certificates,
+            "the MariaDB test server asks only {X509_USER} for a client certificate"
+        );
+        let own = tls.pair.copy_to(dir.path(), "server", None);
         tls_args = vec![
             format!("--bind-address=127.0.0.1,{}", certs::MISNAMED_HOST),
             format!("--ssl-cert={}", own.cert.display()),

@@ -175,6 +175,53 @@ impl Done {
         assert!(!self.stderr.contains("panicked"), "{}", self.stderr);
         lines[0]
     }
+
+    /// Asserts how the CLI fails on a store it cannot use (exit 69) or a URL it will not take
+    /// (64): exit `code`, and one stderr line `singleton: …` that contains each of `words`,
+    /// with `secret` (a password) shown nowhere, on stderr or stdout. Returns the line.
+    pub fn assert_one_line_failure(&self, code: i32, secret: &str, words: &[&str]) -> &str {
+        assert_eq!(
+            self.code, code,
+            "unexpected exit code; stderr:\n{}",
+            self.stderr
+        );
+        let line = self.one_line();
+        eprintln!("{line}");
+        assert!(line.starts_with("singleton: "), "{line}");
+        for words in words {
+            assert!(line.contains(words), "{words:?} missing from: {line}");
+        }
+        for output in [&self.stdout, &self.stderr] {
+            assert!(!output.contains(secret), "the password leaked: {output}");
+        }
+        line
+    }
+}
+
+/// `singleton run --wait --timeout 60s` on `store` where waiting cannot help (a TLS or login
+/// failure): asserts that it gives up within `within`, long before the minute (waiting it out
+/// would end with 124), with the one-line failure that [`Done::assert_one_line_failure`]
+/// checks: exit 69, each of `words`, and no `secret`.
+pub fn assert_waiter_gives_up(store: &str, within: Duration, secret: &str, words: &[&str]) {
+    let done = Test::new()
+        .store(store)
+        .args([
+            "run",
+            "--wait",
+            "--timeout",
+            "60s",
+            "--name",
+            &unique("wait"),
+        ])
+        .args(["--", "true"])
+        .output();
+    done.assert_one_line_failure(69, secret, words);
+    assert!(
+        done.elapsed < within,
+        "gave up only after {:?}: {}",
+        done.elapsed,
+        done.stderr
+    );
 }
 
 /// The JSON objects among `text`'s lines (the command's own stderr lines are skipped).

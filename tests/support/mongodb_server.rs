@@ -15,7 +15,7 @@ use mongodb::bson::doc;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use super::certs::{self, Pair};
+use super::certs::{self, TlsServer};
 use super::servers::{Server, free_port, require_binary, spawn_tied, wait_for_port};
 
 /// The database the tests use.
@@ -39,25 +39,13 @@ impl Mongo {
     }
 }
 
-/// TLS for a test server: every connection is TLS, with this certificate; clients may present
-/// one signed by the test CA, or must with `client_certificates`.
-#[derive(Clone)]
-pub struct TlsSetup {
-    pub pair: Pair,
-    pub client_certificates: bool,
-}
-
-/// The shared TLS-only server with `pair` as its certificate.
-fn tls_server(pair: Pair, client_certificates: bool) -> Mongo {
-    let setup = TlsSetup {
-        pair,
-        client_certificates,
-    };
+/// A TLS-only server, listening on 127.0.0.1 only (hence [`TlsServer::misnamed`]).
+fn tls_server(tls: TlsServer) -> Mongo {
     let server = start_with(
         tempfile::tempdir().expect("temp dir"),
         None,
         false,
-        Some(setup),
+        Some(tls),
     );
     let url = format!("mongodb://127.0.0.1:{}/{DATABASE}", server.port);
     Mongo { server, url }
@@ -66,25 +54,25 @@ fn tls_server(pair: Pair, client_certificates: bool) -> Mongo {
 /// The TLS-only server with the test server certificate, shared by the tests of this run.
 pub fn tls() -> &'static Mongo {
     static SHARED: OnceLock<Mongo> = OnceLock::new();
-    SHARED.get_or_init(|| tls_server(certs::shared().server.clone(), false))
+    SHARED.get_or_init(|| tls_server(TlsServer::verified()))
 }
 
 /// The TLS-only server whose certificate names `wrong.example` only.
 pub fn tls_misnamed() -> &'static Mongo {
     static SHARED: OnceLock<Mongo> = OnceLock::new();
-    SHARED.get_or_init(|| tls_server(certs::shared().wrong_name.clone(), false))
+    SHARED.get_or_init(|| tls_server(TlsServer::misnamed()))
 }
 
 /// The TLS-only server whose certificate has expired.
 pub fn tls_expired() -> &'static Mongo {
     static SHARED: OnceLock<Mongo> = OnceLock::new();
-    SHARED.get_or_init(|| tls_server(certs::shared().expired.clone(), false))
+    SHARED.get_or_init(|| tls_server(TlsServer::expired()))
 }
 
 /// The TLS-only server that requires a client certificate signed by the test CA.
 pub fn tls_with_client_certificates() -> &'static Mongo {
     static SHARED: OnceLock<Mongo> = OnceLock::new();
-    SHARED.get_or_init(|| tls_server(certs::shared().server.clone(), true))
+    SHARED.get_or_init(|| tls_server(TlsServer::verified().with_client_certificates()))
 }
 
 /// The open server shared by the tests of this run.
@@ -157,7 +145,7 @@ fn start_with(
     dir: tempfile::TempDir,
     data: Option<&Path>,
     auth: bool,
-    tls: Option<TlsSetup>,
+    tls: Option<TlsServer>,
 ) -> Server {
     let port = free_port();
     let binary = binary();
@@ -221,7 +209,7 @@ fn stop(mut server: Server) -> tempfile::TempDir {
     std::mem::replace(&mut server.dir, dir)
 }
 
-fn ping(port: u16, tls: Option<&TlsSetup>) -> bool {
+fn ping(port: u16, tls: Option<&TlsServer>) -> bool {
     let options = match tls {
         None => String::new(),
         // Any certificate will do here: the tests check the certificates.

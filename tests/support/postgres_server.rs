@@ -2,8 +2,8 @@
 //! temporary directory and `postgres` on a free loopback port, run as the `postgres` system
 //! user because the server refuses to run as root. Started once per test run and shared.
 //!
-//! Next to the plain server, TLS servers ([`shared_tls`], [`shared_expired`]): `ssl=on` with a
-//! certificate from [`certs`], listening on 127.0.0.1 and [`certs::MISNAMED_HOST`], accepting
+//! Next to the plain server, TLS servers ([`tls`], [`tls_expired`]): `ssl=on` with a
+//! [`TlsServer`], listening on 127.0.0.1 and [`certs::MISNAMED_HOST`], accepting
 //! only TLS connections (`hostssl`), and the user [`CERT_USER`] only with a client certificate
 //! signed by the test CA.
 
@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
-use super::certs::{self, Pair};
+use super::certs::{self, TlsServer};
 use super::servers::{Server, free_port, require_binary, spawn_tied, wait_for_log};
 
 const INSTALL: &str = "apt-get install postgresql (or scripts/install-test-deps)";
@@ -85,16 +85,16 @@ pub fn shared() -> &'static Postgres {
 }
 
 /// The TLS server of this test run, presenting [`certs::Certs::server`].
-pub fn shared_tls() -> &'static Postgres {
+pub fn tls() -> &'static Postgres {
     static SERVER: OnceLock<Postgres> = OnceLock::new();
-    SERVER.get_or_init(|| start(Some(&certs::shared().server)))
+    SERVER.get_or_init(|| start(Some(TlsServer::verified())))
 }
 
 /// A TLS server presenting [`certs::Certs::expired`], started on first use: only one test
 /// needs it.
-pub fn shared_expired() -> &'static Postgres {
+pub fn tls_expired() -> &'static Postgres {
     static SERVER: OnceLock<Postgres> = OnceLock::new();
-    SERVER.get_or_init(|| start(Some(&certs::shared().expired)))
+    SERVER.get_or_init(|| start(Some(TlsServer::expired())))
 }
 
 /// `/usr/lib/postgresql/<newest version>/bin`, where Debian keeps the server binaries.
@@ -151,8 +151,8 @@ pub fn own() -> Postgres {
     start(None)
 }
 
-/// Starts a server; with `tls`, a TLS server presenting that certificate (see the module docs).
-fn start(tls: Option<&Pair>) -> Postgres {
+/// Starts a server; with `tls`, a TLS server (see the module docs).
+fn start(tls: Option<TlsServer>) -> Postgres {
     let bin = bin_dir();
     let bin_str = bin.to_string_lossy().into_owned();
     let initdb = require_binary("initdb", &[&bin_str], INSTALL);
@@ -188,8 +188,13 @@ fn start(tls: Option<&Pair>) -> Postgres {
     // owned by the server's user and readable by it alone.
     let mut settings: Vec<String> = Vec::new();
     let mut listen = "127.0.0.1".to_owned();
-    if let Some(pair) = tls {
-        let copy = pair.copy_to(dir.path(), "server", user);
+    if let Some(tls) = &tls {
+        // Only CERT_USER's rule asks for a client certificate; everybody else logs in without.
+        assert!(
+            !tls.client_certificates,
+            "the PostgreSQL test server asks only {CERT_USER} for a client certificate"
+        );
+        let copy = tls.pair.copy_to(dir.path(), "server", user);
         std::fs::write(data.join("pg_hba.conf"), TLS_HBA).expect("write pg_hba.conf");
         settings.extend([
             "ssl=on".to_owned(),

@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use super::certs::{self, Pair};
+use super::certs::{self, TlsServer};
 use super::servers::{Server, free_port, require_binary, spawn_tied, wait_for_port_logged};
 
 /// The password of [`with_password`]'s server.
@@ -38,10 +38,8 @@ impl RedisServer {
 #[derive(Default, Clone)]
 struct Setup {
     password: Option<&'static str>,
-    /// TLS only, on 127.0.0.1 and 127.0.0.2, with this certificate, and the ACL user.
-    tls: Option<Pair>,
-    /// Whether clients must present a certificate signed by the test CA.
-    client_certificates: bool,
+    /// TLS only, on 127.0.0.1 and [`certs::MISNAMED_HOST`], and the ACL user.
+    tls: Option<TlsServer>,
 }
 
 /// The shared Redis server without a password.
@@ -67,7 +65,7 @@ pub fn tls() -> &'static RedisServer {
     static SERVER: OnceLock<RedisServer> = OnceLock::new();
     SERVER.get_or_init(|| {
         start(Setup {
-            tls: Some(certs::shared().server.clone()),
+            tls: Some(TlsServer::verified()),
             ..Setup::default()
         })
     })
@@ -78,8 +76,7 @@ pub fn tls_with_client_certificates() -> &'static RedisServer {
     static SERVER: OnceLock<RedisServer> = OnceLock::new();
     SERVER.get_or_init(|| {
         start(Setup {
-            tls: Some(certs::shared().server.clone()),
-            client_certificates: true,
+            tls: Some(TlsServer::verified().with_client_certificates()),
             ..Setup::default()
         })
     })
@@ -90,7 +87,7 @@ pub fn tls_expired() -> &'static RedisServer {
     static SERVER: OnceLock<RedisServer> = OnceLock::new();
     SERVER.get_or_init(|| {
         start(Setup {
-            tls: Some(certs::shared().expired.clone()),
+            tls: Some(TlsServer::expired()),
             ..Setup::default()
         })
     })
@@ -132,19 +129,19 @@ fn start(setup: Setup) -> RedisServer {
             None => {
                 command.args(["--bind", "127.0.0.1", "--port", &port.to_string()]);
             }
-            Some(pair) => {
+            Some(tls) => {
                 command
                     .args(["--bind", "127.0.0.1", certs::MISNAMED_HOST])
                     .args(["--port", "0", "--tls-port", &port.to_string()])
                     .arg("--tls-cert-file")
-                    .arg(&pair.cert)
+                    .arg(&tls.pair.cert)
                     .arg("--tls-key-file")
-                    .arg(&pair.key)
+                    .arg(&tls.pair.key)
                     .arg("--tls-ca-cert-file")
                     .arg(&certs::shared().ca)
                     .args([
                         "--tls-auth-clients",
-                        if setup.client_certificates {
+                        if tls.client_certificates {
                             "yes"
                         } else {
                             "optional"
