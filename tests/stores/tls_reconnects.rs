@@ -22,7 +22,7 @@ fn ca() -> String {
 #[tokio::test]
 async fn postgres_reconnects_over_tls() {
     use crate::support::postgres_server::{self, PASSWORD};
-    let server = postgres_server::shared_tls();
+    let server = postgres_server::tls();
     let url = server.url_for(
         &format!("postgres:{PASSWORD}"),
         "127.0.0.1",
@@ -60,6 +60,6 @@ async fn redis_reconnects_over_tls() {
 #[cfg(feature = "etcd")]
 #[tokio::test]
 async fn etcd_reconnects_over_tls() {
-    let server = crate::support::etcd_server::tls();
+    let server = crate::support::etcd_server::tls_with_client_certificates();
     reconnects_over_tls(&server.url, server.server.port).await;
 }
