@@ -36,6 +36,17 @@ pub mod postgres;
     feature = "etcd",
     feature = "mongodb"
 ))]
+// Each store uses a part of it: a build with only some of the stores leaves the rest unused.
+#[cfg_attr(
+    not(all(
+        feature = "postgres",
+        feature = "mysql",
+        feature = "redis",
+        feature = "etcd",
+        feature = "mongodb"
+    )),
+    allow(dead_code, unused_imports)
+)]
 mod reconnect;
 #[cfg(feature = "redis")]
 pub mod redis;
@@ -44,6 +55,17 @@ mod sql;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 #[cfg(feature = "tls")]
+// Each store uses a part of it: a build with only some of the stores leaves the rest unused.
+#[cfg_attr(
+    not(all(
+        feature = "postgres",
+        feature = "mysql",
+        feature = "redis",
+        feature = "etcd",
+        feature = "mongodb"
+    )),
+    allow(dead_code, unused_imports)
+)]
 mod tls;
 
 /// A fencing token: minted by the store at each successful acquisition, strictly greater than

@@ -21,7 +21,9 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore};
 
-pub(crate) use probe::{handshake, speaks_tls};
+#[cfg(feature = "etcd")]
+pub(crate) use probe::handshake;
+pub(crate) use probe::speaks_tls;
 use verify::{AnyName, Unverified};
 
 mod probe;
