@@ -83,6 +83,15 @@ pub(crate) fn invalid_url(url: &str, reason: impl Into<String>) -> Error {
     }
 }
 
+/// The key of `name`'s record of `kind` (say `lease:`) under `prefix`.
+pub(crate) fn key(prefix: &str, kind: &str, name: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(prefix.len() + kind.len() + name.len());
+    key.extend_from_slice(prefix.as_bytes());
+    key.extend_from_slice(kind.as_bytes());
+    key.extend_from_slice(name.as_bytes());
+    key
+}
+
 /// Appends one length-prefixed field to `out`.
 pub(crate) fn push_field(out: &mut Vec<u8>, field: &[u8]) {
     out.extend_from_slice(field.len().to_string().as_bytes());

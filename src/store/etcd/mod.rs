@@ -283,11 +283,7 @@ impl EtcdStore {
     }
 
     fn key(&self, kind: &str, name: &str) -> Vec<u8> {
-        let mut key = Vec::with_capacity(self.prefix.len() + kind.len() + name.len());
-        key.extend_from_slice(self.prefix.as_bytes());
-        key.extend_from_slice(kind.as_bytes());
-        key.extend_from_slice(name.as_bytes());
-        key
+        kv::key(&self.prefix, kind, name)
     }
 
     fn error(&self, operation: &'static str, err: etcd_client::Error) -> Error {
