@@ -16,7 +16,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::Error;
-use crate::store::{Acquire, Freed, Holder, Lease, MAX_NAME_LEN, Released, Store};
+use crate::store::{
+    Acquire, Finish, Freed, Hold, Holder, LastRun, Lease, MAX_NAME_LEN, Outcome, Released, Store,
+};
 
 /// Whether word comes within 10 s. Word is a hint that may come late or twice: this waits long
 /// enough that only a store that does not send it fails.
@@ -67,6 +69,21 @@ impl Suite {
         self.force_release_frees_and_keeps_the_counter().await;
         self.odd_names_work().await;
         self.one_winner_among_contenders(16, 5).await;
+        self.finish_records_the_last_run().await;
+        self.a_dead_holder_leaves_an_unknown_run().await;
+        self.a_force_released_run_is_unknown_until_finished().await;
+        self.a_kept_lease_holds_after_the_run().await;
+        self.last_runs_lists_every_ended_run().await;
+    }
+
+    /// The checks of the last run on record and of leases kept after their run (SPEC §10),
+    /// which [`run_all`](Self::run_all) runs too.
+    pub async fn run_last_run_checks(&self) {
+        self.finish_records_the_last_run().await;
+        self.a_dead_holder_leaves_an_unknown_run().await;
+        self.a_force_released_run_is_unknown_until_finished().await;
+        self.a_kept_lease_holds_after_the_run().await;
+        self.last_runs_lists_every_ended_run().await;
     }
 
     fn store(&self) -> &dyn Store {
@@ -101,6 +118,53 @@ impl Suite {
             .release(lease)
             .await
             .unwrap_or_else(|e| panic!("release {:?}: {e}", lease.name))
+    }
+
+    async fn finish(&self, lease: &Lease, outcome: Outcome, hold: Option<Hold>) -> Released {
+        self.store()
+            .finish(lease, &Finish { outcome, hold })
+            .await
+            .unwrap_or_else(|e| panic!("finish {:?}: {e}", lease.name))
+    }
+
+    async fn last_run(&self, name: &str) -> Option<LastRun> {
+        self.store()
+            .last_run(name)
+            .await
+            .unwrap_or_else(|e| panic!("last_run {name:?}: {e}"))
+    }
+
+    /// The last run of `name`, which must be `lease`'s run, ended with `outcome`.
+    async fn must_have_run(&self, name: &str, lease: &Lease, outcome: Outcome) -> LastRun {
+        let run = self
+            .last_run(name)
+            .await
+            .unwrap_or_else(|| panic!("{name:?} must have a last run ({outcome})"));
+        assert_eq!(run.name, name);
+        assert_eq!(
+            (run.token, &run.holder, run.outcome),
+            (lease.token, &lease.holder, outcome),
+            "the last run of {name:?} must be token {} of {} with {outcome}, but is {run}",
+            lease.token,
+            lease.holder
+        );
+        let started_off = match run.started.duration_since(lease.created) {
+            Ok(later) => later,
+            Err(earlier) => earlier.duration(),
+        };
+        assert!(
+            started_off <= Duration::from_millis(5),
+            "the run started when its lease was acquired ({}), not at {}",
+            humantime::format_rfc3339_millis(lease.created),
+            humantime::format_rfc3339_millis(run.started)
+        );
+        if let Some(ended) = run.ended {
+            assert!(
+                ended + Duration::from_millis(5) >= run.started,
+                "a run cannot end before it started: {run}"
+            );
+        }
+        run
     }
 
     async fn inspect(&self, name: &str) -> Option<Lease> {
@@ -391,6 +455,199 @@ impl Suite {
             none.is_none(),
             "force-releasing a free name removes nothing"
         );
+    }
+
+    /// `finish` gives the lease back and records the run with its outcome; a run still going is
+    /// no last run; a stale or forged finish changes nothing.
+    pub async fn finish_records_the_last_run(&self) {
+        let name = unique("last-run");
+        let (a, b, c) = (holder("a"), holder("b"), holder("c"));
+        assert!(self.last_run(&name).await.is_none(), "a new name has no last run");
+        let first = self.must_acquire(&name, &a, Some(LONG_TTL)).await;
+        assert!(
+            self.last_run(&name).await.is_none(),
+            "a run still going is not the last run"
+        );
+        assert_eq!(
+            self.finish(&first, Outcome::Exit(3), None).await,
+            Released::Released
+        );
+        assert!(self.inspect(&name).await.is_none(), "finish frees the name");
+        let run = self.must_have_run(&name, &first, Outcome::Exit(3)).await;
+        assert!(run.ended.is_some(), "a finished run has an end");
+
+        let second = self.must_acquire(&name, &b, Some(LONG_TTL)).await;
+        assert!(second.token > first.token);
+        self.must_have_run(&name, &first, Outcome::Exit(3)).await;
+        assert_eq!(
+            self.finish(&second, Outcome::Signal(9), None).await,
+            Released::Released
+        );
+        self.must_have_run(&name, &second, Outcome::Signal(9)).await;
+
+        let third = self.must_acquire(&name, &c, Some(LONG_TTL)).await;
+        assert_eq!(self.release(&third).await, Released::Released);
+        self.must_have_run(&name, &third, Outcome::Released).await;
+
+        // Neither a finished run's holder nor a forger can change the record or the name.
+        let fourth = self.must_acquire(&name, &a, Some(LONG_TTL)).await;
+        let forged = Lease {
+            holder: holder("forger"),
+            ..fourth.clone()
+        };
+        for stale in [&first, &second, &forged] {
+            assert_eq!(
+                self.finish(stale, Outcome::Exit(0), None).await,
+                Released::NotHeld
+            );
+        }
+        self.must_have_run(&name, &third, Outcome::Released).await;
+        assert_eq!(
+            self.inspect(&name).await.map(|l| l.token),
+            Some(fourth.token)
+        );
+        self.release(&fourth).await;
+    }
+
+    /// A holder that died leaves an unknown run: its expired lease reads as one, the next
+    /// acquire keeps it on record, and a late finish of its holder sets its outcome without
+    /// touching the new lease.
+    pub async fn a_dead_holder_leaves_an_unknown_run(&self) {
+        let name = unique("unknown-run");
+        let (a, b) = (holder("a"), holder("b"));
+        let dead = self.must_acquire(&name, &a, Some(self.short_ttl)).await;
+        self.outlive_short_ttl().await;
+        assert!(self.inspect(&name).await.is_none());
+        self.must_have_run(&name, &dead, Outcome::Unknown).await;
+        let next = self.must_acquire(&name, &b, Some(LONG_TTL)).await;
+        self.must_have_run(&name, &dead, Outcome::Unknown).await;
+        assert_eq!(
+            self.finish(&dead, Outcome::Lost, None).await,
+            Released::NotHeld
+        );
+        self.must_have_run(&name, &dead, Outcome::Lost).await;
+        let live = self.inspect(&name).await.expect("the new lease is untouched");
+        assert_eq!((live.token, &live.holder), (next.token, &next.holder));
+        assert_eq!(
+            self.finish(&next, Outcome::Exit(0), None).await,
+            Released::Released
+        );
+        self.must_have_run(&name, &next, Outcome::Exit(0)).await;
+    }
+
+    /// A force-released run is on record as unknown until its holder finishes it.
+    pub async fn a_force_released_run_is_unknown_until_finished(&self) {
+        let name = unique("forced-run");
+        let lease = self.must_acquire(&name, &holder("a"), Some(LONG_TTL)).await;
+        self.store()
+            .force_release(&name)
+            .await
+            .unwrap_or_else(|e| panic!("force_release: {e}"))
+            .expect("force_release returns the lease it removed");
+        self.must_have_run(&name, &lease, Outcome::Unknown).await;
+        assert_eq!(
+            self.finish(&lease, Outcome::Lost, None).await,
+            Released::NotHeld
+        );
+        self.must_have_run(&name, &lease, Outcome::Lost).await;
+    }
+
+    /// A finish with a hold leaves the lease held after the run, to its acquisition plus the
+    /// hold (longer or shorter than its TTL), then the name is free and the run stays on record.
+    pub async fn a_kept_lease_holds_after_the_run(&self) {
+        let name = unique("kept");
+        let (a, b) = (holder("a"), holder("b"));
+        let hold = |length: Duration| {
+            Some(Hold {
+                after_acquisition: length,
+                remaining: length,
+            })
+        };
+        // Shorter than the TTL.
+        let lease = self.must_acquire(&name, &a, Some(LONG_TTL)).await;
+        let length = self.short_ttl * 2;
+        match self.finish(&lease, Outcome::Exit(0), hold(length)).await {
+            Released::Kept { .. } => {}
+            other => panic!("a finish with a hold must keep the lease, got {other:?}"),
+        }
+        let kept = self.must_be_held(&name, &b).await;
+        assert_eq!((kept.token, &kept.holder), (lease.token, &lease.holder));
+        let run = self.must_have_run(&name, &lease, Outcome::Exit(0)).await;
+        assert!(run.holds(&kept), "the kept lease is the run's own");
+        tokio::time::sleep(length + self.short_ttl / 2 + Duration::from_millis(100)).await;
+        assert!(
+            self.inspect(&name).await.is_none(),
+            "a kept lease expires at its acquisition plus the hold, not at its TTL"
+        );
+        self.must_have_run(&name, &lease, Outcome::Exit(0)).await;
+        let next = self.must_acquire(&name, &b, Some(LONG_TTL)).await;
+        assert!(next.token > lease.token, "fencing is unchanged by a hold");
+        self.must_have_run(&name, &lease, Outcome::Exit(0)).await;
+
+        // A hold that is over already gives the lease back.
+        let over = Some(Hold {
+            after_acquisition: Duration::from_millis(1),
+            remaining: Duration::ZERO,
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(
+            self.finish(&next, Outcome::Exit(0), over).await,
+            Released::Released
+        );
+        assert!(self.inspect(&name).await.is_none());
+
+        // Longer than the TTL.
+        let short = self.must_acquire(&name, &a, Some(self.short_ttl)).await;
+        assert!(matches!(
+            self.finish(&short, Outcome::Exit(1), hold(self.short_ttl * 3))
+                .await,
+            Released::Kept { .. }
+        ));
+        self.outlive_short_ttl().await;
+        let kept = self
+            .inspect(&name)
+            .await
+            .expect("a hold longer than the TTL keeps the lease past its TTL");
+        assert_eq!(kept.token, short.token);
+        self.must_have_run(&name, &short, Outcome::Exit(1)).await;
+    }
+
+    /// `last_runs` lists the names with an ended run, in name order, and no name without one.
+    pub async fn last_runs_lists_every_ended_run(&self) {
+        let prefix = unique("runs");
+        let (x, y, z) = (
+            format!("{prefix}-x"),
+            format!("{prefix}-y"),
+            format!("{prefix}-z"),
+        );
+        let lz = self.must_acquire(&z, &holder("z"), Some(LONG_TTL)).await;
+        let ly = self.must_acquire(&y, &holder("y"), Some(LONG_TTL)).await;
+        self.finish(&ly, Outcome::Exit(2), None).await;
+        let lx = self.must_acquire(&x, &holder("x"), Some(LONG_TTL)).await;
+        self.finish(&lx, Outcome::Exit(0), None).await;
+        let runs = self
+            .store()
+            .last_runs()
+            .await
+            .unwrap_or_else(|e| panic!("last_runs: {e}"));
+        let ours: Vec<_> = runs
+            .iter()
+            .filter(|run| run.name.starts_with(&prefix))
+            .map(|run| (run.name.as_str(), run.token, run.outcome))
+            .collect();
+        assert_eq!(
+            ours,
+            [
+                (x.as_str(), lx.token, Outcome::Exit(0)),
+                (y.as_str(), ly.token, Outcome::Exit(2))
+            ],
+            "last_runs lists ended runs only, in name order"
+        );
+        let names: Vec<_> = runs.iter().map(|run| run.name.clone()).collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(names, sorted, "last_runs is ordered by name");
+        self.release(&lz).await;
     }
 
     /// For a store whose [`Store::watch`] tells waiters (not every store can): a watcher hears

@@ -76,6 +76,12 @@ pub enum Event {
         /// The lease's fencing token.
         token: FencingToken,
     },
+    /// The run is over, and its lease stays in the store until it expires, as asked
+    /// ([`LeaseGuard::finish`](crate::LeaseGuard::finish) with a hold, `run --hold-at-least`).
+    Kept {
+        /// The lease, with the expiry the store gave it.
+        lease: Lease,
+    },
     /// A store operation failed.
     Error {
         /// The singleton's name.
@@ -115,6 +121,7 @@ impl Event {
             Event::Lost { .. } => "lost",
             Event::Releasing { .. } => "releasing",
             Event::Released { .. } => "released",
+            Event::Kept { .. } => "kept",
             Event::Error { .. } => "error",
         }
     }
@@ -122,7 +129,9 @@ impl Event {
     /// The singleton's name.
     pub fn name(&self) -> &str {
         match self {
-            Event::Locked { lease } | Event::Renewed { lease } => &lease.name,
+            Event::Locked { lease } | Event::Renewed { lease } | Event::Kept { lease } => {
+                &lease.name
+            }
             Event::Locking { name }
             | Event::Conflict { name, .. }
             | Event::Expired { name, .. }
@@ -178,6 +187,20 @@ impl fmt::Display for Event {
             } => write!(f, "lost {name:?} (token {token}): {reason}"),
             Event::Releasing { name, token } => write!(f, "releasing {name:?} (token {token})"),
             Event::Released { name, token } => write!(f, "released {name:?} (token {token})"),
+            Event::Kept { lease } => match lease.expires {
+                Some(at) => write!(
+                    f,
+                    "the run is over; {:?} (token {}) stays held until {}",
+                    lease.name,
+                    lease.token,
+                    humantime::format_rfc3339_millis(at)
+                ),
+                None => write!(
+                    f,
+                    "the run is over; {:?} (token {}) stays held",
+                    lease.name, lease.token
+                ),
+            },
             Event::Error { name, message } => write!(f, "{name:?}: {message}"),
         }
     }

@@ -39,7 +39,7 @@ use crate::clock::{self, BootInstant};
 use crate::error::{Error, Result};
 use crate::event::{Event, Loss};
 use crate::singleton::{Inner, Options};
-use crate::store::{FencingToken, Holder, Lease, Store, bounded};
+use crate::store::{FencingToken, Hold, Holder, Lease, Outcome, Released, Store, bounded};
 
 /// How much slower this host's monotonic clock may run than the store's clock, as a fraction.
 /// Real clocks drift by parts per million; 1% leaves a wide allowance.
@@ -198,6 +198,8 @@ pub(crate) struct Held {
     stop: CancellationToken,
     releasing: AtomicBool,
     keeper: Mutex<Option<JoinHandle<()>>>,
+    /// When the acquire's answer arrived: the store took the lease no later than this.
+    received: BootInstant,
 }
 
 impl Held {
@@ -217,6 +219,7 @@ impl Held {
             stop: CancellationToken::new(),
             releasing: AtomicBool::new(false),
             keeper: Mutex::new(None),
+            received,
         });
         if inner.timing.ttl.is_some() {
             let task = tokio::spawn(keep(Arc::clone(inner), Arc::clone(&held), sent, received));
@@ -235,6 +238,17 @@ impl Held {
 
     pub(crate) fn is_lost(&self) -> bool {
         self.lost.is_cancelled()
+    }
+
+    /// What is left of a hold of `at_least` from the acquisition, by this host's measure (never
+    /// less than by the store's); `None` once it is over.
+    pub(crate) fn hold(&self, at_least: Duration) -> Option<Hold> {
+        let elapsed = BootInstant::now().saturating_duration_since(self.received);
+        let remaining = at_least.saturating_sub(elapsed);
+        (!remaining.is_zero()).then_some(Hold {
+            after_acquisition: at_least,
+            remaining,
+        })
     }
 
     /// Marks the start of the release; returns `false` if it had already begun. Stops the keeper
@@ -511,10 +525,27 @@ impl LeaseGuard {
         self.held.lost.child_token()
     }
 
-    /// Stops renewal and gives the lease back (owner-checked). Returns `false` if it was not ours
-    /// any more (the lease then counts as lost, [`Loss::Gone`]).
+    /// Stops renewal and gives the lease back (owner-checked), recording the run as ended with
+    /// [`Outcome::Released`]. Returns `false` if it was not ours any more (the lease then counts
+    /// as lost, [`Loss::Gone`]).
     pub async fn release(self) -> Result<bool> {
-        self.inner.release(&self.held).await
+        self.finish(Outcome::Released, Duration::ZERO)
+            .await
+            .map(|released| released != Released::NotHeld)
+    }
+
+    /// Ends the run: stops renewal, records `outcome` as the name's last run and, in the same
+    /// store operation, gives the lease back, or keeps it in the store until `hold_at_least`
+    /// after its acquisition (by the store's clock) if that is not over yet and the lease is
+    /// not lost. A kept lease is not renewed: it simply expires then, and contenders meet a
+    /// conflict until it does. This is how a cron job runs once per tick across hosts whose
+    /// clocks and cron daemons fire a little apart (`run --hold-at-least`).
+    ///
+    /// Returns [`Released::Kept`] when the lease stays, [`Released::Released`] when it was given
+    /// back, and [`Released::NotHeld`] if it was not ours any more (it then counts as lost,
+    /// [`Loss::Gone`]; the outcome is still recorded if the run is the last on record).
+    pub async fn finish(self, outcome: Outcome, hold_at_least: Duration) -> Result<Released> {
+        self.inner.finish(&self.held, outcome, hold_at_least).await
     }
 }
 
@@ -528,7 +559,7 @@ impl Drop for LeaseGuard {
             let inner = Arc::clone(&self.inner);
             let held = Arc::clone(&self.held);
             runtime.spawn(async move {
-                let _ = inner.release(&held).await;
+                let _ = inner.finish(&held, Outcome::Released, Duration::ZERO).await;
             });
         }
     }

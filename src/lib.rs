@@ -41,4 +41,7 @@ pub use error::{BoxError, Error, Result};
 pub use event::{Event, Loss};
 pub use lease::{CLOCK_RATE_TOLERANCE, LeaseGuard, MAX_DURATION, MAX_REQUEST_TIMEOUT};
 pub use singleton::{Lock, Options, Singleton};
-pub use store::{Acquire, FencingToken, Freed, Holder, Lease, Released, Store, connect};
+pub use store::{
+    Acquire, FencingToken, Finish, Freed, Hold, Holder, LastRun, Lease, Outcome, Released, Store,
+    connect,
+};

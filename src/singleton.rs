@@ -9,7 +9,9 @@ use crate::clock::{self, BootInstant};
 use crate::error::{Error, Result};
 use crate::event::{Event, Loss};
 use crate::lease::{Held, LeaseGuard, Timing, check_duration};
-use crate::store::{Acquire, Freed, Holder, Lease, Released, Store, bounded, validate_name};
+use crate::store::{
+    Acquire, Finish, Freed, Holder, LastRun, Lease, Outcome, Released, Store, bounded, validate_name,
+};
 
 /// How a [`Singleton`] holds its lease.
 ///
@@ -431,7 +433,11 @@ impl Singleton {
     pub async fn release(&self) -> Result<bool> {
         let held = self.inner.current().take();
         match held {
-            Some(held) => self.inner.release(&held).await,
+            Some(held) => Ok(self
+                .inner
+                .finish(&held, Outcome::Released, Duration::ZERO)
+                .await?
+                != Released::NotHeld),
             None => Ok(false),
         }
     }
@@ -441,24 +447,20 @@ impl Singleton {
         Ok(self.inspect().await?.is_some())
     }
 
-    /// The live lease on this name, if any.
+    /// The live lease on this name, if any. A lease kept after its run (`hold_at_least`)
+    /// counts as live until it expires.
     pub async fn inspect(&self) -> Result<Option<Lease>> {
-        let inner = &self.inner;
-        let mut tries = 0;
-        loop {
-            tries += 1;
-            let found = bounded(
-                &*inner.store,
-                "inspect",
-                inner.timing.request_timeout,
-                inner.store.inspect(&inner.name),
-            )
-            .await;
-            match found {
-                Err(Error::Timeout { .. }) if tries < TRIES => continue,
-                found => return inner.observe(found),
-            }
-        }
+        self.inner
+            .read("inspect", || self.inner.store.inspect(&self.inner.name))
+            .await
+    }
+
+    /// This name's last run on record, if any: who ran, with which token, from when to when,
+    /// and how it ended (see [`Store::last_run`]).
+    pub async fn last_run(&self) -> Result<Option<LastRun>> {
+        self.inner
+            .read("last run", || self.inner.store.last_run(&self.inner.name))
+            .await
     }
 }
 
@@ -559,6 +561,29 @@ impl Inner {
         result
     }
 
+    /// A read of the store, bounded, sent again if it times out.
+    async fn read<T, F: Future<Output = Result<T>>>(
+        &self,
+        operation: &'static str,
+        request: impl Fn() -> F,
+    ) -> Result<T> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let found = bounded(
+                &*self.store,
+                operation,
+                self.timing.request_timeout,
+                request(),
+            )
+            .await;
+            match found {
+                Err(Error::Timeout { .. }) if tries < TRIES => continue,
+                found => return self.observe(found),
+            }
+        }
+    }
+
     fn current(&self) -> std::sync::MutexGuard<'_, Option<Arc<Held>>> {
         self.current
             .lock()
@@ -599,12 +624,19 @@ impl Inner {
         }
     }
 
-    /// Releases `held` once: stops its renewal, then gives the lease back (owner-checked). A
-    /// release that fails or times out is sent again, up to three times while the lease may
-    /// still be ours.
-    pub(crate) async fn release(&self, held: &Arc<Held>) -> Result<bool> {
+    /// Ends the run on `held` once: stops its renewal, then gives the lease back or keeps it
+    /// for what is left of `hold_at_least` (owner-checked), recording `outcome` as the last run.
+    /// A try that fails or times out is sent again, up to three times while the lease may
+    /// still be ours; every try asks the same, so a repeat of one that took effect changes
+    /// nothing.
+    pub(crate) async fn finish(
+        &self,
+        held: &Arc<Held>,
+        outcome: Outcome,
+        hold_at_least: Duration,
+    ) -> Result<Released> {
         if !held.begin_release().await {
-            return Ok(false);
+            return Ok(Released::NotHeld);
         }
         {
             let mut current = self.current();
@@ -613,6 +645,15 @@ impl Inner {
             }
         }
         let lease = held.lease();
+        // A lost lease is never kept: it may be somebody else's already.
+        let finish = Finish {
+            outcome,
+            hold: if held.is_lost() {
+                None
+            } else {
+                held.hold(hold_at_least)
+            },
+        };
         self.emit(Event::Releasing {
             name: self.name.clone(),
             token: lease.token,
@@ -626,7 +667,7 @@ impl Inner {
                 &*self.store,
                 "release",
                 self.timing.request_timeout,
-                self.store.release(&lease),
+                self.store.finish(&lease, &finish),
             )
             .await;
             let worth_again = !held.is_lost()
@@ -657,14 +698,20 @@ impl Inner {
                     name: self.name.clone(),
                     token: lease.token,
                 });
-                Ok(true)
+                Ok(Released::Released)
             }
             Released::Released => {
                 self.emit(Event::Released {
                     name: self.name.clone(),
                     token: lease.token,
                 });
-                Ok(true)
+                Ok(Released::Released)
+            }
+            Released::Kept { expires } => {
+                self.emit(Event::Kept {
+                    lease: Lease { expires, ..lease },
+                });
+                Ok(Released::Kept { expires })
             }
             Released::NotHeld => {
                 held.mark_lost(
@@ -672,7 +719,7 @@ impl Inner {
                     Loss::Gone,
                     "it was no longer ours when we released it".into(),
                 );
-                Ok(false)
+                Ok(Released::NotHeld)
             }
         }
     }

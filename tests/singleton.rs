@@ -281,11 +281,21 @@ impl Store for Faulty {
         }
         Ok(renewed)
     }
-    async fn release(
+    async fn finish(
         &self,
         lease: &singleton_process::Lease,
+        finish: &singleton_process::Finish,
     ) -> singleton_process::Result<singleton_process::Released> {
-        self.store().release(lease).await
+        self.store().finish(lease, finish).await
+    }
+    async fn last_run(
+        &self,
+        name: &str,
+    ) -> singleton_process::Result<Option<singleton_process::LastRun>> {
+        self.store().last_run(name).await
+    }
+    async fn last_runs(&self) -> singleton_process::Result<Vec<singleton_process::LastRun>> {
+        self.store().last_runs().await
     }
     async fn inspect(
         &self,

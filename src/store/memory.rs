@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use tokio::sync::broadcast;
 
-use super::{Acquire, FencingToken, Freed, Holder, Lease, Released, Store};
+use super::{Acquire, FencingToken, Finish, Freed, Holder, LastRun, Lease, Outcome, Released, Store};
 use crate::error::{Error, Result};
 
 /// An in-process store. Its clock is this process's monotonic clock.
@@ -36,6 +36,40 @@ impl Default for MemoryStore {
 struct Slot {
     last_token: u64,
     held: Option<Held>,
+    last_run: Option<LastRun>,
+}
+
+impl Slot {
+    /// The last run on record, counting an expired lease that nobody finished or replaced.
+    fn last_run(&self, now: Instant) -> Option<LastRun> {
+        match &self.held {
+            Some(held) if !held.is_live(now) && !self.recorded(&held.lease) => {
+                let lease = held.snapshot(now);
+                Some(LastRun::of(&lease, lease.expires, Outcome::Unknown))
+            }
+            _ => self.last_run.clone(),
+        }
+    }
+
+    /// Whether `lease`'s run is the last run on record.
+    fn recorded(&self, lease: &Lease) -> bool {
+        self.last_run.as_ref().is_some_and(|run| run.holds(lease))
+    }
+
+    /// Takes the lease out, recording its run as unknown unless it was finished already.
+    fn remove_unfinished(&mut self, now: Instant) -> Option<Lease> {
+        let held = self.held.take()?;
+        let lease = held.snapshot(now);
+        if !self.recorded(&lease) {
+            let ended = if held.is_live(now) {
+                Some(SystemTime::now())
+            } else {
+                lease.expires
+            };
+            self.last_run = Some(LastRun::of(&lease, ended, Outcome::Unknown));
+        }
+        Some(lease)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -93,12 +127,12 @@ impl Store for MemoryStore {
         let slot = names.entry(name.to_owned()).or_insert(Slot {
             last_token: 0,
             held: None,
+            last_run: None,
         });
-        let took_over = match &slot.held {
-            Some(held) if held.is_live(now) => return Ok(Acquire::Held(held.snapshot(now))),
-            Some(held) => Some(held.snapshot(now)),
-            None => None,
-        };
+        if let Some(held) = slot.held.as_ref().filter(|held| held.is_live(now)) {
+            return Ok(Acquire::Held(held.snapshot(now)));
+        }
+        let took_over = slot.remove_unfinished(now);
         slot.last_token += 1;
         let held = Held {
             lease: Lease {
@@ -135,22 +169,49 @@ impl Store for MemoryStore {
         Ok(held.snapshot(now))
     }
 
-    async fn release(&self, lease: &Lease) -> Result<Released> {
+    async fn finish(&self, lease: &Lease, finish: &Finish) -> Result<Released> {
+        let now = Instant::now();
         let mut names = self.names();
         let Some(slot) = names.get_mut(&lease.name) else {
             return Ok(Released::NotHeld);
         };
-        let ours = slot.held.as_ref().is_some_and(|held| {
-            held.lease.holder.id == lease.holder.id && held.lease.token == lease.token
-        });
-        if !ours {
+        let ours = |other: &Lease| other.holder.id == lease.holder.id && other.token == lease.token;
+        let Some(held) = slot.held.as_mut().filter(|held| ours(&held.lease)) else {
+            if let Some(run) = slot.last_run.as_mut().filter(|run| run.holds(lease)) {
+                run.outcome = finish.outcome;
+                run.ended = Some(SystemTime::now());
+            }
             return Ok(Released::NotHeld);
+        };
+        let ended = SystemTime::now();
+        slot.last_run = Some(LastRun::of(&held.lease, Some(ended), finish.outcome));
+        if let Some(hold) = finish.hold.filter(|hold| !hold.remaining.is_zero()) {
+            if held.is_live(now) {
+                held.deadline = Some(deadline(now, hold.remaining)?);
+                return Ok(Released::Kept {
+                    expires: held.snapshot(now).expires,
+                });
+            }
         }
         slot.held = None;
         drop(names);
         // Nobody listening is no error.
         let _ = self.freed.send(lease.name.clone());
         Ok(Released::Released)
+    }
+
+    async fn last_run(&self, name: &str) -> Result<Option<LastRun>> {
+        let now = Instant::now();
+        Ok(self.names().get(name).and_then(|slot| slot.last_run(now)))
+    }
+
+    async fn last_runs(&self) -> Result<Vec<LastRun>> {
+        let now = Instant::now();
+        Ok(self
+            .names()
+            .values()
+            .filter_map(|slot| slot.last_run(now))
+            .collect())
     }
 
     async fn inspect(&self, name: &str) -> Result<Option<Lease>> {
@@ -190,9 +251,8 @@ impl Store for MemoryStore {
         let removed = self
             .names()
             .get_mut(name)
-            .and_then(|slot| slot.held.take())
-            .filter(|held| held.is_live(now))
-            .map(|held| held.snapshot(now));
+            .filter(|slot| slot.held.as_ref().is_some_and(|held| held.is_live(now)))
+            .and_then(|slot| slot.remove_unfinished(now));
         if removed.is_some() {
             let _ = self.freed.send(name.to_owned());
         }
@@ -216,5 +276,17 @@ impl Store for MemoryStore {
             }
         });
         Ok(Some(Freed::new(word, listener)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn memory_keeps_last_runs() {
+        crate::conformance::Suite::new(Arc::new(super::MemoryStore::new()))
+            .run_last_run_checks()
+            .await;
     }
 }

@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 #[cfg(any(feature = "mongodb", feature = "redis"))]
 pub(crate) use mask::redact;
 pub use mask::{is_secret_key, mask_password};
+pub use run::{Finish, Hold, LastRun, Outcome};
 
 #[cfg(feature = "etcd")]
 pub mod etcd;
@@ -50,6 +51,7 @@ pub mod postgres;
 mod reconnect;
 #[cfg(feature = "redis")]
 pub mod redis;
+mod run;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 mod sql;
 #[cfg(feature = "sqlite")]
@@ -173,12 +175,19 @@ pub enum Acquire {
     Held(Lease),
 }
 
-/// The outcome of [`Store::release`].
+/// The outcome of [`Store::release`] and [`Store::finish`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Released {
     /// Our lease was given back.
     Released,
-    /// It was not ours any more (expired and taken over, or force-released); nothing was changed.
+    /// Our run is over, and its lease stays in the store until `expires` (store clock, as the
+    /// store reports it), as the [`Finish::hold`] asked: contenders meet a conflict until then.
+    Kept {
+        /// When the kept lease expires.
+        expires: Option<SystemTime>,
+    },
+    /// It was not ours any more (expired and taken over, or force-released); no lease was
+    /// changed.
     NotHeld,
 }
 
@@ -257,8 +266,41 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Returns [`Error::Lost`] when the lease is no longer ours or has already expired.
     async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Lease>;
 
-    /// Gives back a lease we hold, matching holder id and token. The fencing counter survives.
-    async fn release(&self, lease: &Lease) -> Result<Released>;
+    /// Gives back a lease we hold, matching holder id and token, recording the run as ended
+    /// with [`Outcome::Released`]: [`finish`](Self::finish) without an outcome or a hold.
+    async fn release(&self, lease: &Lease) -> Result<Released> {
+        self.finish(lease, &Finish::release(Outcome::Released))
+            .await
+    }
+
+    /// Ends our run on `lease`, in ONE atomic operation of the store:
+    ///
+    /// - If the lease is ours (holder id and token match; live, or expired but not yet taken
+    ///   over), the run becomes the name's [`LastRun`]: its holder, token, start (the lease's
+    ///   acquisition), end (the store's clock now) and `finish.outcome`. Then, if
+    ///   [`Finish::hold`] asks for a time that is not over yet and the lease is live, the lease
+    ///   stays in the store, unchanged but for its expiry, until that time ([`Hold`] says how
+    ///   to reckon it), and [`Released::Kept`] is returned; it is never renewed again.
+    ///   Otherwise it is given back and [`Released::Released`] is returned.
+    /// - If it is not ours any more but the name's last run on record is ours (same token and
+    ///   holder id: the next holder's acquire, or a force-release, recorded it as
+    ///   [`Outcome::Unknown`]), that record's outcome becomes `finish.outcome` and its end the
+    ///   store's clock now. No lease is changed; [`Released::NotHeld`].
+    /// - Otherwise nothing is changed; [`Released::NotHeld`].
+    ///
+    /// The fencing counter survives, as with every release.
+    async fn finish(&self, lease: &Lease, finish: &Finish) -> Result<Released>;
+
+    /// The name's last run on record, if any (also while the name is held again, or free).
+    ///
+    /// Every ended run is on record, also a run nobody finished: an acquire that takes over an
+    /// expired lease, and a force-release, record the lease they replace as a run with
+    /// [`Outcome::Unknown`] (unless that run had been finished already), in the same atomic
+    /// operation; and an expired lease nobody has replaced yet reads as such a run.
+    async fn last_run(&self, name: &str) -> Result<Option<LastRun>>;
+
+    /// The last run of every name that has one, ordered by name (for `list --all`).
+    async fn last_runs(&self) -> Result<Vec<LastRun>>;
 
     /// The live (held and unexpired) lease on `name`, if any.
     async fn inspect(&self, name: &str) -> Result<Option<Lease>>;
@@ -267,7 +309,9 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn list(&self) -> Result<Vec<Lease>>;
 
     /// Operator override: frees `name` whoever holds it and returns the lease that was removed.
-    /// The fencing counter survives. Callers should log this.
+    /// The fencing counter survives, and the removed lease is recorded as the name's last run,
+    /// with [`Outcome::Unknown`] until its holder finishes (see [`finish`](Self::finish)).
+    /// Callers should log this.
     async fn force_release(&self, name: &str) -> Result<Option<Lease>>;
 
     /// Starts listening for word that `name` may have been freed (released, force-released or,
