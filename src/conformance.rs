@@ -462,7 +462,10 @@ impl Suite {
     pub async fn finish_records_the_last_run(&self) {
         let name = unique("last-run");
         let (a, b, c) = (holder("a"), holder("b"), holder("c"));
-        assert!(self.last_run(&name).await.is_none(), "a new name has no last run");
+        assert!(
+            self.last_run(&name).await.is_none(),
+            "a new name has no last run"
+        );
         let first = self.must_acquire(&name, &a, Some(LONG_TTL)).await;
         assert!(
             self.last_run(&name).await.is_none(),
@@ -526,7 +529,10 @@ impl Suite {
             Released::NotHeld
         );
         self.must_have_run(&name, &dead, Outcome::Lost).await;
-        let live = self.inspect(&name).await.expect("the new lease is untouched");
+        let live = self
+            .inspect(&name)
+            .await
+            .expect("the new lease is untouched");
         assert_eq!((live.token, &live.holder), (next.token, &next.holder));
         assert_eq!(
             self.finish(&next, Outcome::Exit(0), None).await,

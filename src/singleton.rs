@@ -10,7 +10,8 @@ use crate::error::{Error, Result};
 use crate::event::{Event, Loss};
 use crate::lease::{Held, LeaseGuard, Timing, check_duration};
 use crate::store::{
-    Acquire, Finish, Freed, Holder, LastRun, Lease, Outcome, Released, Store, bounded, validate_name,
+    Acquire, Finish, Freed, Holder, LastRun, Lease, Outcome, Released, Store, bounded,
+    validate_name,
 };
 
 /// How a [`Singleton`] holds its lease.

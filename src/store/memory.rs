@@ -9,7 +9,9 @@ use tokio::time::Instant;
 
 use tokio::sync::broadcast;
 
-use super::{Acquire, FencingToken, Finish, Freed, Holder, LastRun, Lease, Outcome, Released, Store};
+use super::{
+    Acquire, FencingToken, Finish, Freed, Holder, LastRun, Lease, Outcome, Released, Store,
+};
 use crate::error::{Error, Result};
 
 /// An in-process store. Its clock is this process's monotonic clock.

@@ -26,7 +26,9 @@ use tokio::io::unix::AsyncFd;
 
 mod filesystem;
 
-use super::{Acquire, FencingToken, Freed, Holder, Lease, Released, Store};
+use super::{
+    Acquire, FencingToken, Finish, Freed, Holder, LastRun, Lease, Outcome, Released, Store,
+};
 use crate::error::{BoxError, Error, Result};
 
 /// How long an operation waits for another process's write transaction before it fails.
@@ -46,12 +48,51 @@ CREATE TABLE IF NOT EXISTS singleton_leases (
     label           TEXT NOT NULL,
     created_unix_ms INTEGER NOT NULL,   -- wall clock, for display only
     boot_id         TEXT NOT NULL,      -- the boot during which expires_mono_us was taken
-    expires_mono_us INTEGER             -- CLOCK_MONOTONIC deadline; NULL: never expires
+    expires_mono_us INTEGER,            -- CLOCK_MONOTONIC deadline; NULL: never expires
+    -- The last ended run (NULL until one ended): its holder, token, times and outcome.
+    run_holder_id   TEXT,
+    run_host        TEXT,
+    run_pid         INTEGER,
+    run_label       TEXT,
+    run_token       INTEGER,
+    run_started_unix_ms INTEGER,
+    run_ended_unix_ms   INTEGER,        -- NULL: unknown (the holder died)
+    run_outcome     TEXT                -- 'exit 3', 'signal 9', 'lost', 'unknown', 'released'
 )";
 
-const SELECT_ROW: &str =
-    "SELECT last_token, holder_id, host, pid, label, created_unix_ms, boot_id, expires_mono_us
-     FROM singleton_leases WHERE name = ?1";
+/// The columns of the last run, added to a table made before they existed.
+const RUN_COLUMNS: [(&str, &str); 8] = [
+    ("run_holder_id", "TEXT"),
+    ("run_host", "TEXT"),
+    ("run_pid", "INTEGER"),
+    ("run_label", "TEXT"),
+    ("run_token", "INTEGER"),
+    ("run_started_unix_ms", "INTEGER"),
+    ("run_ended_unix_ms", "INTEGER"),
+    ("run_outcome", "TEXT"),
+];
+
+/// The columns [`Row::from_sql`] reads, in its order.
+macro_rules! row_columns {
+    () => {
+        "last_token, holder_id, host, pid, label, created_unix_ms, boot_id, expires_mono_us,
+         run_holder_id, run_host, run_pid, run_label, run_token, run_started_unix_ms,
+         run_ended_unix_ms, run_outcome"
+    };
+}
+
+const SELECT_ROW: &str = concat!(
+    "SELECT ",
+    row_columns!(),
+    " FROM singleton_leases WHERE name = ?1"
+);
+
+/// Copies the row's lease into its last run, with outcome ?2 and end ?3 (unix ms or NULL).
+const RECORD_RUN: &str = "UPDATE singleton_leases SET
+         run_holder_id = holder_id, run_host = host, run_pid = pid, run_label = label,
+         run_token = last_token, run_started_unix_ms = created_unix_ms, run_ended_unix_ms = ?3,
+         run_outcome = ?2
+     WHERE name = ?1";
 
 /// The SQLite store. Cheap to share: one connection, used by one operation at a time.
 #[derive(Debug)]
@@ -260,7 +301,7 @@ fn is_busy(err: &rusqlite::Error) -> bool {
 }
 
 fn try_open_connection(path: &PathBuf) -> Result<Connection, OpenError> {
-    let conn = Connection::open(path)?;
+    let mut conn = Connection::open(path)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     // WAL lets readers run beside the one writer; the mode is stored in the file, so only the
     // first opener switches it. FULL makes every committed token durable across a power cut,
@@ -294,9 +335,40 @@ fn try_open_connection(path: &PathBuf) -> Result<Connection, OpenError> {
     // checkpoint every WAL_AUTOCHECKPOINT pages (three fsyncs, once per 32 runs) costs far less.
     conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT)?;
     conn.execute_batch(SCHEMA)?;
+    add_run_columns(&mut conn)?;
     // Fail now, not at the first acquire, if an existing table has another shape.
     conn.prepare_cached(SELECT_ROW)?;
     Ok(conn)
+}
+
+/// Adds the last run's columns to a table made by a version before them, once: in a write
+/// transaction that looks again, so that processes opening the file at once add them once.
+fn add_run_columns(conn: &mut Connection) -> rusqlite::Result<()> {
+    let missing = |conn: &Connection| -> rusqlite::Result<Vec<&'static str>> {
+        let mut present = conn.prepare("SELECT name FROM pragma_table_info('singleton_leases')")?;
+        let present = present
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(RUN_COLUMNS
+            .iter()
+            .filter(|(column, _)| !present.iter().any(|p| p == column))
+            .map(|(column, _)| *column)
+            .collect())
+    };
+    if missing(conn)?.is_empty() {
+        return Ok(());
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    for column in missing(&tx)? {
+        let kind = RUN_COLUMNS
+            .iter()
+            .find(|(name, _)| *name == column)
+            .map_or("TEXT", |(_, kind)| *kind);
+        tx.execute_batch(&format!(
+            "ALTER TABLE singleton_leases ADD COLUMN {column} {kind}"
+        ))?;
+    }
+    tx.commit()
 }
 
 /// The host clock this store judges expiry by.
@@ -331,24 +403,105 @@ struct Row {
     created_unix_ms: i64,
     boot_id: String,
     expires_mono_us: Option<i64>,
+    run: Option<Run>,
+}
+
+/// The last ended run of a row.
+struct Run {
+    holder: Holder,
+    token: i64,
+    started_unix_ms: i64,
+    ended_unix_ms: Option<i64>,
+    outcome: String,
 }
 
 impl Row {
     fn read(conn: &Connection, name: &str) -> rusqlite::Result<Option<Row>> {
         conn.prepare_cached(SELECT_ROW)?
-            .query_row([name], |r| {
-                Ok(Row {
-                    last_token: r.get(0)?,
-                    holder_id: r.get(1)?,
-                    host: r.get(2)?,
-                    pid: r.get(3)?,
-                    label: r.get(4)?,
-                    created_unix_ms: r.get(5)?,
-                    boot_id: r.get(6)?,
-                    expires_mono_us: r.get(7)?,
-                })
-            })
+            .query_row([name], |r| Row::from_sql(r, 0))
             .optional()
+    }
+
+    /// The [`row_columns!`] from column `at` on.
+    fn from_sql(r: &rusqlite::Row, at: usize) -> rusqlite::Result<Row> {
+        let run = match r.get::<_, Option<String>>(at + 8)? {
+            Some(id) => Some(Run {
+                holder: Holder {
+                    id,
+                    host: r.get::<_, Option<String>>(at + 9)?.unwrap_or_default(),
+                    pid: u32::try_from(r.get::<_, Option<i64>>(at + 10)?.unwrap_or(0)).unwrap_or(0),
+                    label: r.get::<_, Option<String>>(at + 11)?.unwrap_or_default(),
+                },
+                token: r.get::<_, Option<i64>>(at + 12)?.unwrap_or(0),
+                started_unix_ms: r.get::<_, Option<i64>>(at + 13)?.unwrap_or(0),
+                ended_unix_ms: r.get(at + 14)?,
+                outcome: r.get::<_, Option<String>>(at + 15)?.unwrap_or_default(),
+            }),
+            None => None,
+        };
+        Ok(Row {
+            last_token: r.get(at)?,
+            holder_id: r.get(at + 1)?,
+            host: r.get(at + 2)?,
+            pid: r.get(at + 3)?,
+            label: r.get(at + 4)?,
+            created_unix_ms: r.get(at + 5)?,
+            boot_id: r.get(at + 6)?,
+            expires_mono_us: r.get(at + 7)?,
+            run,
+        })
+    }
+
+    /// Whether the row's lease (live or not) is the last run on record: finished, and kept.
+    fn recorded(&self) -> bool {
+        self.run.as_ref().is_some_and(|run| {
+            run.token == self.last_token && Some(&run.holder.id) == self.holder_id.as_ref()
+        })
+    }
+
+    /// The row's last run: an expired lease nobody finished or replaced is an unknown run.
+    fn last_run(
+        &self,
+        name: &str,
+        clock: &HostClock,
+        now_us: i64,
+    ) -> Result<Option<LastRun>, BoxError> {
+        if self.holder_id.is_some() && !self.is_live(clock, now_us) && !self.recorded() {
+            let same_boot = *self.boot_id == *clock.boot_id;
+            let lease = self.clone_lease(name, now_us);
+            let ended = lease.as_ref().and_then(|l| l.expires).filter(|_| same_boot);
+            return Ok(lease.map(|lease| LastRun::of(&lease, ended, Outcome::Unknown)));
+        }
+        let Some(run) = &self.run else {
+            return Ok(None);
+        };
+        let outcome = run
+            .outcome
+            .parse::<Outcome>()
+            .map_err(|e| format!("the last run of {name:?} has an unreadable outcome: {e}"))?;
+        Ok(Some(LastRun {
+            name: name.to_owned(),
+            holder: run.holder.clone(),
+            token: FencingToken(u64::try_from(run.token).unwrap_or(0)),
+            started: unix_time(run.started_unix_ms),
+            ended: run.ended_unix_ms.map(unix_time),
+            outcome,
+        }))
+    }
+
+    fn clone_lease(&self, name: &str, now_us: i64) -> Option<Lease> {
+        Some(Lease {
+            name: name.to_owned(),
+            holder: Holder {
+                id: self.holder_id.clone()?,
+                host: self.host.clone(),
+                pid: u32::try_from(self.pid).unwrap_or(0),
+                label: self.label.clone(),
+            },
+            token: FencingToken(u64::try_from(self.last_token).unwrap_or(0)),
+            created: unix_time(self.created_unix_ms),
+            expires: self.expires_mono_us.map(|at| wall_time_of(at, now_us)),
+        })
     }
 
     fn is_live(&self, clock: &HostClock, now_us: i64) -> bool {
@@ -359,21 +512,28 @@ impl Row {
 
     /// The lease this row records, if somebody holds it (live or expired).
     fn lease(self, name: &str, now_us: i64) -> Option<Lease> {
-        let id = self.holder_id?;
-        Some(Lease {
-            name: name.to_owned(),
-            holder: Holder {
-                id,
-                host: self.host,
-                pid: u32::try_from(self.pid).unwrap_or(0),
-                label: self.label,
-            },
-            token: FencingToken(u64::try_from(self.last_token).unwrap_or(0)),
-            created: SystemTime::UNIX_EPOCH
-                + Duration::from_millis(u64::try_from(self.created_unix_ms).unwrap_or(0)),
-            expires: self.expires_mono_us.map(|at| wall_time_of(at, now_us)),
-        })
+        self.clone_lease(name, now_us)
     }
+}
+
+fn unix_time(ms: i64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+/// Every row that matches `filter` (SQL), with its name, ordered by name.
+fn all_rows(conn: &Connection, filter: &str) -> Result<Vec<(String, Row)>, BoxError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        concat!(
+            "SELECT name, ",
+            row_columns!(),
+            " FROM singleton_leases WHERE {} ORDER BY name"
+        ),
+        filter
+    ))?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, Row::from_sql(r, 1)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
 }
 
 /// The wall-clock time at which the monotonic clock will read `at_us`, for display.
@@ -417,12 +577,23 @@ impl Store for SqliteStore {
                 Some(row) => {
                     let live = row.is_live(clock, now_us);
                     let last_token = row.last_token;
+                    let unfinished = !row.recorded();
+                    let same_boot = *row.boot_id == *clock.boot_id;
                     match row.lease(&name, now_us) {
                         Some(held) if live => {
                             tx.commit()?;
                             return Ok(Acquire::Held(held));
                         }
-                        previous => (last_token, previous),
+                        Some(expired) => {
+                            if unfinished {
+                                // Its holder died: the run is on record as unknown.
+                                let ended = expired.expires.filter(|_| same_boot).map(unix_ms);
+                                tx.prepare_cached(RECORD_RUN)?
+                                    .execute(params![name, Outcome::Unknown.to_string(), ended])?;
+                            }
+                            (last_token, Some(expired))
+                        }
+                        None => (last_token, None),
                     }
                 }
                 None => (0, None),
@@ -505,25 +676,93 @@ impl Store for SqliteStore {
     /// commit of any process makes it durable along with its own frames.
     ///
     /// Losing it takes a power cut or an OS crash, hence a reboot. The row it would have freed
-    /// then names the boot before, so it is expired whatever it says, and its `last_token` is the
-    /// acquire's, whose commit was fsynced. A lost release can therefore neither keep a name
-    /// held nor let a fencing token be issued twice; it saves an fsync on every `singleton run`.
-    async fn release(&self, lease: &Lease) -> Result<Released> {
+    /// (or kept) then names the boot before, so it is expired whatever it says, and its
+    /// `last_token` is the acquire's, whose commit was fsynced. A lost finish can therefore
+    /// neither keep a name held nor let a fencing token be issued twice (its run then reads as
+    /// unknown); it saves an fsync on every `singleton run`.
+    ///
+    /// A kept lease stays until [`Hold::remaining`](super::Hold) from now on this host's
+    /// monotonic clock, which the holder measured from the acquire's answer.
+    async fn finish(&self, lease: &Lease, finish: &Finish) -> Result<Released> {
         let lease = lease.clone();
-        self.with_conn_synced("release", false, move |conn, _clock| {
+        let finish = *finish;
+        self.with_conn_synced("release", false, move |conn, clock| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let changed = tx
-                .prepare_cached(
-                    "UPDATE singleton_leases SET holder_id = NULL, expires_mono_us = NULL
-                     WHERE name = ?1 AND holder_id = ?2 AND last_token = ?3",
+            let now_us = clock.now_us();
+            let ended = unix_ms(SystemTime::now());
+            let outcome = finish.outcome.to_string();
+            let row = Row::read(&tx, &lease.name)?;
+            let ours = row.as_ref().is_some_and(|row| {
+                row.holder_id.as_deref() == Some(lease.holder.id.as_str())
+                    && row.last_token == lease.token.0 as i64
+            });
+            if !ours {
+                // A late word of a run that is on record already (taken over, force-released).
+                tx.prepare_cached(
+                    "UPDATE singleton_leases SET run_outcome = ?2, run_ended_unix_ms = ?3
+                     WHERE name = ?1 AND run_holder_id = ?4 AND run_token = ?5",
                 )?
-                .execute(params![lease.name, lease.holder.id, lease.token.0 as i64])?;
+                .execute(params![
+                    lease.name,
+                    outcome,
+                    ended,
+                    lease.holder.id,
+                    lease.token.0 as i64
+                ])?;
+                tx.commit()?;
+                return Ok(Released::NotHeld);
+            }
+            let live = row.is_some_and(|row| row.is_live(clock, now_us));
+            tx.prepare_cached(RECORD_RUN)?
+                .execute(params![lease.name, outcome, ended])?;
+            let kept = match finish.hold {
+                Some(hold) if live && !hold.remaining.is_zero() => {
+                    Some(now_us.saturating_add(micros(hold.remaining)?))
+                }
+                _ => None,
+            };
+            match kept {
+                Some(expires_us) => tx
+                    .prepare_cached("UPDATE singleton_leases SET expires_mono_us = ?2 WHERE name = ?1")?
+                    .execute(params![lease.name, expires_us])?,
+                None => tx
+                    .prepare_cached(
+                        "UPDATE singleton_leases SET holder_id = NULL, expires_mono_us = NULL WHERE name = ?1",
+                    )?
+                    .execute([&lease.name])?,
+            };
             tx.commit()?;
-            Ok(if changed == 1 {
-                Released::Released
-            } else {
-                Released::NotHeld
+            Ok(match kept {
+                Some(expires_us) => Released::Kept {
+                    expires: Some(wall_time_of(expires_us, now_us)),
+                },
+                None => Released::Released,
             })
+        })
+        .await
+    }
+
+    async fn last_run(&self, name: &str) -> Result<Option<LastRun>> {
+        let name = name.to_owned();
+        self.with_conn("last run", move |conn, clock| {
+            let now_us = clock.now_us();
+            match Row::read(conn, &name)? {
+                Some(row) => row.last_run(&name, clock, now_us),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn last_runs(&self) -> Result<Vec<LastRun>> {
+        self.with_conn("last runs", move |conn, clock| {
+            let now_us = clock.now_us();
+            let mut runs = Vec::new();
+            for (name, row) in all_rows(conn, "run_holder_id IS NOT NULL OR holder_id IS NOT NULL")?
+            {
+                runs.extend(row.last_run(&name, clock, now_us)?);
+            }
+            Ok(runs)
         })
         .await
     }
@@ -542,29 +781,9 @@ impl Store for SqliteStore {
 
     async fn list(&self) -> Result<Vec<Lease>> {
         self.with_conn("list", move |conn, clock| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT name, last_token, holder_id, host, pid, label, created_unix_ms, boot_id, expires_mono_us
-                 FROM singleton_leases WHERE holder_id IS NOT NULL ORDER BY name",
-            )?;
-            let rows = stmt.query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    Row {
-                        last_token: r.get(1)?,
-                        holder_id: r.get(2)?,
-                        host: r.get(3)?,
-                        pid: r.get(4)?,
-                        label: r.get(5)?,
-                        created_unix_ms: r.get(6)?,
-                        boot_id: r.get(7)?,
-                        expires_mono_us: r.get(8)?,
-                    },
-                ))
-            })?;
             let now_us = clock.now_us();
             let mut leases = Vec::new();
-            for row in rows {
-                let (name, row) = row?;
+            for (name, row) in all_rows(conn, "holder_id IS NOT NULL")? {
                 if row.is_live(clock, now_us) {
                     leases.extend(row.lease(&name, now_us));
                 }
@@ -664,6 +883,14 @@ impl Store for SqliteStore {
                 return Ok(None);
             };
             let live = row.is_live(clock, now_us);
+            if live && !row.recorded() {
+                // Its holder has not said how the run went, and may never: unknown until it does.
+                tx.prepare_cached(RECORD_RUN)?.execute(params![
+                    name,
+                    Outcome::Unknown.to_string(),
+                    unix_ms(SystemTime::now())
+                ])?;
+            }
             tx.prepare_cached(
                 "UPDATE singleton_leases SET holder_id = NULL, expires_mono_us = NULL WHERE name = ?1",
             )?
@@ -714,5 +941,71 @@ mod tests {
         };
         assert_eq!(lease.token, FencingToken(2));
         assert_eq!(probe(&store).1.unwrap(), FULL);
+    }
+
+    #[tokio::test]
+    async fn keeps_last_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("locks.db"))
+            .await
+            .unwrap();
+        crate::conformance::Suite::new(Arc::new(store))
+            .run_last_run_checks()
+            .await;
+    }
+
+    /// A file made before the last run was kept: its table gains the columns, and its live
+    /// lease stays held and can be finished.
+    #[tokio::test]
+    async fn a_table_from_before_last_runs_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("locks.db");
+        let holder = Holder::current("old");
+        let clock = HostClock::new().unwrap();
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE singleton_leases (
+                    name TEXT PRIMARY KEY, last_token INTEGER NOT NULL, holder_id TEXT,
+                    host TEXT NOT NULL, pid INTEGER NOT NULL, label TEXT NOT NULL,
+                    created_unix_ms INTEGER NOT NULL, boot_id TEXT NOT NULL, expires_mono_us INTEGER)",
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO singleton_leases VALUES ('old', 7, ?1, ?2, ?3, 'old', ?4, ?5, ?6)",
+                params![
+                    holder.id,
+                    holder.host,
+                    holder.pid,
+                    unix_ms(SystemTime::now()),
+                    &*clock.boot_id,
+                    clock.now_us() + 60_000_000
+                ],
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).await.unwrap();
+        assert_eq!(store.last_run("old").await.unwrap(), None);
+        let Acquire::Held(lease) = store
+            .acquire("old", &Holder::current("new"), None)
+            .await
+            .unwrap()
+        else {
+            panic!("the old file's lease must still be held");
+        };
+        assert_eq!(lease.token, FencingToken(7));
+        let done = Finish::release(Outcome::Exit(4));
+        assert_eq!(
+            store.finish(&lease, &done).await.unwrap(),
+            Released::Released
+        );
+        let run = store.last_run("old").await.unwrap().expect("a last run");
+        assert_eq!(
+            (run.token, run.outcome),
+            (FencingToken(7), Outcome::Exit(4))
+        );
+        // A second process opening the migrated file changes nothing.
+        let again = SqliteStore::open(&path).await.unwrap();
+        assert_eq!(again.last_run("old").await.unwrap(), Some(run));
     }
 }
