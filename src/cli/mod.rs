@@ -167,7 +167,8 @@ struct RunArgs {
     #[arg(long, value_name = "TEXT")]
     label: Option<String>,
 
-    /// Exit code when another holder has the lease.
+    /// Exit code when another holder has the lease. With 0 the conflict is expected, and it is
+    /// reported only with -v or --json (cron mails whatever a job prints).
     #[arg(long, value_name = "CODE", default_value_t = exit::CONFLICT as u8)]
     conflict_exit: u8,
 
@@ -266,7 +267,9 @@ async fn dispatch(cli: Cli) -> i32 {
         _ => false,
     };
     let verbose = matches!(&cli.command, Command::Run(args) if args.verbose);
-    let out = Output::new(json, verbose);
+    let expected_conflicts =
+        matches!(&cli.command, Command::Run(args) if args.conflict_exit == 0 && !args.wait);
+    let out = Output::new(json, verbose).quiet_conflicts(expected_conflicts);
     match execute(cli, &out).await {
         Ok(code) => code,
         Err(err) => {

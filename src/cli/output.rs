@@ -18,16 +18,29 @@ use singleton_process::{Error, Event, LastRun, Lease};
 pub struct Output {
     json: bool,
     verbose: bool,
+    quiet_conflicts: bool,
 }
 
 impl Output {
     pub fn new(json: bool, verbose: bool) -> Self {
-        Output { json, verbose }
+        Output {
+            json,
+            verbose,
+            quiet_conflicts: false,
+        }
+    }
+
+    /// Shows conflicts only with `--verbose` or `--json`: for `run --conflict-exit 0`, where
+    /// meeting a holder is the expected outcome (cron mails whatever a job prints).
+    pub fn quiet_conflicts(mut self, quiet: bool) -> Self {
+        self.quiet_conflicts = quiet;
+        self
     }
 
     /// A library event; in human mode only notable ones unless `--verbose`.
     pub fn event(&self, event: &Event) {
-        if !self.json && !self.verbose && !event.is_notable() {
+        let expected = self.quiet_conflicts && matches!(event, Event::Conflict { .. });
+        if !self.json && !self.verbose && (!event.is_notable() || expected) {
             return;
         }
         let fields = serde_json::to_value(event).unwrap_or(Value::Null);
