@@ -4,19 +4,28 @@
 //! - `{prefix}lease:{name}`: the live lease, a string with a millisecond TTL (`PX`), so that
 //!   Redis's own clock decides expiry. Its value is the record `token, holder id, pid, host,
 //!   label, created (server ms)`, length-prefixed (see `kv.rs`).
-//! - `{prefix}fence:{name}`: a hash that never expires: `token` is the fencing counter
-//!   (`HINCRBY`), `last`/`expires` a copy of the current lease, so that the acquire that takes
-//!   over an expired lease (whose key Redis has already dropped) can report it. Release and
-//!   force-release clear `last`, so only an expiry leaves it behind.
+//! - `{prefix}fence:{name}`: a hash that never expires, with
+//!   - `token`: the fencing counter (`HINCRBY`);
+//!   - `last`/`expires`: a copy of the newest lease and its expiry (server ms), so that the
+//!     acquire that takes over an expired lease (whose key Redis has already dropped) can report
+//!     it and record its run. Finish and force-release clear them, so only an expiry leaves them
+//!     behind;
+//!   - `run`/`ended`/`outcome`: the name's last run ([`LastRun`]): its lease record, its end
+//!     (server ms; empty when unknown) and its outcome as text (`exit 3`, `unknown`, ...).
+//!     Finish writes it; an acquire that replaces an expired lease, and a force-release, write
+//!     the lease they remove as `unknown`, unless `run` is that lease already (a lease kept by a
+//!     hold after its run). A `last` copy without a lease key that is not `run` reads as an
+//!     unknown run. Data of versions before last runs were kept simply has no `run` yet.
 //!
-//! Release and force-release publish on the channel `{prefix}freed:{name}`, which waiters
-//! subscribe to ([`Store::watch`]).
+//! Finish and force-release publish on the channel `{prefix}freed:{name}` when they free the
+//! name, which waiters subscribe to ([`Store::watch`]).
 //!
-//! Acquire, renew, release, inspect and force-release are each ONE Lua script (sent as
-//! `EVALSHA`, loaded on first use), which Redis runs atomically; renew and release compare the
-//! stored value's leading (token, holder id) fields before touching anything. Names only ever
-//! become key bytes after the prefix; `list` SCANs with a pattern built from the (escaped)
-//! prefix alone and parses every key strictly.
+//! Every operation is ONE Lua script (`scripts.rs`), which Redis runs atomically; renew and
+//! finish compare the stored value's leading (token, holder id) fields before touching
+//! anything. A finish with a hold keeps the lease until its acquisition (`created`, the
+//! server's `TIME` when it was taken) plus the hold by `PEXPIREAT`, on the server's clock.
+//! Names only ever become key bytes after the prefix; `list` and `last_runs` SCAN with a
+//! pattern built from the (escaped) prefix and kind alone and parse every key strictly.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
