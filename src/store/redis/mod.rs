@@ -8,8 +8,8 @@
 //!   - `token`: the fencing counter (`HINCRBY`);
 //!   - `last`/`expires`: a copy of the newest lease and its expiry (server ms), so that the
 //!     acquire that takes over an expired lease (whose key Redis has already dropped) can report
-//!     it and record its run. Finish and force-release clear them, so only an expiry leaves them
-//!     behind;
+//!     it and record its run. Finish and force-release clear them when they free the name, so
+//!     only an expiry leaves them behind;
 //!   - `run`/`ended`/`outcome`: the name's last run ([`LastRun`]): its lease record, its end
 //!     (server ms; empty when unknown) and its outcome as text (`exit 3`, `unknown`, ...).
 //!     Finish writes it; an acquire that replaces an expired lease, and a force-release, write
@@ -392,7 +392,7 @@ impl RedisStore {
         }
     }
 
-    /// The encoded (token, holder id) that renew and release compare the stored value with.
+    /// The encoded (token, holder id) that renew and finish compare the stored value with.
     fn owner(lease: &Lease) -> Vec<u8> {
         let mut owner = Vec::new();
         kv::push_field(&mut owner, lease.token.0.to_string().as_bytes());
