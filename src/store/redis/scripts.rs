@@ -22,15 +22,20 @@ local now = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
 ///
 /// A `last` copy left behind means that lease expired (finish and force-release clear it);
 /// unless its run was finished already (kept by a hold: `run` is the same record), it becomes
-/// the last run, with outcome unknown and its expiry as its end.
+/// the last run, with outcome unknown and its expiry as its end, and is returned as the
+/// previous lease. A kept lease ended as planned and is not returned.
 const ACQUIRE: &str = "
 local current = redis.call('GET', KEYS[1])
 if current then
   return {0, current, redis.call('PTTL', KEYS[1]), false, false, now}
 end
 local previous = redis.call('HMGET', KEYS[2], 'last', 'expires')
-if previous[1] and redis.call('HGET', KEYS[2], 'run') ~= previous[1] then
-  redis.call('HSET', KEYS[2], 'run', previous[1], 'ended', previous[2] or '', 'outcome', 'unknown')
+if previous[1] then
+  if redis.call('HGET', KEYS[2], 'run') ~= previous[1] then
+    redis.call('HSET', KEYS[2], 'run', previous[1], 'ended', previous[2] or '', 'outcome', 'unknown')
+  else
+    previous = {false, false}
+  end
 end
 local token = string.format('%d', redis.call('HINCRBY', KEYS[2], 'token', 1))
 local value = #token .. ':' .. token .. ARGV[2] .. #now .. ':' .. now
