@@ -9,6 +9,7 @@ mod benchmarks;
 mod cli;
 mod edges;
 mod faults;
+mod hosts;
 mod race;
 mod singleton;
 mod stores;
