@@ -105,8 +105,8 @@ impl Network {
             "a host name is letters, digits and '-': {name:?}"
         );
         assert!(
-            self.hosts.iter().all(|host| host.name != name),
-            "there is already a host {name:?}"
+            name != "switch" && self.hosts.iter().all(|host| host.name != name),
+            "there is already a host {name:?} (or the switch)"
         );
         let index = self.hosts.len();
         assert!(index < 254, "a network has at most 254 hosts");
