@@ -586,7 +586,16 @@ impl Suite {
             "a kept lease expires at its acquisition plus the hold, not at its TTL"
         );
         self.must_have_run(&name, &lease, Outcome::Exit(0)).await;
-        let next = self.must_acquire(&name, &b, Some(LONG_TTL)).await;
+        let next = match self.acquire(&name, &b, Some(LONG_TTL)).await {
+            Acquire::Acquired { lease, took_over } => {
+                assert_eq!(
+                    took_over, None,
+                    "a lease kept after its finished run is not reported as taken over"
+                );
+                lease
+            }
+            Acquire::Held(other) => panic!("the hold is over, but {other}"),
+        };
         assert!(next.token > lease.token, "fencing is unchanged by a hold");
         self.must_have_run(&name, &lease, Outcome::Exit(0)).await;
 

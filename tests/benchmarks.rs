@@ -63,10 +63,17 @@ fn regenerate_benchmarks_md() {
         crate::support::etcd_server::shared().url.clone(),
     ));
 
-    let measured: Vec<Measured> = stores
-        .iter()
-        .map(|(label, url)| bench(label, url))
-        .collect();
+    // With SINGLETON_BENCH_BASELINE=/path/to/an/older/singleton, each store is also measured
+    // with that build, right after this one, on the same server: before/after in one run.
+    let baseline = std::env::var("SINGLETON_BENCH_BASELINE").ok();
+    let mut before = Vec::new();
+    let mut measured = Vec::new();
+    for (label, url) in &stores {
+        measured.push(bench(label, url));
+        if let Some(program) = &baseline {
+            before.push(bench_with(Test::program(program), label, url));
+        }
+    }
     // The same servers' kinds over TLS (verify-full with the test CA), next to the plain ones.
     let over_tls: Vec<(Measured, &Measured)> = tls_stores()
         .into_iter()
@@ -79,15 +86,23 @@ fn regenerate_benchmarks_md() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let chart = root.join("docs/benchmarks.svg");
     std::fs::write(&chart, svg_chart(&measured)).expect("write the chart");
-    let markdown = benchmarks_md(&measured, &over_tls, &overhead, rss_kb);
+    let mut markdown = benchmarks_md(&measured, &over_tls, &overhead, rss_kb);
+    if let Some(program) = &baseline {
+        markdown.push_str(&against_baseline(program, &measured, &before));
+    }
     std::fs::write(root.join("BENCHMARKS.md"), &markdown).expect("write BENCHMARKS.md");
     println!("{markdown}");
 }
 
 /// Runs `singleton bench --json` against `url`, checking that no two holders overlapped.
 fn bench(label: &'static str, url: &str) -> Measured {
+    bench_with(Test::new(), label, url)
+}
+
+/// [`bench`] with the given build of `singleton`.
+fn bench_with(program: Test, label: &'static str, url: &str) -> Measured {
     eprintln!("benchmarking {label} at {url} ...");
-    let done = Test::new()
+    let done = program
         .store(url)
         .args([
             "bench",
@@ -366,6 +381,33 @@ fn benchmarks_md(
         "Rerun: `scripts/bench` (it installs the servers if missing, builds in release mode and \
          rewrites this file and the chart)."
     );
+    md
+}
+
+/// The before/after table of a run with `SINGLETON_BENCH_BASELINE`.
+fn against_baseline(program: &str, now: &[Measured], before: &[Measured]) -> String {
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "\n## Against a baseline build\n\nThe same servers, measured right after this build          with `{program}` (`SINGLETON_BENCH_BASELINE`).\n"
+    );
+    let _ = writeln!(
+        md,
+        "| store | baseline cycle p50 | this cycle p50 | this / baseline | baseline cycle / floor | this cycle / floor |"
+    );
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|");
+    for (now, before) in now.iter().zip(before) {
+        let _ = writeln!(
+            md,
+            "| {} | {:.0} µs | {:.0} µs | **{:.2}×** | {:.2}× | {:.2}× |",
+            now.label,
+            before.us("cycle_us", "p50"),
+            now.us("cycle_us", "p50"),
+            now.us("cycle_us", "p50") / before.us("cycle_us", "p50"),
+            before.report["ratio_p50"].as_f64().unwrap_or(f64::NAN),
+            now.report["ratio_p50"].as_f64().unwrap_or(f64::NAN),
+        );
+    }
     md
 }
 

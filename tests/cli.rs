@@ -64,10 +64,33 @@ fn conflict_exit_code_is_configurable_and_wait_timeout_is_124() {
         .args(["run", "--name", &name, "--", "sleep", "10"])
         .spawn();
     holder.wait_held(&store.url, &name);
-    Test::new()
+    let expected = Test::new()
         .store(&store.url)
         .args(["run", "--name", &name, "--conflict-exit", "0", "--", "true"])
         .status(0);
+    assert_eq!(
+        expected.stderr, "",
+        "a conflict declared expected is quiet, as cron wants"
+    );
+    let told = Test::new()
+        .store(&store.url)
+        .args([
+            "run",
+            "--name",
+            &name,
+            "--conflict-exit",
+            "0",
+            "-v",
+            "--",
+            "true",
+        ])
+        .status(0);
+    assert!(told.stderr.contains("held by"), "{}", told.stderr);
+    let conflict = Test::new()
+        .store(&store.url)
+        .args(["run", "--name", &name, "--", "true"])
+        .status(75);
+    assert!(conflict.stderr.contains("held by"), "{}", conflict.stderr);
     let timed_out = Test::new()
         .store(&store.url)
         .args([

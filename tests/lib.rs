@@ -10,6 +10,7 @@ mod cli;
 mod edges;
 mod faults;
 mod hosts;
+mod last_run;
 mod race;
 mod singleton;
 mod stores;

@@ -597,3 +597,65 @@ async fn an_acquire_answered_too_late_is_given_back_and_not_used() {
         "it was given back"
     );
 }
+
+#[tokio::test]
+async fn finish_records_the_outcome_and_keeps_the_lease_for_the_hold() {
+    use singleton_process::{Outcome, Released};
+    let store = memory().await;
+    let name = unique("finish");
+    let options = Options::default().lock_expire(Duration::from_secs(30));
+    let first = Singleton::new(name.clone(), store.clone(), options.clone()).unwrap();
+    let second = Singleton::new(name.clone(), store.clone(), options).unwrap();
+    let mut events = first.events();
+
+    let guard = locked(first.lock().await.unwrap());
+    let token = guard.token();
+    assert_eq!(first.last_run().await.unwrap(), None);
+    let kept = guard
+        .finish(Outcome::Exit(3), Duration::from_millis(400))
+        .await
+        .unwrap();
+    assert!(matches!(kept, Released::Kept { .. }), "{kept:?}");
+    assert!(kinds(&mut events).contains(&"kept"));
+    assert!(second.exists().await.unwrap(), "a kept lease is live");
+    assert!(matches!(second.lock().await.unwrap(), Lock::Conflict(_)));
+    let run = second.last_run().await.unwrap().expect("a last run");
+    assert_eq!((run.token, run.outcome), (token, Outcome::Exit(3)));
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let guard = locked(second.lock().await.unwrap());
+    assert!(guard.token() > token, "fencing is unchanged by a hold");
+    // A hold that is already over gives the lease back.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let released = guard
+        .finish(Outcome::Signal(15), Duration::from_millis(10))
+        .await
+        .unwrap();
+    assert_eq!(released, Released::Released);
+    let run = first.last_run().await.unwrap().expect("a last run");
+    assert_eq!(run.outcome, Outcome::Signal(15));
+    assert!(!first.exists().await.unwrap());
+}
+
+#[tokio::test]
+async fn a_lost_lease_is_never_kept() {
+    use singleton_process::{Outcome, Released};
+    let store = memory().await;
+    let name = unique("lost-hold");
+    let singleton = Singleton::new(
+        name.clone(),
+        store.clone(),
+        Options::default().lock_expire(Duration::from_secs(30)),
+    )
+    .unwrap();
+    let guard = locked(singleton.lock().await.unwrap());
+    let lease = store.force_release(&name).await.unwrap().expect("held");
+    let released = guard
+        .finish(Outcome::Lost, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(released, Released::NotHeld);
+    assert!(!singleton.exists().await.unwrap());
+    let run = singleton.last_run().await.unwrap().expect("a last run");
+    assert_eq!((run.token, run.outcome), (lease.token, Outcome::Lost));
+}

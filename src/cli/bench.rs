@@ -228,24 +228,29 @@ impl Report {
                 },
                 "handoff_us": self.handoff.json(),
             });
-            println!("{value}");
+            say!("{value}");
             return;
         }
         let row = |label: &str, p: &Percentiles| {
-            println!(
+            say!(
                 "{label:<28} p50 {:>10.1} µs   p99 {:>10.1} µs",
                 micros(p.p50),
                 micros(p.p99)
             );
         };
-        println!("store: {}", self.store);
+        say!("store: {}", self.store);
         row("raw write pair (floor)", &self.floor);
         row("acquire+release cycle", &self.cycle);
-        println!("{:<28} {:.2}× the floor (p50)", "cycle", self.ratio());
+        say!("{:<28} {:.2}× the floor (p50)", "cycle", self.ratio());
         let t = &self.throughput;
-        println!(
+        say!(
             "{:<28} {:.0} acquisitions/s by {} contenders ({} of {} attempts won), {} overlaps",
-            "contended", t.per_second, self.plan.contenders, t.acquisitions, t.attempts, t.overlaps
+            "contended",
+            t.per_second,
+            self.plan.contenders,
+            t.acquisitions,
+            t.attempts,
+            t.overlaps
         );
         row("hand-off (release→acquire)", &self.handoff);
     }

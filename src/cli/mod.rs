@@ -1,5 +1,13 @@
 //! The `singleton` command-line tool: a thin layer over the library.
 
+/// `println!` that ignores a closed stdout (`singleton status | head -1`) instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 mod bench;
 mod label;
 mod output;
@@ -70,7 +78,8 @@ struct Cli {
 enum Command {
     /// Run COMMAND while holding the lease on NAME; exit 75 at once if somebody else holds it.
     Run(RunArgs),
-    /// Show who holds NAME: holder, host, pid, since, expiry (store time), token.
+    /// Show who holds NAME (holder, host, pid, since, expiry by the store's clock, token) and
+    /// its last run (who, token, start, end, outcome), also when it is free.
     /// Exits 0 whether held or free (use `exists` to test), 69 if the store cannot tell.
     Status {
         /// The singleton's name.
@@ -81,11 +90,15 @@ enum Command {
     },
     /// List the live leases.
     List {
+        /// Also list the free names that have a last run, and show each name's last run.
+        #[arg(long)]
+        all: bool,
         /// Print a JSON array on stdout.
         #[arg(long)]
         json: bool,
     },
-    /// Exit 0 if a live lease on NAME exists, 1 if not (69 if the store cannot tell).
+    /// Exit 0 if a live lease on NAME exists, 1 if not (69 if the store cannot tell). A lease
+    /// kept after its run (`run --hold-at-least`) is live until it expires.
     Exists {
         /// The singleton's name.
         name: String,
@@ -129,6 +142,14 @@ struct RunArgs {
     #[arg(long)]
     no_renew: bool,
 
+    /// Keep the lease at least this long from its acquisition (by the store's clock), however
+    /// soon the command ends: a run that ends sooner leaves the lease in the store to expire
+    /// then, and exits at once with the command's code. For cron lines on many hosts: set it
+    /// slightly below the cron period, so that one tick runs once however far apart the hosts
+    /// fire (see the README).
+    #[arg(long, value_name = "DUR", default_value = "0s", value_parser = parse_duration)]
+    hold_at_least: Duration,
+
     /// Wait for the lease instead of exiting with the conflict code.
     #[arg(long)]
     wait: bool,
@@ -146,7 +167,8 @@ struct RunArgs {
     #[arg(long, value_name = "TEXT")]
     label: Option<String>,
 
-    /// Exit code when another holder has the lease.
+    /// Exit code when another holder has the lease. With 0 the conflict is expected, and it is
+    /// reported only with -v or --json (cron mails whatever a job prints).
     #[arg(long, value_name = "CODE", default_value_t = exit::CONFLICT as u8)]
     conflict_exit: u8,
 
@@ -239,13 +261,15 @@ pub fn main() -> i32 {
 async fn dispatch(cli: Cli) -> i32 {
     let json = match &cli.command {
         Command::Run(args) => args.json,
-        Command::Status { json, .. } | Command::List { json } | Command::Bench { json, .. } => {
+        Command::Status { json, .. } | Command::List { json, .. } | Command::Bench { json, .. } => {
             *json
         }
         _ => false,
     };
     let verbose = matches!(&cli.command, Command::Run(args) if args.verbose);
-    let out = Output::new(json, verbose);
+    let expected_conflicts =
+        matches!(&cli.command, Command::Run(args) if args.conflict_exit == 0 && !args.wait);
+    let out = Output::new(json, verbose).quiet_conflicts(expected_conflicts);
     match execute(cli, &out).await {
         Ok(code) => code,
         Err(err) => {
@@ -269,11 +293,18 @@ async fn execute(cli: Cli, out: &Output) -> Result<i32, Error> {
         Command::Status { name, json: _ } => {
             singleton_process::store::validate_name(&name)?;
             let lease = read(&*store, "inspect", || store.inspect(&name)).await?;
-            out.status(&name, lease.as_ref());
+            let last_run = read(&*store, "last run", || store.last_run(&name)).await?;
+            out.status(&name, lease.as_ref(), last_run.as_ref());
             Ok(0)
         }
-        Command::List { json: _ } => {
+        Command::List { all: false, .. } => {
             out.list(&read(&*store, "list", || store.list()).await?);
+            Ok(0)
+        }
+        Command::List { all: true, .. } => {
+            let leases = read(&*store, "list", || store.list()).await?;
+            let runs = read(&*store, "last runs", || store.last_runs()).await?;
+            out.list_all(&leases, &runs);
             Ok(0)
         }
         Command::Bench {

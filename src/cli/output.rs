@@ -12,22 +12,35 @@ use std::io::Write;
 use std::time::SystemTime;
 
 use serde_json::{Map, Value, json};
-use singleton_process::{Error, Event, Lease};
+use singleton_process::{Error, Event, LastRun, Lease};
 
 #[derive(Debug, Clone, Copy)]
 pub struct Output {
     json: bool,
     verbose: bool,
+    quiet_conflicts: bool,
 }
 
 impl Output {
     pub fn new(json: bool, verbose: bool) -> Self {
-        Output { json, verbose }
+        Output {
+            json,
+            verbose,
+            quiet_conflicts: false,
+        }
+    }
+
+    /// Shows conflicts only with `--verbose` or `--json`: for `run --conflict-exit 0`, where
+    /// meeting a holder is the expected outcome (cron mails whatever a job prints).
+    pub fn quiet_conflicts(mut self, quiet: bool) -> Self {
+        self.quiet_conflicts = quiet;
+        self
     }
 
     /// A library event; in human mode only notable ones unless `--verbose`.
     pub fn event(&self, event: &Event) {
-        if !self.json && !self.verbose && !event.is_notable() {
+        let expected = self.quiet_conflicts && matches!(event, Event::Conflict { .. });
+        if !self.json && !self.verbose && (!event.is_notable() || expected) {
             return;
         }
         let fields = serde_json::to_value(event).unwrap_or(Value::Null);
@@ -69,43 +82,113 @@ impl Output {
         }
     }
 
-    pub fn status(&self, name: &str, lease: Option<&Lease>) {
+    /// `status NAME`: the live lease and the last run, either of which may be missing.
+    pub fn status(&self, name: &str, lease: Option<&Lease>, last_run: Option<&LastRun>) {
+        let after_run = lease.is_some_and(|lease| last_run.is_some_and(|run| run.holds(lease)));
         if self.json {
-            let value = json!({ "name": name, "held": lease.is_some(), "lease": lease });
-            println!("{value}");
-        } else {
-            match lease {
-                Some(lease) => {
-                    let expires = match lease.expires {
-                        Some(at) => {
-                            format!("{} (store time)", humantime::format_rfc3339_millis(at))
-                        }
-                        None => "never".to_owned(),
-                    };
-                    println!("{}: held", printable(name));
-                    println!("  holder:  {}", printable(&lease.holder.id));
-                    println!("  label:   {}", printable(&lease.holder.label));
-                    println!("  host:    {}", printable(&lease.holder.host));
-                    println!("  pid:     {}", lease.holder.pid);
-                    println!(
-                        "  since:   {}",
-                        humantime::format_rfc3339_millis(lease.created)
-                    );
-                    println!("  expires: {expires}");
-                    println!("  token:   {}", lease.token);
+            let value = json!({
+                "name": name,
+                "held": lease.is_some(),
+                "held_after_run": after_run,
+                "lease": lease,
+                "last_run": last_run,
+            });
+            say!("{value}");
+            return;
+        }
+        match lease {
+            Some(lease) => {
+                let expires = match lease.expires {
+                    Some(at) => {
+                        format!("{} (store time)", humantime::format_rfc3339_millis(at))
+                    }
+                    None => "never".to_owned(),
+                };
+                if after_run {
+                    say!("{}: held after its run (--hold-at-least)", printable(name));
+                } else {
+                    say!("{}: held", printable(name));
                 }
-                None => println!("{}: free", printable(name)),
+                say!("  holder:  {}", printable(&lease.holder.id));
+                say!("  label:   {}", printable(&lease.holder.label));
+                say!("  host:    {}", printable(&lease.holder.host));
+                say!("  pid:     {}", lease.holder.pid);
+                say!(
+                    "  since:   {}",
+                    humantime::format_rfc3339_millis(lease.created)
+                );
+                say!("  expires: {expires}");
+                say!("  token:   {}", lease.token);
             }
+            None => say!("{}: free", printable(name)),
+        }
+        match last_run {
+            Some(run) => {
+                say!("last run: {}", run.outcome);
+                say!("  holder:  {}", printable(&run.holder.id));
+                say!("  label:   {}", printable(&run.holder.label));
+                say!("  host:    {}", printable(&run.holder.host));
+                say!("  pid:     {}", run.holder.pid);
+                say!("  token:   {}", run.token);
+                say!(
+                    "  started: {} (store time)",
+                    humantime::format_rfc3339_millis(run.started)
+                );
+                match run.ended {
+                    Some(at) => say!(
+                        "  ended:   {} (store time)",
+                        humantime::format_rfc3339_millis(at)
+                    ),
+                    None => say!("  ended:   unknown"),
+                }
+            }
+            None => say!("last run: none on record"),
         }
     }
 
     pub fn list(&self, leases: &[Lease]) {
         if self.json {
-            println!("{}", serde_json::to_value(leases).unwrap_or(Value::Null));
+            say!("{}", serde_json::to_value(leases).unwrap_or(Value::Null));
         } else {
             for lease in leases {
-                println!("{}", printable(&format!("{}: {lease}", lease.name)));
+                say!("{}", printable(&format!("{}: {lease}", lease.name)));
             }
+        }
+    }
+
+    /// `list --all`: every name with a live lease or a last run, in name order, with both.
+    pub fn list_all(&self, leases: &[Lease], runs: &[LastRun]) {
+        let mut names: Vec<&str> = leases
+            .iter()
+            .map(|l| l.name.as_str())
+            .chain(runs.iter().map(|r| r.name.as_str()))
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        let mut rows = Vec::new();
+        for name in names {
+            let lease = leases.iter().find(|l| l.name == name);
+            let run = runs.iter().find(|r| r.name == name);
+            if self.json {
+                rows.push(json!({
+                    "name": name,
+                    "held": lease.is_some(),
+                    "lease": lease,
+                    "last_run": run,
+                }));
+                continue;
+            }
+            let mut line = match lease {
+                Some(lease) => format!("{name}: {lease}"),
+                None => format!("{name}: free"),
+            };
+            if let Some(run) = run {
+                let _ = write!(line, "; last run: {run}");
+            }
+            say!("{}", printable(&line));
+        }
+        if self.json {
+            say!("{}", Value::Array(rows));
         }
     }
 

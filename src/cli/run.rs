@@ -10,7 +10,9 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use serde_json::json;
 use singleton_process::clock::{self, BootInstant};
-use singleton_process::{Error, Event, LeaseGuard, Lock, Loss, Options, Singleton, Store};
+use singleton_process::{
+    Error, Event, LeaseGuard, Lock, Loss, Options, Outcome, Released, Singleton, Store,
+};
 use tokio::signal::unix::{Signal as SignalStream, SignalKind, signal};
 use tokio::sync::broadcast;
 
@@ -113,7 +115,7 @@ pub async fn run(args: RunArgs, url: &str, out: &Output) -> Result<i32, Error> {
         }
     };
 
-    let (code, all_gone) = supervise(
+    let (code, outcome, all_gone) = supervise(
         &args,
         &singleton,
         &guard,
@@ -135,13 +137,15 @@ pub async fn run(args: RunArgs, url: &str, out: &Output) -> Result<i32, Error> {
         std::mem::forget(guard);
         return Ok(exit::LOST);
     }
-    let released = guard.release().await;
+    // The run's end, its outcome on record and, with --hold-at-least, the lease left to expire
+    // at acquisition + DUR: one store operation.
+    let released = guard.finish(outcome, args.hold_at_least).await;
     drain(&mut events, out);
     match released {
-        Ok(true) => Ok(code),
+        Ok(Released::Released | Released::Kept { .. }) => Ok(code),
         // The lease was no longer ours when we gave it back: another holder may have started
         // while the command ran. The `lost` event said so.
-        Ok(false) => Ok(exit::LOST),
+        Ok(Released::NotHeld) => Ok(exit::LOST),
         // The store that lost the lease is often one that cannot be reached: the failed release
         // was reported as an `error` event, and the exit code still says that the lease was lost.
         Err(_) if code == exit::LOST => Ok(code),
@@ -263,8 +267,9 @@ fn ended_waiting(sig: Signal, out: &Output) -> i32 {
     128 + sig as i32
 }
 
-/// Runs the command under the lease; returns the exit code to give, and whether every process
-/// of the command is gone (only then may the lease be given back).
+/// Runs the command under the lease; returns the exit code to give, the run's outcome for the
+/// record, and whether every process of the command is gone (only then may the lease be given
+/// back).
 async fn supervise(
     args: &RunArgs,
     singleton: &Singleton,
@@ -273,7 +278,7 @@ async fn supervise(
     signals: &mut Signals,
     events: &mut broadcast::Receiver<Event>,
     out: &Output,
-) -> (i32, bool) {
+) -> (i32, Outcome, bool) {
     // A stall between the acquire and now (a suspend, a stopped process) may have used the
     // lease up: then the command must not start at all.
     if guard.is_lost()
@@ -288,14 +293,14 @@ async fn supervise(
             "the lease ran out before the command could start; it was not started",
             true,
         );
-        return (exit::LOST, true);
+        return (exit::LOST, Outcome::Lost, true);
     }
     let cgroup = match place.map(CgroupPlace::create) {
         None => None,
         Some(Ok(cgroup)) => Some(cgroup),
         Some(Err(reason)) if args.kill_mode == KillMode::Cgroup => {
             out.error(&no_cgroup_here(&reason));
-            return (exit::USAGE, true);
+            return (exit::USAGE, Outcome::Exit(exit::USAGE), true);
         }
         Some(Err(reason)) => {
             group_only(&reason, out);
@@ -313,7 +318,7 @@ async fn supervise(
                 &format!("cannot start the watchdog ({err}); the command is not run without it"),
                 true,
             );
-            return (exit::INTERNAL, true);
+            return (exit::INTERNAL, Outcome::Exit(exit::INTERNAL), true);
         }
     };
     let env = [
@@ -337,7 +342,7 @@ async fn supervise(
                 std::io::ErrorKind::NotFound => exit::NOT_FOUND,
                 _ => exit::CANNOT_EXECUTE,
             };
-            return (code, true);
+            return (code, Outcome::Exit(code), true);
         }
     };
     watchdog.guard(job.group());
@@ -439,7 +444,7 @@ async fn supervise(
     }
     // Otherwise dropping the watchdog closes its pipe: it kills again, and removes the cgroup
     // once the stuck processes are gone.
-    let code = match status {
+    let (code, outcome) = match status {
         Some(Ok(status)) => exit_code_of(status),
         Some(Err(err)) => {
             out.note(
@@ -448,9 +453,9 @@ async fn supervise(
                 &format!("lost track of the command: {err}"),
                 true,
             );
-            exit::INTERNAL
+            (exit::INTERNAL, Outcome::Exit(exit::INTERNAL))
         }
-        None => exit::INTERNAL,
+        None => (exit::INTERNAL, Outcome::Exit(exit::INTERNAL)),
     };
     out.note(
         "exited",
@@ -465,7 +470,11 @@ async fn supervise(
         || guard
             .safe_until()
             .is_some_and(|safe| safe <= BootInstant::now());
-    (if lost { exit::LOST } else { code }, all_gone)
+    if lost {
+        (exit::LOST, Outcome::Lost, all_gone)
+    } else {
+        (code, outcome, all_gone)
+    }
 }
 
 /// When what the command left gets SIGKILL: after the grace period, and never after the safe
@@ -494,12 +503,13 @@ fn round_ms(duration: Duration) -> Duration {
     Duration::from_millis(duration.as_millis().min(u128::from(u64::MAX)) as u64)
 }
 
-fn exit_code_of(status: std::process::ExitStatus) -> i32 {
+/// The exit code to give for the command's status, and its outcome for the record.
+fn exit_code_of(status: std::process::ExitStatus) -> (i32, Outcome) {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
-        (Some(code), _) => code,
-        (None, Some(sig)) => 128 + sig,
-        (None, None) => exit::INTERNAL,
+        (Some(code), _) => (code, Outcome::Exit(code)),
+        (None, Some(sig)) => (128 + sig, Outcome::Signal(sig)),
+        (None, None) => (exit::INTERNAL, Outcome::Exit(exit::INTERNAL)),
     }
 }
 

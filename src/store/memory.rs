@@ -58,18 +58,20 @@ impl Slot {
         self.last_run.as_ref().is_some_and(|run| run.holds(lease))
     }
 
-    /// Takes the lease out, recording its run as unknown unless it was finished already.
+    /// Takes the lease out and returns it if its run was not finished, recording that run as
+    /// unknown.
     fn remove_unfinished(&mut self, now: Instant) -> Option<Lease> {
         let held = self.held.take()?;
         let lease = held.snapshot(now);
-        if !self.recorded(&lease) {
-            let ended = if held.is_live(now) {
-                Some(SystemTime::now())
-            } else {
-                lease.expires
-            };
-            self.last_run = Some(LastRun::of(&lease, ended, Outcome::Unknown));
+        if self.recorded(&lease) {
+            return None;
         }
+        let ended = if held.is_live(now) {
+            Some(SystemTime::now())
+        } else {
+            lease.expires
+        };
+        self.last_run = Some(LastRun::of(&lease, ended, Outcome::Unknown));
         Some(lease)
     }
 }
@@ -254,7 +256,10 @@ impl Store for MemoryStore {
             .names()
             .get_mut(name)
             .filter(|slot| slot.held.as_ref().is_some_and(|held| held.is_live(now)))
-            .and_then(|slot| slot.remove_unfinished(now));
+            .and_then(|slot| {
+                let kept = slot.held.as_ref().map(|held| held.snapshot(now));
+                slot.remove_unfinished(now).or(kept)
+            });
         if removed.is_some() {
             let _ = self.freed.send(name.to_owned());
         }

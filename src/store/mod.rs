@@ -164,11 +164,13 @@ impl fmt::Display for Lease {
 /// The outcome of [`Store::acquire`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Acquire {
-    /// The lease is ours. `took_over` is the expired lease it replaced, if any.
+    /// The lease is ours. `took_over` is the expired lease it replaced, if any, unless that
+    /// lease's run had been finished (a lease kept after its run by a hold ends as planned).
     Acquired {
         /// The new lease.
         lease: Lease,
-        /// The previous holder's lease, which had expired by the store's clock.
+        /// The previous holder's lease, which had expired by the store's clock before its
+        /// holder finished its run.
         took_over: Option<Lease>,
     },
     /// Somebody else holds a live lease.

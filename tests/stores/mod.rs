@@ -32,6 +32,13 @@ mod redis_tls;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 mod sql;
 mod sqlite;
+#[cfg(any(
+    feature = "postgres",
+    feature = "mysql",
+    feature = "redis",
+    feature = "etcd",
+    feature = "mongodb"
+))]
 mod tls_reconnects;
 
 use std::time::Duration;

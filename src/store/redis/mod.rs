@@ -4,19 +4,28 @@
 //! - `{prefix}lease:{name}`: the live lease, a string with a millisecond TTL (`PX`), so that
 //!   Redis's own clock decides expiry. Its value is the record `token, holder id, pid, host,
 //!   label, created (server ms)`, length-prefixed (see `kv.rs`).
-//! - `{prefix}fence:{name}`: a hash that never expires: `token` is the fencing counter
-//!   (`HINCRBY`), `last`/`expires` a copy of the current lease, so that the acquire that takes
-//!   over an expired lease (whose key Redis has already dropped) can report it. Release and
-//!   force-release clear `last`, so only an expiry leaves it behind.
+//! - `{prefix}fence:{name}`: a hash that never expires, with
+//!   - `token`: the fencing counter (`HINCRBY`);
+//!   - `last`/`expires`: a copy of the newest lease and its expiry (server ms), so that the
+//!     acquire that takes over an expired lease (whose key Redis has already dropped) can report
+//!     it and record its run. Finish and force-release clear them when they free the name, so
+//!     only an expiry leaves them behind;
+//!   - `run`/`ended`/`outcome`: the name's last run ([`LastRun`]): its lease record, its end
+//!     (server ms; empty when unknown) and its outcome as text (`exit 3`, `unknown`, ...).
+//!     Finish writes it; an acquire that replaces an expired lease, and a force-release, write
+//!     the lease they remove as `unknown`, unless `run` is that lease already (a lease kept by a
+//!     hold after its run). A `last` copy without a lease key that is not `run` reads as an
+//!     unknown run. Data of versions before last runs were kept simply has no `run` yet.
 //!
-//! Release and force-release publish on the channel `{prefix}freed:{name}`, which waiters
-//! subscribe to ([`Store::watch`]).
+//! Finish and force-release publish on the channel `{prefix}freed:{name}` when they free the
+//! name, which waiters subscribe to ([`Store::watch`]).
 //!
-//! Acquire, renew, release, inspect and force-release are each ONE Lua script (sent as
-//! `EVALSHA`, loaded on first use), which Redis runs atomically; renew and release compare the
-//! stored value's leading (token, holder id) fields before touching anything. Names only ever
-//! become key bytes after the prefix; `list` SCANs with a pattern built from the (escaped)
-//! prefix alone and parses every key strictly.
+//! Every operation is ONE Lua script (`scripts.rs`), which Redis runs atomically; renew and
+//! finish compare the stored value's leading (token, holder id) fields before touching
+//! anything. A finish with a hold keeps the lease until its acquisition (`created`, the
+//! server's `TIME` when it was taken) plus the hold by `PEXPIREAT`, on the server's clock.
+//! Names only ever become key bytes after the prefix; `list` and `last_runs` SCAN with a
+//! pattern built from the (escaped) prefix and kind alone and parse every key strictly.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
@@ -26,15 +35,19 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::io::tcp::socket2::TcpKeepalive;
 use redis::{
     Cmd, ConnectionAddr, ErrorKind, FromRedisValue, IntoConnectionInfo, RedisError, RedisResult,
-    Script, ScriptInvocation, ServerErrorKind,
+    ScriptInvocation, ServerErrorKind,
 };
 
+use self::scripts::{AcquireReply, ReadReply, RunsReply, Scripts};
 use super::kv::{self, Fields};
 use super::reconnect::{self, Reconnecting};
 use crate::store::tls::{self as shared_tls, Mode, Tls};
 
+mod scripts;
 mod tls;
-use super::{Acquire, FencingToken, Freed, Lease, Released, Store, mask_password, redact};
+use super::{
+    Acquire, FencingToken, Finish, Freed, LastRun, Lease, Released, Store, mask_password, redact,
+};
 use crate::error::{Error, Result};
 
 /// Key prefix unless the URL's `?prefix=` sets another.
@@ -51,90 +64,8 @@ const FREED: &str = "freed:";
 const RECONNECT_RETRIES: usize = 2;
 const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(1);
 
-/// Keys read per `list` script call.
+/// Names read per `list` or `last_runs` script call.
 const LIST_BATCH: usize = 256;
-
-/// The server time in milliseconds as a decimal string, `now`, from `TIME` (allowed before
-/// writes in Redis ≥ 5, which replicates a script's effects, not the script).
-const NOW: &str = "
-local t = redis.call('TIME')
-local now = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
-";
-
-/// KEYS: lease, fence. ARGV: TTL in ms (0: never expires), the holder's encoded fields.
-/// Returns {acquired (0/1), value, pttl (-1: never), previous value, previous expiry ms, now}.
-const ACQUIRE: &str = "
-local current = redis.call('GET', KEYS[1])
-if current then
-  return {0, current, redis.call('PTTL', KEYS[1]), false, false, now}
-end
-local previous = redis.call('HMGET', KEYS[2], 'last', 'expires')
-local token = string.format('%d', redis.call('HINCRBY', KEYS[2], 'token', 1))
-local value = #token .. ':' .. token .. ARGV[2] .. #now .. ':' .. now
-local ttl = tonumber(ARGV[1])
-if ttl > 0 then
-  redis.call('SET', KEYS[1], value, 'NX', 'PX', ttl)
-  redis.call('HSET', KEYS[2], 'last', value, 'expires', string.format('%d', tonumber(now) + ttl))
-else
-  redis.call('SET', KEYS[1], value, 'NX')
-  redis.call('HSET', KEYS[2], 'last', value)
-  redis.call('HDEL', KEYS[2], 'expires')
-  ttl = -1
-end
-return {1, value, ttl, previous[1], previous[2], now}
-";
-
-/// KEYS: lease, fence. ARGV: the encoded (token, holder id), TTL in ms.
-/// Returns nil when the lease is not ours (or gone), else {pttl (-1: never), now}.
-const RENEW: &str = "
-local current = redis.call('GET', KEYS[1])
-if not current or string.sub(current, 1, #ARGV[1]) ~= ARGV[1] then
-  return false
-end
-local pttl = redis.call('PTTL', KEYS[1])
-if pttl >= 0 then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  redis.call('HSET', KEYS[2], 'expires', string.format('%d', tonumber(now) + tonumber(ARGV[2])))
-  pttl = tonumber(ARGV[2])
-end
-return {pttl, now}
-";
-
-/// KEYS: lease, fence. ARGV: the encoded (token, holder id), the name's freed channel.
-/// Returns 1 if released, else 0. Tells the waiters with `pcall`: a user whom an ACL forbids
-/// to publish can still release.
-const RELEASE: &str = "
-local current = redis.call('GET', KEYS[1])
-if not current or string.sub(current, 1, #ARGV[1]) ~= ARGV[1] then
-  return 0
-end
-redis.call('DEL', KEYS[1])
-redis.call('HDEL', KEYS[2], 'last', 'expires')
-redis.pcall('PUBLISH', ARGV[2], '')
-return 1
-";
-
-/// KEYS: lease keys. Returns {now, {{value or nil, pttl}, ...}}.
-const READ: &str = "
-local found = {}
-for i, key in ipairs(KEYS) do
-  found[i] = {redis.call('GET', key), redis.call('PTTL', key)}
-end
-return {now, found}
-";
-
-/// KEYS: lease, fence. ARGV: the name's freed channel. Returns {value or nil, pttl, now}; the
-/// fencing counter stays.
-const FORCE_RELEASE: &str = "
-local current = redis.call('GET', KEYS[1])
-local pttl = redis.call('PTTL', KEYS[1])
-redis.call('DEL', KEYS[1])
-redis.call('HDEL', KEYS[2], 'last', 'expires')
-if current then
-  redis.pcall('PUBLISH', ARGV[1], '')
-end
-return {current, pttl, now}
-";
 
 /// The Redis store: one multiplexed connection, re-established on failure, and replaced by a
 /// new one once a request on it was abandoned (see `reconnect`: every request queues on the
@@ -150,29 +81,6 @@ pub struct RedisStore {
     connect_timeout: Duration,
 }
 
-struct Scripts {
-    acquire: Script,
-    renew: Script,
-    release: Script,
-    read: Script,
-    force_release: Script,
-}
-
-impl Scripts {
-    fn new() -> Self {
-        let script = |body: &str| Script::new(&format!("{NOW}{body}"));
-        Scripts {
-            acquire: script(ACQUIRE),
-            renew: script(RENEW),
-            // Release reports no time, so it skips the TIME call: every call a script makes
-            // counts, as the script runs on every release.
-            release: Script::new(RELEASE),
-            read: script(READ),
-            force_release: script(FORCE_RELEASE),
-        }
-    }
-}
-
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisStore")
@@ -181,11 +89,6 @@ impl std::fmt::Debug for RedisStore {
             .finish_non_exhaustive()
     }
 }
-
-/// ACQUIRE's reply.
-type AcquireReply = (i64, Vec<u8>, i64, Option<Vec<u8>>, Option<String>, String);
-/// READ's reply: the server time and (value, pttl) per key.
-type ReadReply = (String, Vec<(Option<Vec<u8>>, i64)>);
 
 impl RedisStore {
     /// Connects to `redis://[user:password@]host[:port][/db][?prefix=…&connect_timeout=…]`
@@ -404,30 +307,114 @@ impl RedisStore {
 
     /// The lease recorded in `value`, with its expiry from the server's `now` and `pttl`.
     fn decode(&self, name: &str, value: &[u8], pttl: i64, now: &str) -> Option<Lease> {
-        let mut fields = Fields::new(value);
-        let token = fields.number()?;
-        let holder = fields.holder()?;
-        let created = kv::from_unix_ms(fields.number()?);
-        if !fields.is_done() {
-            return None;
-        }
         let now = kv::from_unix_ms(now.parse().ok()?);
-        Some(Lease {
-            name: name.to_owned(),
-            holder,
-            token: FencingToken(token),
-            created,
-            expires: (pttl >= 0).then(|| now + Duration::from_millis(pttl.unsigned_abs())),
-        })
+        let mut lease = decode_record(name, value)?;
+        lease.expires = (pttl >= 0).then(|| now + Duration::from_millis(pttl.unsigned_abs()));
+        Some(lease)
     }
 
-    /// The encoded (token, holder id) that renew and release compare the stored value with.
+    /// The last run recorded in the fence hash's `run`, `ended` (server ms; empty or missing
+    /// when unknown) and `outcome`; `None` without a `run` (also data of versions before last
+    /// runs were kept).
+    fn decode_run(
+        &self,
+        operation: &'static str,
+        name: &str,
+        (record, ended, outcome): (Option<Vec<u8>>, Option<String>, Option<String>),
+    ) -> Result<Option<LastRun>> {
+        let Some(record) = record else {
+            return Ok(None);
+        };
+        let malformed = |what: String| {
+            Error::store(
+                &self.url,
+                operation,
+                format!("the last run of {name:?} on record is malformed: {what}"),
+            )
+        };
+        let lease = decode_record(name, &record)
+            .ok_or_else(|| malformed("its lease is not a record written by singleton".into()))?;
+        let ended = match ended.as_deref() {
+            None | Some("") => None,
+            Some(ms) => Some(
+                ms.parse()
+                    .map(kv::from_unix_ms)
+                    .map_err(|_| malformed(format!("its end {ms:?} is not a time")))?,
+            ),
+        };
+        let outcome = outcome
+            .ok_or_else(|| malformed("it has no outcome".into()))?
+            .parse()
+            .map_err(malformed)?;
+        Ok(Some(LastRun::of(&lease, ended, outcome)))
+    }
+
+    /// The last runs of `names`, read in one script call.
+    async fn runs(&self, operation: &'static str, names: &[&str]) -> Result<Vec<LastRun>> {
+        let mut invocation = self.scripts.runs.prepare_invoke();
+        for name in names {
+            invocation
+                .key(self.key(LEASE, name))
+                .key(self.key(FENCE, name));
+        }
+        let found: RunsReply = self.invoke(operation, &invocation).await?;
+        let mut runs = Vec::with_capacity(names.len());
+        for (name, found) in names.iter().zip(found) {
+            runs.extend(self.decode_run(operation, name, found)?);
+        }
+        Ok(runs)
+    }
+
+    /// The names that have a key of `kind`, in order: SCAN with a pattern of the (escaped)
+    /// prefix and kind alone, every key parsed strictly.
+    async fn scan_names(&self, operation: &'static str, kind: &str) -> Result<Vec<String>> {
+        // SCAN may return a key more than once; a set also orders the names.
+        let mut names = BTreeSet::new();
+        let pattern = format!("{}{kind}*", glob_escape(&self.prefix));
+        let mut cursor: u64 = 0;
+        loop {
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000);
+            let (next, keys): (u64, Vec<Vec<u8>>) = self.query(operation, &scan).await?;
+            names.extend(
+                keys.iter()
+                    .filter_map(|key| kv::name_of_key(key, &self.prefix, kind))
+                    .map(str::to_owned),
+            );
+            if next == 0 {
+                return Ok(names.into_iter().collect());
+            }
+            cursor = next;
+        }
+    }
+
+    /// The encoded (token, holder id) that renew and finish compare the stored value with.
     fn owner(lease: &Lease) -> Vec<u8> {
         let mut owner = Vec::new();
         kv::push_field(&mut owner, lease.token.0.to_string().as_bytes());
         kv::push_field(&mut owner, lease.holder.id.as_bytes());
         owner
     }
+}
+
+/// The lease in a lease record (token, holder, created), without expiry; `None` unless the
+/// whole value is such a record.
+fn decode_record(name: &str, value: &[u8]) -> Option<Lease> {
+    let mut fields = Fields::new(value);
+    let token = fields.number()?;
+    let holder = fields.holder()?;
+    let created = kv::from_unix_ms(fields.number()?);
+    fields.is_done().then(|| Lease {
+        name: name.to_owned(),
+        holder,
+        token: FencingToken(token),
+        created,
+        expires: None,
+    })
 }
 
 /// Whether the server refused our credentials (a wrong password or user, none given where one
@@ -530,19 +517,50 @@ impl Store for RedisStore {
         Ok(renewed)
     }
 
-    async fn release(&self, lease: &Lease) -> Result<Released> {
-        let mut script = self.scripts.release.prepare_invoke();
+    async fn finish(&self, lease: &Lease, finish: &Finish) -> Result<Released> {
+        // The acquisition's time is the server's TIME it was created at, so the kept lease
+        // expires by the server's clock at acquisition + hold.
+        let keep_until = match finish.hold {
+            Some(hold) => {
+                let created = lease
+                    .created
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |since| since.as_millis() as u64);
+                created + ttl_ms(hold.after_acquisition)?
+            }
+            None => 0,
+        };
+        let mut script = self.scripts.finish.prepare_invoke();
         script
             .key(self.key(LEASE, &lease.name))
             .key(self.key(FENCE, &lease.name))
             .arg(Self::owner(lease))
-            .arg(self.key(FREED, &lease.name));
-        let released: i64 = self.invoke("release", &script).await?;
-        Ok(if released == 1 {
-            Released::Released
-        } else {
-            Released::NotHeld
+            .arg(finish.outcome.to_string())
+            .arg(self.key(FREED, &lease.name))
+            .arg(keep_until);
+        let finished: i64 = self.invoke("release", &script).await?;
+        Ok(match finished {
+            2 => Released::Kept {
+                expires: Some(kv::from_unix_ms(keep_until)),
+            },
+            1 => Released::Released,
+            _ => Released::NotHeld,
         })
+    }
+
+    async fn last_run(&self, name: &str) -> Result<Option<LastRun>> {
+        Ok(self.runs("last run", &[name]).await?.pop())
+    }
+
+    async fn last_runs(&self) -> Result<Vec<LastRun>> {
+        // Every name ever acquired has a fence hash, which keeps its last run.
+        let names = self.scan_names("last runs", FENCE).await?;
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let mut runs = Vec::new();
+        for batch in names.chunks(LIST_BATCH) {
+            runs.extend(self.runs("last runs", batch).await?);
+        }
+        Ok(runs)
     }
 
     async fn inspect(&self, name: &str) -> Result<Option<Lease>> {
@@ -550,28 +568,7 @@ impl Store for RedisStore {
     }
 
     async fn list(&self) -> Result<Vec<Lease>> {
-        // SCAN may return a key more than once; a set also orders the names.
-        let mut names = BTreeSet::new();
-        let pattern = format!("{}{LEASE}*", glob_escape(&self.prefix));
-        let mut cursor: u64 = 0;
-        loop {
-            let mut scan = redis::cmd("SCAN");
-            scan.arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000);
-            let (next, keys): (u64, Vec<Vec<u8>>) = self.query("list", &scan).await?;
-            names.extend(
-                keys.iter()
-                    .filter_map(|key| kv::name_of_key(key, &self.prefix, LEASE))
-                    .map(str::to_owned),
-            );
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
+        let names = self.scan_names("list", LEASE).await?;
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         let mut leases = Vec::with_capacity(names.len());
         for batch in names.chunks(LIST_BATCH) {

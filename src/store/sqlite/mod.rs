@@ -584,13 +584,16 @@ impl Store for SqliteStore {
                             tx.commit()?;
                             return Ok(Acquire::Held(held));
                         }
+                        // Kept after its run: it ended as planned.
+                        Some(_) if !unfinished => (last_token, None),
                         Some(expired) => {
-                            if unfinished {
-                                // Its holder died: the run is on record as unknown.
-                                let ended = expired.expires.filter(|_| same_boot).map(unix_ms);
-                                tx.prepare_cached(RECORD_RUN)?
-                                    .execute(params![name, Outcome::Unknown.to_string(), ended])?;
-                            }
+                            // Its holder died: the run is on record as unknown.
+                            let ended = expired.expires.filter(|_| same_boot).map(unix_ms);
+                            tx.prepare_cached(RECORD_RUN)?.execute(params![
+                                name,
+                                Outcome::Unknown.to_string(),
+                                ended
+                            ])?;
                             (last_token, Some(expired))
                         }
                         None => (last_token, None),
