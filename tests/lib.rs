@@ -9,6 +9,7 @@ mod benchmarks;
 mod cli;
 mod edges;
 mod faults;
+mod hosts;
 mod last_run;
 mod race;
 mod singleton;

@@ -1,5 +1,5 @@
 //! Shared test helpers: running the real `singleton` binary, temporary stores, the history
-//! checker and server processes.
+//! checker, server processes and simulated hosts.
 
 #![allow(dead_code)]
 
@@ -8,6 +8,7 @@ pub mod etcd_server;
 pub mod fenced;
 pub mod freezer;
 pub mod history;
+pub mod hosts;
 pub mod mariadb_server;
 #[cfg(feature = "mongodb")]
 pub mod mongodb_server;
@@ -64,7 +65,12 @@ impl Test {
 
     /// Runs `program` instead of the binary, say one that runs the binary as another user.
     pub fn program(program: &str) -> Self {
-        let mut command = Command::new(program);
+        Test::command(Command::new(program))
+    }
+
+    /// Runs `command`, say one that runs the binary on a simulated host
+    /// ([`hosts::Host::singleton`]).
+    pub fn command(mut command: Command) -> Self {
         command.env_remove("SINGLETON_STORE");
         Test { command }
     }

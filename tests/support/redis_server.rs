@@ -7,7 +7,10 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use super::certs::{self, TlsServer};
-use super::servers::{Server, free_port, require_binary, spawn_tied, wait_for_port_logged};
+use super::hosts::Host;
+use super::servers::{
+    Server, free_port, require_binary, spawn_tied, wait_for_log, wait_for_port_logged,
+};
 
 /// The password of [`with_password`]'s server.
 pub const PASSWORD: &str = "s3cret-Redis-pw";
@@ -19,8 +22,8 @@ pub const TLS_PASSWORD: &str = "tls-Redis-pw-77";
 /// A running `redis-server` and the URL of its store.
 pub struct RedisServer {
     pub server: Server,
-    /// `redis://127.0.0.1:PORT` (with the password, if the server has one), or
-    /// `rediss://127.0.0.1:PORT` for a TLS server.
+    /// `redis://127.0.0.1:PORT` (with the password, if the server has one; the host's address
+    /// for a server on a simulated host), or `rediss://127.0.0.1:PORT` for a TLS server.
     pub url: String,
 }
 
@@ -40,6 +43,8 @@ struct Setup {
     password: Option<&'static str>,
     /// TLS only, on 127.0.0.1 and [`certs::MISNAMED_HOST`], and the ACL user.
     tls: Option<TlsServer>,
+    /// Runs on this simulated host, on its address, instead of on loopback.
+    host: Option<Host>,
 }
 
 /// The shared Redis server without a password.
@@ -98,16 +103,33 @@ pub fn own() -> RedisServer {
     start(Setup::default())
 }
 
+/// A server of the caller's own on the simulated `host`, listening on the host's address: only
+/// programs on hosts of the same network reach it.
+pub fn start_in(host: &Host) -> RedisServer {
+    start(Setup {
+        host: Some(host.clone()),
+        ..Setup::default()
+    })
+}
+
 fn start(setup: Setup) -> RedisServer {
     let binary = require_binary("redis-server", &[], "apt-get install redis-server");
     let dir = tempfile::tempdir().expect("temp dir");
     let port = free_port();
     let data = dir.path().to_owned();
     let tls = setup.tls.is_some();
+    let address = match &setup.host {
+        Some(host) => host.address().to_string(),
+        None => "127.0.0.1".to_owned(),
+    };
+    let url_address = address.clone();
     // The append-only file keeps every acknowledged write across a crash of the server (it is
     // written before the reply), so the tests that crash and restart the server find their data.
     let server = Server::start(port, dir, move || {
-        let mut command = Command::new(&binary);
+        let mut command = match &setup.host {
+            Some(host) => host.command(&binary),
+            None => Command::new(&binary),
+        };
         command
             .args([
                 "--save",
@@ -127,7 +149,12 @@ fn start(setup: Setup) -> RedisServer {
             .stderr(Stdio::null());
         match &setup.tls {
             None => {
-                command.args(["--bind", "127.0.0.1", "--port", &port.to_string()]);
+                command.args(["--bind", &address, "--port", &port.to_string()]);
+                if setup.host.is_some() {
+                    // Without a password Redis serves only loopback clients unless told to serve
+                    // all; a simulated host's network is closed off.
+                    command.args(["--protected-mode", "no"]);
+                }
             }
             Some(tls) => {
                 command
@@ -156,21 +183,35 @@ fn start(setup: Setup) -> RedisServer {
         if let Some(password) = setup.password {
             command.args(["--requirepass", password]);
         }
-        let mut child = spawn_tied(command).expect("start redis-server");
         let log = data.join("redis.log");
-        wait_for_port_logged(
-            port,
-            Duration::from_secs(20),
-            &mut child,
-            "redis-server",
-            Some(&log),
-        );
+        if setup.host.is_some() {
+            // A restarted server must not be taken for ready on its first start's word.
+            let _ = std::fs::remove_file(&log);
+        }
+        let mut child = spawn_tied(command).expect("start redis-server");
+        if setup.host.is_some() {
+            // The test process cannot reach a host's address; the server says when it serves.
+            wait_for_log(
+                &log,
+                "Ready to accept connections",
+                &mut child,
+                "redis-server",
+            );
+        } else {
+            wait_for_port_logged(
+                port,
+                Duration::from_secs(20),
+                &mut child,
+                "redis-server",
+                Some(&log),
+            );
+        }
         child
     });
     let url = match (tls, setup.password) {
         (true, _) => format!("rediss://{TLS_USER}:{TLS_PASSWORD}@127.0.0.1:{port}"),
-        (false, Some(password)) => format!("redis://:{password}@127.0.0.1:{port}"),
-        (false, None) => format!("redis://127.0.0.1:{port}"),
+        (false, Some(password)) => format!("redis://:{password}@{url_address}:{port}"),
+        (false, None) => format!("redis://{url_address}:{port}"),
     };
     RedisServer { server, url }
 }
