@@ -9,16 +9,25 @@
 //!   holder: { id, host, pid, label } | null,    // null while nobody holds the name
 //!   created: ISODate(...),                      // by the server's clock ($$NOW)
 //!   expires: ISODate(...) | null,               // null: never expires (or free)
-//!   previous: { holder, token, created, expires } | null }  // the expired lease last taken over
+//!   previous: { holder, token, created, expires } | null,  // the expired lease last taken over
+//!   run: { holder, token, started, ended, outcome, lease } } // the last ended run (see `run`)
 //! ```
+//!
+//! Documents written before `run` existed have none: they mean "no last run", and every
+//! operation works on them as on any other.
 //!
 //! Every operation is one command, so one round trip:
 //! - acquire: `findAndModify` on `{_id: name}` with upsert, whose update pipeline keeps the
 //!   document as it is (`$$ROOT`) while its lease is live by the server's `$$NOW`, and otherwise
-//!   replaces it with our lease and token + 1. The reply is the document after the update: our
-//!   holder id means we hold it, any other holder is the conflict, with no second read.
+//!   replaces it with our lease and token + 1, putting an expired lease's run on record as
+//!   unknown unless it was finished. The reply is the document after the update: our holder id
+//!   means we hold it, any other holder is the conflict, with no second read.
 //! - renew: `findAndModify` matching holder id, token and a live lease; no match is `Lost`.
-//! - release: `update` matching holder id and token; sets `holder` to null, keeps the token.
+//! - finish (and release): `findAndModify` matching our holder id and token, or a run on record
+//!   that is ours and unfinished; its pipeline records the run and gives the lease back or keeps
+//!   it for a hold, or only sets the outcome of the run on record. The reply tells which.
+//! - force-release: `findAndModify` matching a live lease; frees it and records its run.
+//! - last run(s): `aggregate` reading the documents with their liveness by `$$NOW`.
 //!
 //! Dates are compared as `$toLong` milliseconds inside `$expr`: valid on every MongoDB since 4.2
 //! and needed by SecantusDB, whose direct comparison of a date with `$$NOW` is broken. Every
