@@ -9,16 +9,25 @@
 //!   holder: { id, host, pid, label } | null,    // null while nobody holds the name
 //!   created: ISODate(...),                      // by the server's clock ($$NOW)
 //!   expires: ISODate(...) | null,               // null: never expires (or free)
-//!   previous: { holder, token, created, expires } | null }  // the expired lease last taken over
+//!   previous: { holder, token, created, expires } | null,  // the expired lease last taken over
+//!   run: { holder, token, started, ended, outcome, lease } } // the last ended run (see `run`)
 //! ```
+//!
+//! Documents written before `run` existed have none: they mean "no last run", and every
+//! operation works on them as on any other.
 //!
 //! Every operation is one command, so one round trip:
 //! - acquire: `findAndModify` on `{_id: name}` with upsert, whose update pipeline keeps the
 //!   document as it is (`$$ROOT`) while its lease is live by the server's `$$NOW`, and otherwise
-//!   replaces it with our lease and token + 1. The reply is the document after the update: our
-//!   holder id means we hold it, any other holder is the conflict, with no second read.
+//!   replaces it with our lease and token + 1, putting an expired lease's run on record as
+//!   unknown unless it was finished. The reply is the document after the update: our holder id
+//!   means we hold it, any other holder is the conflict, with no second read.
 //! - renew: `findAndModify` matching holder id, token and a live lease; no match is `Lost`.
-//! - release: `update` matching holder id and token; sets `holder` to null, keeps the token.
+//! - finish (and release): `findAndModify` matching our holder id and token, or a run on record
+//!   that is ours and unfinished; its pipeline records the run and gives the lease back or keeps
+//!   it for a hold, or only sets the outcome of the run on record. The reply tells which.
+//! - force-release: `findAndModify` matching a live lease; frees it and records its run.
+//! - last run(s): `aggregate` reading the documents with their liveness by `$$NOW`.
 //!
 //! Dates are compared as `$toLong` milliseconds inside `$expr`: valid on every MongoDB since 4.2
 //! and needed by SecantusDB, whose direct comparison of a date with `$$NOW` is broken. Every
@@ -42,11 +51,14 @@ use serde::Deserialize;
 
 use super::reconnect::Reconnecting;
 
+mod run;
 mod tls;
 mod url;
 
 use self::url::{StoreUrl, check_collection_name};
-use super::{Acquire, FencingToken, Holder, Lease, Released, Store, mask_password, redact};
+use super::{
+    Acquire, FencingToken, Finish, Holder, LastRun, Lease, Released, Store, mask_password, redact,
+};
 use crate::error::{Error, Result};
 
 /// The collection used when the URL has no `?collection=`.
@@ -426,6 +438,12 @@ struct LeaseDoc {
     expires: Option<DateTime>,
     #[serde(default)]
     previous: Option<PreviousDoc>,
+    /// The last run on record, read only where needed (see `run`).
+    #[serde(default)]
+    run: Option<Bson>,
+    /// Whether the lease is live by the server's clock, where a read computed it.
+    #[serde(default)]
+    live: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -561,6 +579,7 @@ impl Store for MongoStore {
                 "then": { "holder": "$holder", "token": "$token", "created": "$created", "expires": "$expires" },
                 "else": Bson::Null,
             } },
+            "run": run::taken_over(),
         };
         let pipeline = vec![doc! {
             "$replaceWith": { "$cond": { "if": live(), "then": "$$ROOT", "else": ours } }
@@ -645,25 +664,72 @@ impl Store for MongoStore {
             .ok_or_else(|| Error::lost(lease, Error::NOT_OURS))
     }
 
-    async fn release(&self, lease: &Lease) -> Result<Released> {
+    async fn finish(&self, lease: &Lease, finish: &Finish) -> Result<Released> {
         let Some(token) = stored_token(lease.token) else {
             return Ok(Released::NotHeld);
         };
-        let result = self
+        let hold_ms = finish
+            .hold
+            .map(|hold| ttl_ms(hold.after_acquisition.min(MAX_TTL)))
+            .transpose()?;
+        let id = &lease.holder.id;
+        let filter = run::finish_filter(&lease.name, id, token);
+        let update = run::finish_update(id, token, finish.outcome, hold_ms);
+        let after = self
             .bounded("release", |h| async move {
                 h.leases
-                    .update_one(
-                        doc! { "_id": &lease.name, "holder.id": &lease.holder.id, "token": token },
-                        doc! { "$set": { "holder": Bson::Null, "expires": Bson::Null } },
-                    )
+                    .find_one_and_update(filter, vec![update])
+                    .return_document(ReturnDocument::After)
                     .await
             })
             .await?;
-        Ok(if result.matched_count == 1 {
-            Released::Released
-        } else {
-            Released::NotHeld
-        })
+        run::finished(after, id, token).map_err(|e| Error::store(&self.url, "release", e))
+    }
+
+    async fn last_run(&self, name: &str) -> Result<Option<LastRun>> {
+        let found = self
+            .bounded("last-run", |h| async move {
+                let cursor = h
+                    .leases
+                    .aggregate(run::reading(doc! { "_id": name }))
+                    .with_type::<LeaseDoc>()
+                    .await?;
+                cursor.try_collect::<Vec<LeaseDoc>>().await
+            })
+            .await?;
+        match found.into_iter().next() {
+            Some(doc) => run::last_run_of(doc).map_err(|e| Error::store(&self.url, "last-run", e)),
+            None => Ok(None),
+        }
+    }
+
+    async fn last_runs(&self) -> Result<Vec<LastRun>> {
+        // Only documents with a run on record or a lease (which may have expired unfinished).
+        let with_runs = doc! { "$or": [
+            { "run": { "$type": "object" } },
+            { "holder": { "$type": "object" } },
+        ] };
+        let found = self
+            .bounded("last-run", |h| async move {
+                let cursor = h
+                    .leases
+                    .aggregate(run::reading(with_runs))
+                    .with_type::<LeaseDoc>()
+                    .await?;
+                cursor.try_collect::<Vec<LeaseDoc>>().await
+            })
+            .await?;
+        let mut runs = Vec::with_capacity(found.len());
+        for doc in found {
+            if let Some(run) =
+                run::last_run_of(doc).map_err(|e| Error::store(&self.url, "last-run", e))?
+            {
+                runs.push(run);
+            }
+        }
+        // Byte order, as `list`.
+        runs.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(runs)
     }
 
     async fn inspect(&self, name: &str) -> Result<Option<Lease>> {
@@ -698,7 +764,11 @@ impl Store for MongoStore {
                 h.leases
                     .find_one_and_update(
                         doc! { "_id": name, "$expr": live() },
-                        doc! { "$set": { "holder": Bson::Null, "expires": Bson::Null } },
+                        vec![doc! { "$set": {
+                            "holder": Bson::Null,
+                            "expires": Bson::Null,
+                            "run": run::force_released(),
+                        } }],
                     )
                     .return_document(ReturnDocument::Before)
                     .await
