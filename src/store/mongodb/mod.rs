@@ -574,8 +574,12 @@ impl Store for MongoStore {
             }),
             "created": "$$NOW",
             "expires": expires,
+            // A lease kept after its finished run ended as planned: not reported as taken over.
             "previous": { "$cond": {
-                "if": { "$eq": [{ "$type": "$holder" }, "object"] },
+                "if": { "$and": [
+                    { "$eq": [{ "$type": "$holder" }, "object"] },
+                    { "$not": [run::recorded()] },
+                ] },
                 "then": { "holder": "$holder", "token": "$token", "created": "$created", "expires": "$expires" },
                 "else": Bson::Null,
             } },

@@ -64,7 +64,7 @@ fn run_of(doc: &mut LeaseDoc) -> Result<Option<RunDoc>, String> {
 
 /// True while the run on record is the document's lease's own: that lease was finished, and is
 /// kept after its run (or expired since).
-fn recorded() -> Document {
+pub(super) fn recorded() -> Document {
     doc! { "$and": [
         { "$eq": ["$run.token", "$token"] },
         { "$eq": ["$run.holder.id", "$holder.id"] },
