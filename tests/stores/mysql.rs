@@ -3,6 +3,7 @@
 use singleton_process::conformance::Suite;
 use singleton_process::{Acquire, Holder};
 
+use super::must_acquire;
 use crate::support::mariadb_server::shared;
 use crate::support::proxy::Proxy;
 use crate::support::{history, unique};
@@ -122,4 +123,73 @@ async fn refused_logins_and_access_are_refused() {
         crate::support::mariadb_server::DATABASE
     );
     super::sql::no_access_is_refused(&url).await;
+}
+
+/// Runs `statements` on the test database, as its admin.
+async fn run_sql(statements: &[String]) {
+    use mysql_async::prelude::Queryable;
+    let mut conn = mysql_async::Conn::from_url(shared().raw_url())
+        .await
+        .expect("connect");
+    for statement in statements {
+        conn.query_drop(statement).await.expect(statement);
+    }
+    conn.disconnect().await.expect("disconnect");
+}
+
+/// The lease table as the previous version created it, without the columns of the last run,
+/// with a live and an expired lease in it: connecting adds the columns (MySQL 8.0 has no `ADD
+/// COLUMN IF NOT EXISTS`, so several processes at once meet a duplicate), and both leases go
+/// on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_of_the_previous_version_keeps_working() {
+    let table = unique("previous").replace('-', "_");
+    let (live, expired) = (unique("previous-live"), unique("previous-expired"));
+    let old = super::sql::OLD_HOLDER;
+    run_sql(&[
+        format!(
+            "CREATE TABLE `{table}` (
+                 name            VARBINARY(255) NOT NULL PRIMARY KEY,
+                 token           BIGINT UNSIGNED NOT NULL,
+                 holder_id       VARBINARY(255) NULL,
+                 host            VARBINARY(255) NOT NULL,
+                 pid             BIGINT UNSIGNED NOT NULL,
+                 label           BLOB NOT NULL,
+                 created         DATETIME(6) NOT NULL,
+                 expires_at      DATETIME(6) NULL,
+                 prev_holder_id  VARBINARY(255) NULL,
+                 prev_host       VARBINARY(255) NULL,
+                 prev_pid        BIGINT UNSIGNED NULL,
+                 prev_label      BLOB NULL,
+                 prev_created    DATETIME(6) NULL,
+                 prev_expires_at DATETIME(6) NULL
+             ) ENGINE = InnoDB"
+        ),
+        format!(
+            "INSERT INTO `{table}` (name, token, holder_id, host, pid, label, created, expires_at)
+             VALUES ('{live}', 7, '{old}', 'old-host', 42, 'old job',
+                     UTC_TIMESTAMP(6) - INTERVAL 1 MINUTE, UTC_TIMESTAMP(6) + INTERVAL 1 HOUR),
+                    ('{expired}', 3, '{old}', 'old-host', 43, 'old job',
+                     UTC_TIMESTAMP(6) - INTERVAL 2 MINUTE, UTC_TIMESTAMP(6) - INTERVAL 1 MINUTE)"
+        ),
+    ])
+    .await;
+    let url = format!("{}&table={table}", shared().url());
+    super::sql::a_table_of_the_previous_version_keeps_working(&url, &live, &expired).await;
+}
+
+#[tokio::test]
+async fn a_bad_stored_outcome_is_a_store_error() {
+    let table = unique("outcome").replace('-', "_");
+    let store = singleton_process::connect(&format!("{}&table={table}", shared().url()))
+        .await
+        .expect("connect");
+    let name = unique("bad-outcome");
+    let lease = must_acquire(&*store, &name).await;
+    store.release(&lease).await.unwrap();
+    run_sql(&[format!(
+        "UPDATE `{table}` SET run_outcome = 'bogus' WHERE name = '{name}'"
+    )])
+    .await;
+    super::sql::a_bad_stored_outcome_is_a_store_error(&*store, &name).await;
 }

@@ -210,3 +210,61 @@ async fn refused_logins_and_access_are_refused() {
     );
     super::sql::no_access_is_refused(&url).await;
 }
+
+/// The lease table as the previous version created it, without the columns of the last run,
+/// with a live and an expired lease in it: connecting adds the columns, and both leases go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_of_the_previous_version_keeps_working() {
+    let (client, connection) = tokio_postgres::connect(&shared().raw_url(), NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    let table = unique("previous").replace('-', "_");
+    let (live, expired) = (unique("previous-live"), unique("previous-expired"));
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE \"{table}\" (
+                 name       text COLLATE \"C\" PRIMARY KEY,
+                 token      bigint NOT NULL,
+                 holder_id  text,
+                 host       text NOT NULL,
+                 pid        bigint NOT NULL,
+                 label      text NOT NULL,
+                 created    timestamptz NOT NULL,
+                 expires_at timestamptz
+             );
+             INSERT INTO \"{table}\" VALUES
+                 ('{live}', 7, '{old}', 'old-host', 42, 'old job',
+                  now() - interval '1 minute', now() + interval '1 hour'),
+                 ('{expired}', 3, '{old}', 'old-host', 43, 'old job',
+                  now() - interval '2 minutes', now() - interval '1 minute')",
+            old = super::sql::OLD_HOLDER
+        ))
+        .await
+        .expect("create a table of the previous version");
+    let url = format!("{}&table={table}", shared().url());
+    super::sql::a_table_of_the_previous_version_keeps_working(&url, &live, &expired).await;
+}
+
+#[tokio::test]
+async fn a_bad_stored_outcome_is_a_store_error() {
+    let table = unique("outcome").replace('-', "_");
+    let store = singleton_process::connect(&format!("{}&table={table}", shared().url()))
+        .await
+        .expect("connect");
+    let name = unique("bad-outcome");
+    let lease = must_acquire(&*store, &name).await;
+    store.release(&lease).await.unwrap();
+    let (client, connection) = tokio_postgres::connect(&shared().raw_url(), NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    client
+        .execute(
+            &format!("UPDATE \"{table}\" SET run_outcome = 'bogus' WHERE name = $1"),
+            &[&name],
+        )
+        .await
+        .expect("spoil the outcome");
+    super::sql::a_bad_stored_outcome_is_a_store_error(&*store, &name).await;
+}

@@ -1,12 +1,12 @@
 //! Checks the PostgreSQL and MySQL stores share: what the CLI says about refused credentials,
 //! hosts that do not answer and table names that are not identifiers; renewing a lease without
-//! expiry; a table of another shape.
+//! expiry; a table of another shape; a table of the previous version.
 
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use singleton_process::{Acquire, Error, Holder, Released, Store};
+use singleton_process::{Acquire, Error, Finish, Holder, Outcome, Released, Store};
 
 use crate::support::{Test, servers::free_port, unique};
 
@@ -146,4 +146,117 @@ pub async fn no_access_is_refused(url_of_user_without_access: &str) {
         Err(Error::Refused { .. }) => {}
         other => panic!("a user without access must be refused, got {other:?}"),
     }
+}
+
+/// The holder id of the leases in a table of the previous version made by hand.
+pub const OLD_HOLDER: &str = "old-holder";
+
+/// A table of the previous version (without the columns of the last run), made by hand with
+/// a live lease on `live` (holder [`OLD_HOLDER`], token 7, an hour left) and one on `expired`
+/// (token 3) that ran out a minute ago, keeps working when the new code connects to it: several
+/// processes at once, each of which finds the columns missing.
+pub async fn a_table_of_the_previous_version_keeps_working(url: &str, live: &str, expired: &str) {
+    let mut connecting = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let url = url.to_owned();
+        connecting.spawn(async move { singleton_process::connect(&url).await });
+    }
+    let mut stores = Vec::new();
+    while let Some(connected) = connecting.join_next().await {
+        stores.push(
+            connected
+                .expect("join")
+                .unwrap_or_else(|e| panic!("connecting to a table of the previous version: {e}")),
+        );
+    }
+    let store = &*stores[0];
+
+    assert!(
+        store.last_run(live).await.unwrap().is_none(),
+        "a run still going is no last run"
+    );
+    let held = match store
+        .acquire(live, &Holder::current("new"), Some(Duration::from_secs(60)))
+        .await
+        .unwrap()
+    {
+        Acquire::Held(lease) => lease,
+        Acquire::Acquired { .. } => panic!("the live lease of the previous version must hold"),
+    };
+    assert_eq!((held.holder.id.as_str(), held.token.0), (OLD_HOLDER, 7));
+    assert_eq!(
+        store
+            .finish(&held, &Finish::release(Outcome::Exit(4)))
+            .await
+            .unwrap(),
+        Released::Released
+    );
+    let run = store
+        .last_run(live)
+        .await
+        .unwrap()
+        .expect("the finished run");
+    assert_eq!(
+        (run.holder.id.as_str(), run.token.0, run.outcome),
+        (OLD_HOLDER, 7, Outcome::Exit(4))
+    );
+    let next = super::must_acquire(store, live).await;
+    assert_eq!(next.token.0, 8, "the fencing counter carries on");
+
+    let unknown = store
+        .last_run(expired)
+        .await
+        .unwrap()
+        .expect("an expired lease reads as a run");
+    assert_eq!(
+        (unknown.holder.id.as_str(), unknown.token.0, unknown.outcome),
+        (OLD_HOLDER, 3, Outcome::Unknown)
+    );
+    let ended = unknown.ended.expect("it ended when it expired");
+    assert!(ended < SystemTime::now(), "{unknown}");
+    match store
+        .acquire(
+            expired,
+            &Holder::current("new"),
+            Some(Duration::from_secs(60)),
+        )
+        .await
+        .unwrap()
+    {
+        Acquire::Acquired {
+            lease,
+            took_over: Some(old),
+        } => {
+            assert_eq!((lease.token.0, old.token.0), (4, 3));
+            store.release(&lease).await.unwrap();
+        }
+        other => panic!("the expired lease must be taken over, got {other:?}"),
+    }
+    let runs: Vec<_> = store
+        .last_runs()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|run| run.name == live || run.name == expired)
+        .map(|run| (run.name, run.token.0))
+        .collect();
+    let mut expected = vec![(live.to_owned(), 7), (expired.to_owned(), 4)];
+    expected.sort();
+    assert_eq!(runs, expected);
+    store.release(&next).await.unwrap();
+}
+
+/// A stored outcome that does not parse (`bogus`, written by hand on `name`) is a one-line
+/// [`Error::Store`] naming it, from `last_run` and `last_runs` both.
+pub async fn a_bad_stored_outcome_is_a_store_error(store: &dyn Store, name: &str) {
+    let err = store
+        .last_run(name)
+        .await
+        .expect_err("an outcome that does not parse");
+    assert!(matches!(err, Error::Store { .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(message.contains("\"bogus\""), "{message}");
+    assert!(!message.contains('\n'), "{message}");
+    let err = store.last_runs().await.expect_err("the same in the list");
+    assert!(matches!(err, Error::Store { .. }), "{err:?}");
 }

@@ -1,17 +1,25 @@
 //! `mysql://` — leases in a MySQL or MariaDB table (feature `mysql`).
 //!
 //! One row per name holds the fencing counter, the holder and `expires_at`, all times by the
-//! server's `UTC_TIMESTAMP(6)`. A row is free for the taking when `expires_at` is past; release
-//! sets it to the Unix epoch instead of deleting the row, so the counter survives. Every
-//! operation is one prepared statement in autocommit mode, so it works through a
-//! transaction-mode proxy; nothing is session-bound (no `GET_LOCK`).
+//! server's `UTC_TIMESTAMP(6)`, and the name's last run that ended (`run_*`: its token, holder,
+//! start, end and outcome). A row is free for the taking when `expires_at` is past; release
+//! sets it to the Unix epoch instead of deleting the row, so the counter and the last run
+//! survive. Every operation is one prepared statement in autocommit mode, so it works through
+//! a transaction-mode proxy; nothing is session-bound (no `GET_LOCK`).
 //!
 //! Acquire is one `INSERT … ON DUPLICATE KEY UPDATE` whose assignments each keep the old value
 //! unless the row was free, so the server reports 1 affected row for a new row, 2 for a row
 //! taken over and 0 when it is held. It hands the new token back in the OK packet through
-//! `LAST_INSERT_ID(expr)`, with one bit that says whether the row had an (expired) holder.
+//! `LAST_INSERT_ID(expr)`, with one bit that says whether the row had an (expired) holder, and
+//! records an expired lease it takes over as an unknown run unless that was finished already.
 //! Only a conflict or a take-over of an expired lease costs a second, read-only statement that
-//! fetches the holder to report; it never changes the outcome. See docs/mysql.md.
+//! fetches the holder to report; it never changes the outcome. Finish is one owner-checked
+//! `UPDATE` that records the run and gives the lease back or keeps it to the hold's end (or,
+//! when the lease was taken over or force-released meanwhile but the run on record is still
+//! ours, sets its outcome), and says which in the OK packet, through `LAST_INSERT_ID(expr)`
+//! too. See docs/mysql.md.
+//!
+//! Tables of the previous version, without the `run_*` columns, get them at connect.
 //!
 //! TLS (`ssl-mode`, `ssl-ca`, `ssl-cert`, `ssl-key`, as the mysql client) is in [`tls`].
 
@@ -25,7 +33,7 @@ use mysql_async::{Conn, Opts, OptsBuilder, Params, Pool, Row, Value};
 
 use super::reconnect::{self, Lent, Reconnecting};
 use super::sql::{self, SqlUrl};
-use super::{Acquire, Holder, Lease, Released, Store};
+use super::{Acquire, Finish, Holder, LastRun, Lease, Released, Store};
 use crate::error::{Error, Result};
 use statements::Statements;
 
@@ -43,6 +51,13 @@ fn retry_pause() -> Duration {
 
 /// The server's "Deadlock found when trying to get lock" error.
 const ER_LOCK_DEADLOCK: u16 = 1213;
+
+/// The server's "Unknown column" error: a table of the previous version meets a statement
+/// that reads the run columns.
+const ER_BAD_FIELD_ERROR: u16 = 1054;
+
+/// The server's "Duplicate column name" error: somebody else added the run columns first.
+const ER_DUP_FIELDNAME: u16 = 1060;
 
 /// The server's errors that refuse our credentials or our access: access denied for the user
 /// (1045), to the database (1044), to a table (1142) or a column (1143), a missing privilege
@@ -152,6 +167,20 @@ type PreviousRow = (
     Option<i64>,
 );
 
+/// A name and its last run, as `last_run` reads them: token, holder id, host, pid, label,
+/// started and ended in µs, outcome.
+type RunRow = (
+    Vec<u8>,
+    u64,
+    Vec<u8>,
+    Vec<u8>,
+    u64,
+    Vec<u8>,
+    i64,
+    Option<i64>,
+    Vec<u8>,
+);
+
 /// Microseconds since the Unix epoch, as the statements read times, as a time.
 fn from_unix_micros(micros: i64) -> SystemTime {
     let delta = Duration::from_micros(micros.unsigned_abs());
@@ -164,6 +193,16 @@ fn from_unix_micros(micros: i64) -> SystemTime {
             .checked_sub(delta)
             .unwrap_or(SystemTime::UNIX_EPOCH)
     }
+}
+
+/// Named parameters, for a statement that reads some in several places.
+fn named<const N: usize>(params: [(&str, Value); N]) -> Params {
+    Params::Named(
+        params
+            .into_iter()
+            .map(|(name, value)| (name.as_bytes().to_vec(), value))
+            .collect(),
+    )
 }
 
 fn text(bytes: Vec<u8>) -> String {
@@ -242,10 +281,33 @@ impl MysqlStore {
                 .await
                 .map_err(|e| self.error("create table", e))?;
         }
-        for statement in self.sql.all() {
+        // A table of another shape fails here, before anything is added to it.
+        for statement in self.sql.of_the_lease_columns() {
             conn.prep(statement)
                 .await
                 .map_err(|e| self.error("prepare", e))?;
+        }
+        let mut added = false;
+        for statement in self.sql.of_the_run_columns() {
+            match conn.prep(statement).await {
+                Ok(_) => {}
+                // A table of the previous version, without the run columns: add them, once.
+                Err(mysql_async::Error::Server(err))
+                    if err.code == ER_BAD_FIELD_ERROR && !added =>
+                {
+                    added = true;
+                    match conn.query_drop(self.sql.add_run_columns.as_str()).await {
+                        Ok(()) => {}
+                        // Another process added them at the same time.
+                        Err(mysql_async::Error::Server(err)) if err.code == ER_DUP_FIELDNAME => {}
+                        Err(err) => return Err(self.error("add the last-run columns", err)),
+                    }
+                    conn.prep(statement)
+                        .await
+                        .map_err(|e| self.error("prepare", e))?;
+                }
+                Err(err) => return Err(self.error("prepare", err)),
+            }
         }
         pool.answered();
         Ok(())
@@ -291,7 +353,7 @@ impl MysqlStore {
         &self,
         operation: &'static str,
         statement: &str,
-        params: Vec<Value>,
+        params: Params,
     ) -> Result<Outcome> {
         self.try_execute(operation, statement, params)
             .await?
@@ -304,16 +366,13 @@ impl MysqlStore {
         &self,
         operation: &'static str,
         statement: &str,
-        params: Vec<Value>,
+        params: Params,
     ) -> Result<Result<Outcome, mysql_async::Error>> {
         let (pool, mut conn) = self.conn(operation).await?;
-        let outcome = conn
-            .exec_drop(statement, Params::Positional(params))
-            .await
-            .map(|()| Outcome {
-                affected_rows: conn.affected_rows(),
-                last_insert_id: conn.last_insert_id(),
-            });
+        let outcome = conn.exec_drop(statement, params).await.map(|()| Outcome {
+            affected_rows: conn.affected_rows(),
+            last_insert_id: conn.last_insert_id(),
+        });
         pool.answered();
         Ok(outcome)
     }
@@ -324,10 +383,10 @@ impl MysqlStore {
         &self,
         operation: &'static str,
         statement: &str,
-        params: Vec<Value>,
+        params: Params,
     ) -> Result<Vec<T>> {
         let (pool, mut conn) = self.conn(operation).await?;
-        let rows = conn.exec(statement, Params::Positional(params)).await;
+        let rows = conn.exec(statement, params).await;
         pool.answered();
         let rows: Vec<Row> = rows.map_err(|e| self.error(operation, e))?;
         rows.into_iter()
@@ -337,13 +396,39 @@ impl MysqlStore {
             .collect()
     }
 
+    /// The last run in a row of the last-run statements.
+    fn run_of(&self, row: RunRow, operation: &'static str) -> Result<LastRun> {
+        let (name, token, id, host, pid, label, started, ended, outcome) = row;
+        let name = text(name);
+        let outcome = text(outcome).parse().map_err(|e| {
+            Error::store(
+                &self.url.masked,
+                operation,
+                format!("the last run of {name:?}: {e}"),
+            )
+        })?;
+        Ok(LastRun {
+            name,
+            holder: Holder {
+                id: text(id),
+                host: text(host),
+                pid: sql::pid(pid),
+                label: text(label),
+            },
+            token: sql::token(token),
+            started: from_unix_micros(started),
+            ended: ended.map(from_unix_micros),
+            outcome,
+        })
+    }
+
     /// The lease that an acquire with `token` took over, read after the fact for reporting.
     async fn taken_over(&self, name: &str, token: u64) -> Result<Option<Lease>> {
         let rows: Vec<PreviousRow> = self
             .rows(
                 "acquire",
                 &self.sql.taken_over,
-                vec![name.into(), token.into()],
+                Params::Positional(vec![name.into(), token.into()]),
             )
             .await?;
         Ok(rows
@@ -395,7 +480,11 @@ impl Store for MysqlStore {
             // monotonic deadline); the server's own values are in the table.
             let created = SystemTime::now();
             let outcome = match self
-                .try_execute("acquire", &self.sql.acquire, params.clone())
+                .try_execute(
+                    "acquire",
+                    &self.sql.acquire,
+                    Params::Positional(params.clone()),
+                )
                 .await?
             {
                 Ok(outcome) => outcome,
@@ -466,12 +555,12 @@ impl Store for MysqlStore {
             .execute(
                 "renew",
                 &self.sql.renew,
-                vec![
+                Params::Positional(vec![
                     ttl_us.into(),
                     lease.name.as_str().into(),
                     lease.holder.id.as_str().into(),
                     lease.token.0.into(),
-                ],
+                ]),
             )
             .await?;
         // The renewed row sets LAST_INSERT_ID to its token even when nothing changed (a lease
@@ -485,34 +574,74 @@ impl Store for MysqlStore {
         })
     }
 
-    async fn release(&self, lease: &Lease) -> Result<Released> {
+    async fn finish(&self, lease: &Lease, finish: &Finish) -> Result<Released> {
+        let hold_us = finish
+            .hold
+            .map(|hold| sql::micros(hold.after_acquisition))
+            .transpose()
+            .map_err(|e| Error::store(&self.url.masked, "release", e))?;
         let outcome = self
             .execute(
                 "release",
-                &self.sql.release,
-                vec![
-                    lease.name.as_str().into(),
-                    lease.holder.id.as_str().into(),
-                    lease.token.0.into(),
-                ],
+                &self.sql.finish,
+                named([
+                    ("name", lease.name.as_str().into()),
+                    ("holder_id", lease.holder.id.as_str().into()),
+                    ("token", lease.token.0.into()),
+                    ("outcome", finish.outcome.to_string().into()),
+                    ("hold_us", hold_us.into()),
+                ]),
             )
             .await?;
-        Ok(if outcome.affected_rows == 1 {
-            Released::Released
-        } else {
-            Released::NotHeld
+        // What happened, from the OK packet: see the statement.
+        let done = outcome.last_insert_id.unwrap_or(0);
+        Ok(match done % 4 {
+            1 => Released::Released,
+            2 => Released::Kept {
+                expires: Some(from_unix_micros(
+                    i64::try_from(done / 4).unwrap_or(i64::MAX),
+                )),
+            },
+            _ => Released::NotHeld,
         })
+    }
+
+    async fn last_run(&self, name: &str) -> Result<Option<LastRun>> {
+        let rows: Vec<RunRow> = self
+            .rows(
+                "last-run",
+                &self.sql.last_run,
+                Params::Positional(vec![name.into()]),
+            )
+            .await?;
+        rows.into_iter()
+            .next()
+            .map(|row| self.run_of(row, "last-run"))
+            .transpose()
+    }
+
+    async fn last_runs(&self) -> Result<Vec<LastRun>> {
+        let rows: Vec<RunRow> = self
+            .rows("last-runs", &self.sql.last_runs, Params::Empty)
+            .await?;
+        rows.into_iter()
+            .map(|row| self.run_of(row, "last-runs"))
+            .collect()
     }
 
     async fn inspect(&self, name: &str) -> Result<Option<Lease>> {
         let rows: Vec<LeaseRow> = self
-            .rows("inspect", &self.sql.inspect, vec![name.into()])
+            .rows(
+                "inspect",
+                &self.sql.inspect,
+                Params::Positional(vec![name.into()]),
+            )
             .await?;
         Ok(rows.into_iter().next().and_then(|row| lease_of(name, row)))
     }
 
     async fn list(&self) -> Result<Vec<Lease>> {
-        let rows: Vec<ListRow> = self.rows("list", &self.sql.list, Vec::new()).await?;
+        let rows: Vec<ListRow> = self.rows("list", &self.sql.list, Params::Empty).await?;
         Ok(rows
             .into_iter()
             .filter_map(|(name, token, id, host, pid, label, created, expires)| {
@@ -522,13 +651,24 @@ impl Store for MysqlStore {
     }
 
     async fn force_release(&self, name: &str) -> Result<Option<Lease>> {
-        // Read the live lease, then release exactly that one (holder id and token): if it
-        // changed hands in between, nothing is changed and we look again.
+        // Read the live lease, then free exactly that one (holder id and token), recording its
+        // run: if it changed hands in between, nothing is changed and we look again.
         for _ in 0..ATTEMPTS {
             let Some(lease) = self.inspect(name).await? else {
                 return Ok(None);
             };
-            if self.release(&lease).await? == Released::Released {
+            let outcome = self
+                .execute(
+                    "force-release",
+                    &self.sql.force_release,
+                    Params::Positional(vec![
+                        name.into(),
+                        lease.holder.id.as_str().into(),
+                        lease.token.0.into(),
+                    ]),
+                )
+                .await?;
+            if outcome.affected_rows == 1 {
                 return Ok(Some(lease));
             }
         }
@@ -543,13 +683,13 @@ impl Store for MysqlStore {
         self.execute(
             "benchmark",
             &self.sql.floor_insert,
-            vec![scratch_key.into(), "holder".into()],
+            Params::Positional(vec![scratch_key.into(), "holder".into()]),
         )
         .await?;
         self.execute(
             "benchmark",
             &self.sql.floor_delete,
-            vec![scratch_key.into()],
+            Params::Positional(vec![scratch_key.into()]),
         )
         .await?;
         Ok(())

@@ -1,16 +1,24 @@
 //! `postgres://` and `postgresql://` — leases in a PostgreSQL table (feature `postgres`).
 //!
 //! One row per name holds the fencing counter, the holder and `expires_at`, all times by the
-//! server's `now()`. Release marks the row free (`holder_id IS NULL`) instead of deleting it, so
-//! the counter survives. Every operation is ONE prepared statement in autocommit mode, so it
-//! works through a transaction-mode pooler; nothing is session-bound (no advisory locks).
+//! server's `now()`, and the name's last run that ended (`run_*`: its token, holder, start, end
+//! and outcome). Release marks the row free (`holder_id IS NULL`) instead of deleting it, so
+//! the counter and the last run survive. Every operation is ONE prepared statement in
+//! autocommit mode, so it works through a transaction-mode pooler; nothing is session-bound
+//! (no advisory locks).
 //!
 //! Acquire is one statement that locks the name's row (`SELECT … FOR UPDATE`, which in READ
 //! COMMITTED returns the newest committed version), takes it over if it is free or expired, or
 //! inserts it if it does not exist, and returns both the new lease and the row as it was: the
-//! holder on a conflict, or the expired lease that was taken over. The common cases are decided
-//! first by plain statements that lock nothing: an `UPDATE` that takes a released row, else a
-//! read that reports a live lease. See docs/postgres.md.
+//! holder on a conflict, or the expired lease that was taken over, whose run it records as
+//! unknown unless it was finished already. The common cases are decided first by plain
+//! statements that lock nothing: an `UPDATE` that takes a released row, else a read that
+//! reports a live lease. Finish is one `UPDATE`, owner-checked, that records the run and gives
+//! the lease back or keeps it to the hold's end; or, when the lease was taken over or
+//! force-released meanwhile but the run on record is still ours, sets its outcome. See
+//! docs/postgres.md.
+//!
+//! Tables of the previous version, without the `run_*` columns, get them at connect.
 //!
 //! TLS follows libpq's `sslmode` and its files (`postgres/tls.rs`).
 
@@ -27,7 +35,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use self::statements::Statements;
 use super::reconnect::{self, Lent, Reconnecting};
 use super::sql::{self, SqlUrl};
-use super::{Acquire, Freed, Holder, Lease, Released, Store};
+use super::{Acquire, Finish, Freed, Holder, LastRun, Lease, Released, Store};
 use crate::error::{Error, Result};
 
 /// Connections kept at most; each operation holds one for one round trip.
@@ -128,6 +136,8 @@ impl PostgresStore {
                         | &SqlState::DUPLICATE_TABLE
                         // "type … already exists": the table's row type, made by the other.
                         | &SqlState::DUPLICATE_OBJECT
+                        // A column of the last run, added by another session at once.
+                        | &SqlState::DUPLICATE_COLUMN
                         | &SqlState::T_R_DEADLOCK_DETECTED
                 )
             );
@@ -254,6 +264,34 @@ impl PostgresStore {
 
     fn read_error(&self, operation: &'static str, err: tokio_postgres::Error) -> Error {
         self.url.error(operation, err)
+    }
+
+    /// The last run in a row of the last-run statements: token, holder id, host, pid, label,
+    /// started, ended, outcome, name.
+    fn run_of(&self, row: &Row, operation: &'static str) -> Result<LastRun> {
+        let read = |e| self.read_error(operation, e);
+        let name: String = row.try_get(8).map_err(read)?;
+        let outcome: String = row.try_get(7).map_err(read)?;
+        let outcome = outcome.parse().map_err(|e| {
+            Error::store(
+                &self.url.masked,
+                operation,
+                format!("the last run of {name:?}: {e}"),
+            )
+        })?;
+        Ok(LastRun {
+            holder: Holder {
+                id: row.try_get(1).map_err(read)?,
+                host: row.try_get(2).map_err(read)?,
+                pid: sql::pid(row.try_get::<_, i64>(3).map_err(read)?),
+                label: row.try_get(4).map_err(read)?,
+            },
+            token: sql::token(row.try_get::<_, i64>(0).map_err(read)?),
+            started: row.try_get(5).map_err(read)?,
+            ended: row.try_get(6).map_err(read)?,
+            outcome,
+            name,
+        })
     }
 }
 
@@ -447,23 +485,50 @@ impl Store for PostgresStore {
         })
     }
 
-    async fn release(&self, lease: &Lease) -> Result<Released> {
+    async fn finish(&self, lease: &Lease, finish: &Finish) -> Result<Released> {
         let token = i64::try_from(lease.token.0).unwrap_or(i64::MAX);
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
-            [&lease.name, &lease.holder.id, &token];
-        let freed = self
+        let outcome = finish.outcome.to_string();
+        let hold_us = finish
+            .hold
+            .map(|hold| sql::micros(hold.after_acquisition))
+            .transpose()
+            .map_err(|e| Error::store(&self.url.masked, "release", e))?;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
+            [&lease.name, &lease.holder.id, &token, &outcome, &hold_us];
+        let rows = self
             .telling_waiters(
                 "release",
-                &self.sql.release,
-                &self.sql.release_quietly,
+                &self.sql.finish,
+                &self.sql.finish_quietly,
                 &params,
             )
             .await?;
-        Ok(if freed.len() == 1 {
-            Released::Released
-        } else {
-            Released::NotHeld
+        let Some(row) = rows.first() else {
+            return Ok(Released::NotHeld);
+        };
+        let read = |e| self.read_error("release", e);
+        let done: &str = row.try_get(0).map_err(read)?;
+        Ok(match done {
+            "released" => Released::Released,
+            "kept" => Released::Kept {
+                expires: row.try_get(1).map_err(read)?,
+            },
+            _ => Released::NotHeld,
         })
+    }
+
+    async fn last_run(&self, name: &str) -> Result<Option<LastRun>> {
+        let rows = self.rows("last-run", &self.sql.last_run, &[&name]).await?;
+        rows.first()
+            .map(|row| self.run_of(row, "last-run"))
+            .transpose()
+    }
+
+    async fn last_runs(&self) -> Result<Vec<LastRun>> {
+        let rows = self.rows("last-runs", &self.sql.last_runs, &[]).await?;
+        rows.iter()
+            .map(|row| self.run_of(row, "last-runs"))
+            .collect()
     }
 
     async fn inspect(&self, name: &str) -> Result<Option<Lease>> {
