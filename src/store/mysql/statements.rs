@@ -187,9 +187,11 @@ impl Statements {
                          UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND)
                  ON DUPLICATE KEY UPDATE\n    {update}"
             ),
+            // A lease kept after its finished run ended as planned and is not reported: the
+            // acquire recorded the run of the lease it took over as unknown, not so that one.
             taken_over: format!(
                 "SELECT prev_holder_id, prev_host, prev_pid, prev_label, {}, {}
-                 FROM {t} WHERE name = ? AND token = ?",
+                 FROM {t} WHERE name = ? AND token = ? AND run_outcome = 'unknown'",
                 unix_micros("prev_created"),
                 unix_micros("prev_expires_at")
             ),
@@ -250,9 +252,8 @@ impl Statements {
 
     /// The statements that read only the columns of the previous version, prepared at connect
     /// first so that a table of another shape is reported before anything is added to it.
-    pub fn of_the_lease_columns(&self) -> [&str; 6] {
+    pub fn of_the_lease_columns(&self) -> [&str; 5] {
         [
-            &self.taken_over,
             &self.renew,
             &self.inspect,
             &self.list,
@@ -262,9 +263,10 @@ impl Statements {
     }
 
     /// The statements that read the run columns too, prepared at connect after those.
-    pub fn of_the_run_columns(&self) -> [&str; 5] {
+    pub fn of_the_run_columns(&self) -> [&str; 6] {
         [
             &self.acquire,
+            &self.taken_over,
             &self.finish,
             &self.last_run,
             &self.last_runs,

@@ -441,10 +441,12 @@ impl Store for PostgresStore {
             let read = |e| self.read_error("acquire", e);
             let old = lease_at(name, row, 3).map_err(read)?;
             if let Some(lease) = new_lease(name, holder, row).map_err(read)? {
-                // A row we took over was free or expired; only an expired one had a holder.
+                // A row we took over was free or expired; only an expired one had a holder,
+                // and only one whose run was not finished (kept by a hold) is reported.
+                let unfinished = row.try_get::<_, Option<bool>>(11).map_err(read)?;
                 return Ok(Acquire::Acquired {
                     lease,
-                    took_over: old,
+                    took_over: old.filter(|_| unfinished == Some(true)),
                 });
             }
             let live = row.try_get::<_, Option<bool>>(10).map_err(read)?;

@@ -233,7 +233,8 @@ impl Statements {
             // unless it was finished and kept.
             acquire: format!(
                 "WITH old AS (
-                     SELECT {LEASE_COLUMNS}, {LIVE} AS live FROM {t} WHERE name = $1 FOR UPDATE
+                     SELECT {LEASE_COLUMNS}, {LIVE} AS live, {} AS unfinished
+                     FROM {t} AS o WHERE name = $1 FOR UPDATE
                  ), taken AS (
                      UPDATE {t} AS l
                      SET {},
@@ -252,8 +253,9 @@ impl Statements {
                  )
                  SELECT new.token, new.created, new.expires_at,
                         old.token, old.holder_id, old.host, old.pid, old.label, old.created,
-                        old.expires_at, old.live
+                        old.expires_at, old.live, old.unfinished
                  FROM (VALUES (1)) AS one (x) LEFT JOIN new ON true LEFT JOIN old ON true",
+                unrecorded("o"),
                 record_unknown("l", &unrecorded("l"), "l.expires_at")
             ),
             renew: format!(
