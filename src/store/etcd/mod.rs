@@ -864,8 +864,8 @@ impl Store for EtcdStore {
             // (refreshed or granted just now), so this attaches the key as safely.
             let (seen, record) = match first(&found, 1) {
                 Some(info_kv) => {
-                    let (previous, record) = self.unfinished(name, info_kv, first(&found, 2))?;
-                    took_over = Some(previous);
+                    let (previous, record) = run::unfinished(name, info_kv, first(&found, 2));
+                    took_over = previous;
                     (info_kv.mod_revision(), record)
                 }
                 None => {

@@ -127,31 +127,6 @@ impl EtcdStore {
         }
     }
 
-    /// The run of the info key `info_kv` that an acquire found without its lease key (it
-    /// expired): the lease it had, to report as taken over, and the last-run record to write
-    /// for it, `None` if `last_kv` holds it already (its holder finished it since). A last
-    /// record that cannot be read is replaced.
-    pub(super) fn unfinished(
-        &self,
-        name: &str,
-        info_kv: &KeyValue,
-        last_kv: Option<&KeyValue>,
-    ) -> Result<(Lease, Option<Vec<u8>>)> {
-        let info = Info::decode(info_kv.value()).ok_or_else(|| self.malformed("acquire", name))?;
-        let run = info.run(name, info_kv.mod_revision(), None, Outcome::Unknown);
-        let recorded = last_kv
-            .and_then(|last| records::decode_run(name, last.value()).ok())
-            .is_some_and(|last| last.token == run.token && last.holder.id == run.holder.id);
-        let lease = Lease {
-            name: name.to_owned(),
-            holder: run.holder.clone(),
-            token: run.token,
-            created: run.started,
-            expires: Some(SystemTime::now()),
-        };
-        Ok((lease, (!recorded).then(|| records::encode_run(&run))))
-    }
-
     /// [`Store::force_release`](crate::Store::force_release): reads the name's keys, then
     /// deletes the lease key and the info key and records the run as ended `unknown` now (a
     /// lease kept after its run is on record already), in one transaction that applies only
@@ -203,6 +178,33 @@ impl EtcdStore {
         }
         Err(self.kept_changing("force-release", name))
     }
+}
+
+/// The run of the info key `info_kv` that an acquire found without its lease key (it
+/// expired): the lease it had, to report as taken over, and the last-run record to write
+/// for it, `None` if `last_kv` holds it already (its holder finished it since). An info key
+/// that cannot be read is no run to keep (the acquire replaces it, as the previous version
+/// did), and a last record that cannot be read is replaced.
+pub(super) fn unfinished(
+    name: &str,
+    info_kv: &KeyValue,
+    last_kv: Option<&KeyValue>,
+) -> (Option<Lease>, Option<Vec<u8>>) {
+    let Some(info) = Info::decode(info_kv.value()) else {
+        return (None, None);
+    };
+    let run = info.run(name, info_kv.mod_revision(), None, Outcome::Unknown);
+    let recorded = last_kv
+        .and_then(|last| records::decode_run(name, last.value()).ok())
+        .is_some_and(|last| last.token == run.token && last.holder.id == run.holder.id);
+    let lease = Lease {
+        name: name.to_owned(),
+        holder: run.holder.clone(),
+        token: run.token,
+        created: run.started,
+        expires: Some(SystemTime::now()),
+    };
+    (Some(lease), (!recorded).then(|| records::encode_run(&run)))
 }
 
 /// The part of a finish for a lease key that is not ours: sets the outcome of our run if the
