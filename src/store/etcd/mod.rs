@@ -20,7 +20,9 @@
 //! - `{prefix}last/{name}`: the name's last ended run (token, holder, started, ended, outcome;
 //!   see [`records`]), attached to no lease. Finish writes it in the transaction that deletes
 //!   (or keeps) the lease key; the acquire that takes over an unfinished run, and a
-//!   force-release, write that run there with outcome `unknown`.
+//!   force-release, write that run there with outcome `unknown`. The acquire needs a second
+//!   transaction for that (see `acquire`); a name whose runs finish has no info key left, and
+//!   its acquire stays one transaction.
 //!
 //! etcd has no clock API: `created` (a run's start) is the acquiring client's wall clock, and
 //! a run's end is the finishing client's. A lease kept after its run (`Finish::hold`) moves its
@@ -29,7 +31,7 @@
 //!
 //! etcd leases last whole seconds, at least 2 s: a TTL is rounded up (a store lease longer
 //! than asked is safe, the holder's own deadline counts from what it asked for) and a shorter
-//! one is refused. etcd has no clock API, so `created` is the acquiring client's wall clock.
+//! one is refused.
 //!
 //! Granting an etcd lease is a write the cluster commits like any other (a separate request:
 //! a transaction cannot grant one). So the store keeps the etcd lease of a released (or
@@ -574,10 +576,10 @@ impl EtcdStore {
         }
     }
 
-    /// Revokes the etcd lease of a key that release has deleted, without waiting: nothing is
-    /// attached to it any more, so this only saves the server from expiring it later, and a
-    /// release need not wait a second round trip for that. Outside a tokio runtime (or if the
-    /// process exits first) the lease simply runs out.
+    /// Revokes the etcd lease of a key that finish has deleted (or moved), without waiting:
+    /// nothing is attached to it any more, so this only saves the server from expiring it
+    /// later, and a finish need not wait a second round trip for that. Outside a tokio runtime
+    /// (or if the process exits first) the lease simply runs out.
     fn revoke_in_background(&self, id: i64) {
         if id == 0 {
             return;
@@ -916,7 +918,7 @@ impl Store for EtcdStore {
         if !response.succeeded() {
             return Err(Error::lost(
                 lease,
-                "it expired, was released or another holder has it",
+                "it expired, was released or finished, or another holder has it",
             ));
         }
         let found = results(&response);
@@ -1040,7 +1042,7 @@ impl Store for EtcdStore {
         self.force_release_run(name).await
     }
 
-    /// A watch (on the client's gRPC channel) for deletions of the name's lease key: release,
+    /// A watch (on the client's gRPC channel) for deletions of the name's lease key: finish,
     /// force-release and expiry alike.
     async fn watch(&self, name: &str) -> Result<Option<Freed>> {
         let mut client = self.lend("watch").await?;
