@@ -1,9 +1,11 @@
 #![cfg(feature = "etcd")]
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use singleton_process::conformance::Suite;
-use singleton_process::{Acquire, Error, Holder};
+use singleton_process::{
+    Acquire, Error, FencingToken, Finish, Hold, Holder, LastRun, Outcome, Released,
+};
 
 use super::kv;
 use crate::support::etcd_server;
@@ -267,5 +269,338 @@ async fn refused_logins_and_access_are_refused() {
             ),
             "{user}: {err:?}"
         );
+    }
+}
+
+/// A raw client of the shared server, to write keys as another version of the store did.
+async fn raw_client() -> etcd_client::Client {
+    etcd_client::Client::connect([etcd_server::shared().address.as_str()], None)
+        .await
+        .expect("connect a raw etcd client")
+}
+
+/// A length-prefixed record, as the store writes its values.
+fn record(fields: &[&str]) -> Vec<u8> {
+    fields
+        .iter()
+        .flat_map(|field| format!("{}:{field}", field.len()).into_bytes())
+        .collect()
+}
+
+/// The info record of the previous version (which this one still writes): holder id, pid,
+/// host, label, created (Unix ms), granted TTL (s).
+fn old_info(holder: &Holder, created: SystemTime, granted_secs: u64) -> Vec<u8> {
+    let ms = created
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis()
+        .to_string();
+    record(&[
+        &holder.id,
+        &holder.pid.to_string(),
+        &holder.host,
+        &holder.label,
+        &ms,
+        &granted_secs.to_string(),
+    ])
+}
+
+/// A store of the previous version kept a lease key and an info key per name, no last run:
+/// a live lease it wrote is seen, conflicts and finishes; a lease of it that expired reads
+/// as an unknown run, which the next acquire keeps on record.
+#[tokio::test]
+async fn keys_of_the_previous_version_keep_working() {
+    use etcd_client::{PutOptions, Txn, TxnOp};
+
+    let url = kv::with_fresh_prefix(&etcd_server::shared().url, '/');
+    let prefix = url.rsplit_once("prefix=").expect("a prefix").1.to_owned();
+    let mut raw = raw_client().await;
+
+    // A live lease, as the previous version's acquire wrote it.
+    let (live, old) = (unique("old-live"), Holder::current("old version"));
+    let created = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+    let granted = raw.lease_grant(30, None).await.expect("grant").id();
+    let written = raw
+        .txn(Txn::new().and_then([
+            TxnOp::put(
+                format!("{prefix}lease/{live}"),
+                old.id.as_bytes(),
+                Some(PutOptions::new().with_lease(granted)),
+            ),
+            TxnOp::put(
+                format!("{prefix}info/{live}"),
+                old_info(&old, created, 30),
+                None,
+            ),
+        ]))
+        .await
+        .expect("write the old layout");
+    let token = FencingToken(written.header().expect("a header").revision() as u64);
+
+    let store = singleton_process::connect(&url).await.expect("connect");
+    let lease = store
+        .inspect(&live)
+        .await
+        .expect("inspect")
+        .expect("the old lease is seen");
+    assert_eq!(
+        (lease.token, &lease.holder, lease.created),
+        (token, &old, created)
+    );
+    assert_eq!(store.last_run(&live).await.expect("last run"), None);
+    assert!(matches!(
+        store
+            .acquire(&live, &Holder::current("new"), Some(Duration::from_secs(5)))
+            .await
+            .expect("acquire"),
+        Acquire::Held(held) if held.token == token
+    ));
+    assert_eq!(
+        store
+            .finish(&lease, &Finish::release(Outcome::Exit(4)))
+            .await
+            .expect("finish"),
+        Released::Released
+    );
+    let run = store
+        .last_run(&live)
+        .await
+        .expect("last run")
+        .expect("the finished run is on record");
+    assert_eq!(
+        (run.token, &run.holder, run.started, run.outcome),
+        (token, &old, created, Outcome::Exit(4))
+    );
+    assert!(store.inspect(&live).await.expect("inspect").is_none());
+
+    // An old lease that expired left its info key alone.
+    let (dead, gone) = (unique("old-dead"), Holder::current("old, dead"));
+    let written = raw
+        .put(
+            format!("{prefix}info/{dead}"),
+            old_info(&gone, created, 2),
+            None,
+        )
+        .await
+        .expect("write the old layout");
+    let token = FencingToken(written.header().expect("a header").revision() as u64);
+    let unknown = |run: Option<LastRun>| {
+        let run = run.expect("the expired run is on record");
+        assert_eq!(
+            (run.token, &run.holder, run.started, run.ended, run.outcome),
+            (token, &gone, created, None, Outcome::Unknown)
+        );
+    };
+    unknown(store.last_run(&dead).await.expect("last run"));
+    let Acquire::Acquired { lease, took_over } = store
+        .acquire(&dead, &Holder::current("new"), Some(Duration::from_secs(5)))
+        .await
+        .expect("acquire")
+    else {
+        panic!("{dead} should be free");
+    };
+    let previous = took_over.expect("the expired lease is reported");
+    assert_eq!((previous.token, &previous.holder), (token, &gone));
+    unknown(store.last_run(&dead).await.expect("last run"));
+    let runs = store.last_runs().await.expect("last runs");
+    assert_eq!(
+        runs.iter().map(|run| run.name.as_str()).collect::<Vec<_>>(),
+        [dead.as_str(), live.as_str()],
+        "in name order"
+    );
+    store.release(&lease).await.expect("release");
+}
+
+/// A last-run record that does not parse is a clear store error, never a panic; the next
+/// finish writes a good one.
+#[tokio::test]
+async fn an_unreadable_last_run_is_a_clear_error() {
+    let url = kv::with_fresh_prefix(&etcd_server::shared().url, '/');
+    let prefix = url.rsplit_once("prefix=").expect("a prefix").1.to_owned();
+    let name = unique("bad-run");
+    let holder = Holder::current("t");
+    let mut raw = raw_client().await;
+    let mut bad = record(&["7", &holder.id, "1", "h", "", "1700000000000", ""]);
+    bad.extend(record(&["running"]));
+    raw.put(format!("{prefix}last/{name}"), bad, None)
+        .await
+        .expect("write a bad record");
+
+    let store = singleton_process::connect(&url).await.expect("connect");
+    for err in [
+        store.last_run(&name).await.unwrap_err(),
+        store.last_runs().await.unwrap_err(),
+    ] {
+        assert!(matches!(err, Error::Store { .. }), "{err:?}");
+        let message = err.to_string();
+        assert!(
+            message.contains(&format!(
+                "{name:?}: its last-run record is unreadable: unknown outcome \"running\""
+            )),
+            "{message}"
+        );
+        assert!(!message.contains('\n'), "{message}");
+    }
+    let lease = super::must_acquire(&*store, &name).await;
+    store
+        .finish(&lease, &Finish::release(Outcome::Signal(15)))
+        .await
+        .expect("finish");
+    let run = store
+        .last_run(&name)
+        .await
+        .expect("last run")
+        .expect("a run");
+    assert_eq!((run.token, run.outcome), (lease.token, Outcome::Signal(15)));
+}
+
+/// When holder after holder dies, the last run on record is the latest of them, also while
+/// the next holder runs.
+#[tokio::test]
+async fn the_latest_of_several_dead_runs_is_on_record() {
+    let store = singleton_process::connect(&etcd_server::shared().url)
+        .await
+        .expect("connect");
+    let name = unique("dying");
+    let short = Some(Duration::from_secs(2));
+    let mut dead = Vec::new();
+    for holder in ["a", "b"] {
+        match store
+            .acquire(&name, &Holder::current(holder), short)
+            .await
+            .expect("acquire")
+        {
+            Acquire::Acquired { lease, .. } => dead.push(lease),
+            Acquire::Held(other) => panic!("{name} should be free, but is {other}"),
+        }
+        tokio::time::sleep(Duration::from_millis(3100)).await;
+    }
+    let next = super::must_acquire(&*store, &name).await;
+    let run = store
+        .last_run(&name)
+        .await
+        .expect("last run")
+        .expect("a run");
+    assert_eq!(
+        (run.token, &run.holder, run.outcome),
+        (dead[1].token, &dead[1].holder, Outcome::Unknown)
+    );
+    store.release(&next).await.expect("release");
+}
+
+/// etcd has no clock to tell: a kept lease expires a whole number of seconds (what is left of
+/// the hold, rounded up, and no less than etcd's shortest lease) after the finish, by the
+/// finishing client's clock.
+#[tokio::test]
+async fn a_kept_lease_expires_whole_seconds_after_the_finish() {
+    let store = singleton_process::connect(&etcd_server::shared().url)
+        .await
+        .expect("connect");
+    for (remaining, secs) in [
+        (Duration::from_millis(3500), 4),
+        (Duration::from_millis(300), 2),
+    ] {
+        let name = unique("kept-secs");
+        let lease = super::must_acquire(&*store, &name).await;
+        let before = SystemTime::now();
+        let hold = Hold {
+            after_acquisition: remaining,
+            remaining,
+        };
+        let Released::Kept {
+            expires: Some(expires),
+        } = store
+            .finish(
+                &lease,
+                &Finish {
+                    outcome: Outcome::Exit(0),
+                    hold: Some(hold),
+                },
+            )
+            .await
+            .expect("finish")
+        else {
+            panic!("the lease must be kept");
+        };
+        let after = SystemTime::now();
+        let secs = Duration::from_secs(secs);
+        assert!(
+            expires >= before + secs && expires <= after + secs,
+            "{remaining:?} kept until {}, not {secs:?} after the finish",
+            humantime::format_rfc3339_millis(expires)
+        );
+        let kept = store.inspect(&name).await.expect("inspect").expect("kept");
+        assert_eq!((kept.token, &kept.holder), (lease.token, &lease.holder));
+        let left = kept.expires.expect("an expiry");
+        assert!(left <= after + secs + Duration::from_secs(1), "{kept}");
+        assert!(
+            matches!(
+                store.renew(&lease, Duration::from_secs(60)).await,
+                Err(Error::Lost { .. })
+            ),
+            "a kept lease is not renewed"
+        );
+    }
+}
+
+/// A holder that finishes after its lease expired, before anybody took the name over, still
+/// finishes its run: the run is on record with its outcome, the name is free (a hold keeps
+/// nothing), and the next acquire has nothing to take over.
+#[tokio::test]
+async fn a_run_finished_after_its_lease_expired_is_on_record() {
+    let store = singleton_process::connect(&etcd_server::shared().url)
+        .await
+        .expect("connect");
+    let hold = Hold {
+        after_acquisition: Duration::from_secs(30),
+        remaining: Duration::from_secs(30),
+    };
+    for (hold, outcome) in [(None, Outcome::Lost), (Some(hold), Outcome::Exit(0))] {
+        let name = unique("late");
+        let Acquire::Acquired { lease, .. } = store
+            .acquire(&name, &Holder::current("t"), Some(Duration::from_secs(2)))
+            .await
+            .expect("acquire")
+        else {
+            panic!("{name} should be free");
+        };
+        tokio::time::sleep(Duration::from_millis(3100)).await;
+        assert_eq!(
+            store
+                .finish(&lease, &Finish { outcome, hold })
+                .await
+                .expect("finish"),
+            Released::Released
+        );
+        let run = store
+            .last_run(&name)
+            .await
+            .expect("last run")
+            .expect("a run");
+        assert_eq!((run.token, run.outcome), (lease.token, outcome));
+        assert!(run.ended.is_some());
+        assert!(store.inspect(&name).await.expect("inspect").is_none());
+        let Acquire::Acquired {
+            lease: next,
+            took_over,
+        } = store
+            .acquire(
+                &name,
+                &Holder::current("next"),
+                Some(Duration::from_secs(5)),
+            )
+            .await
+            .expect("acquire")
+        else {
+            panic!("{name} should be free");
+        };
+        assert_eq!(took_over, None, "the finished run is no lease to take over");
+        let run = store
+            .last_run(&name)
+            .await
+            .expect("last run")
+            .expect("a run");
+        assert_eq!((run.token, run.outcome), (lease.token, outcome));
+        store.release(&next).await.expect("release");
     }
 }

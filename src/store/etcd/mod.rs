@@ -7,19 +7,31 @@
 //! Connecting checks every member named in the URL for a server version with known lease bugs
 //! (see [`version`]) and refuses such a cluster unless `?allow_unsafe_version=true`.
 //!
-//! Per name there are two keys, told apart by the kind that follows the prefix:
+//! Per name there are three keys, told apart by the kind that follows the prefix:
 //! - `{prefix}lease/{name}`: the live lease. Its value is the holder id, and it is attached to
 //!   an etcd lease that nothing else is attached to, so the cluster (by its leader's clock)
 //!   deletes it on expiry. Its create revision is the fencing token: revisions grow
 //!   cluster-wide, so a later acquisition of any name gets a larger one.
-//! - `{prefix}info/{name}`: who holds it (id, pid, host, label, created, granted TTL), written
-//!   in the same transaction and attached to no lease, so that the acquire that takes over an
-//!   expired lease can report it. Release and force-release delete it; only an expiry leaves
-//!   it behind. Its mod revision is the token of the lease it describes.
+//! - `{prefix}info/{name}`: the run that holds it (id, pid, host, label, created, granted TTL),
+//!   written in the same transaction and attached to no lease. Its mod revision is the token of
+//!   the lease it describes. Finish and force-release delete it, so it outlives its lease key
+//!   only when the lease expired under a run that never finished: it then reads as that run,
+//!   ended with outcome `unknown`, and the acquire that takes the name over records it so.
+//! - `{prefix}last/{name}`: the name's last ended run (token, holder, started, ended, outcome;
+//!   see [`records`]), attached to no lease. Finish writes it in the transaction that deletes
+//!   (or keeps) the lease key; the acquire that takes over an unfinished run, and a
+//!   force-release, write that run there with outcome `unknown`. The acquire needs a second
+//!   transaction for that (see `acquire`); a name whose runs finish has no info key left, and
+//!   its acquire stays one transaction.
+//!
+//! etcd has no clock API: `created` (a run's start) is the acquiring client's wall clock, and
+//! a run's end is the finishing client's. A lease kept after its run (`Finish::hold`) moves its
+//! lease key onto a new etcd lease granted for what is left of the hold, whole seconds rounded
+//! up, so etcd expires it then; its `info` key is deleted and the `last` record describes it.
 //!
 //! etcd leases last whole seconds, at least 2 s: a TTL is rounded up (a store lease longer
 //! than asked is safe, the holder's own deadline counts from what it asked for) and a shorter
-//! one is refused. etcd has no clock API, so `created` is the acquiring client's wall clock.
+//! one is refused.
 //!
 //! Granting an etcd lease is a write the cluster commits like any other (a separate request:
 //! a transaction cannot grant one). So the store keeps the etcd lease of a released (or
@@ -29,6 +41,7 @@
 //! choosing, sent together with the transaction. See `refresh_and_attach` below for
 //! why neither can leave the holder a shorter lease than it counts on.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use self::url::host_of;
@@ -39,14 +52,19 @@ use etcd_client::{
     WatchOptions,
 };
 
+mod records;
+mod run;
 mod transport;
 mod url;
 mod version;
 
-use super::kv::{self, Fields};
+use self::records::Info;
+use super::kv;
 use super::reconnect::{Lent, Reconnecting};
 use super::tls::Tls;
-use super::{Acquire, FencingToken, Freed, Holder, Lease, Released, Store, mask_password};
+use super::{
+    Acquire, FencingToken, Finish, Freed, Holder, LastRun, Lease, Released, Store, mask_password,
+};
 use crate::error::{Error, Result};
 
 /// Key prefix unless the URL's `?prefix=` sets another.
@@ -60,7 +78,30 @@ const MAX_TTL_SECS: u64 = 9_000_000_000;
 
 const LEASE: &str = "lease/";
 const INFO: &str = "info/";
+const LAST: &str = "last/";
 const BENCH: &str = "bench/";
+
+/// How many times acquire and force-release read and write again when the keys they read
+/// changed before their write could apply (each time, another client got something done).
+const MAX_ATTEMPTS: usize = 8;
+
+/// The keys of one name.
+struct Keys {
+    lease: Vec<u8>,
+    info: Vec<u8>,
+    last: Vec<u8>,
+}
+
+impl Keys {
+    /// A transaction's reads of the three keys, in this order.
+    fn reads(&self) -> [TxnOp; 3] {
+        [
+            TxnOp::get(self.lease.clone(), None),
+            TxnOp::get(self.info.clone(), None),
+            TxnOp::get(self.last.clone(), None),
+        ]
+    }
+}
 
 /// The etcd store: one client (one multiplexed gRPC channel over the endpoints), cloned per
 /// request because the client's methods take `&mut self`, and replaced by a new one once a
@@ -101,33 +142,6 @@ impl std::fmt::Debug for EtcdStore {
             .field("url", &self.url)
             .field("prefix", &self.prefix)
             .finish_non_exhaustive()
-    }
-}
-
-/// What the `info` key records.
-struct Info {
-    holder: Holder,
-    created: SystemTime,
-    /// The granted lease length in seconds; 0 for a lease that never expires.
-    granted_secs: u64,
-}
-
-impl Info {
-    fn encode(holder: &Holder, created_ms: u64, granted_secs: u64) -> Vec<u8> {
-        let mut out = kv::encode_holder(holder);
-        kv::push_field(&mut out, created_ms.to_string().as_bytes());
-        kv::push_field(&mut out, granted_secs.to_string().as_bytes());
-        out
-    }
-
-    fn decode(value: &[u8]) -> Option<Info> {
-        let mut fields = Fields::new(value);
-        let info = Info {
-            holder: fields.holder()?,
-            created: kv::from_unix_ms(fields.number()?),
-            granted_secs: fields.number()?,
-        };
-        fields.is_done().then_some(info)
     }
 }
 
@@ -286,6 +300,37 @@ impl EtcdStore {
         kv::key(&self.prefix, kind, name)
     }
 
+    fn keys(&self, name: &str) -> Keys {
+        Keys {
+            lease: self.key(LEASE, name),
+            info: self.key(INFO, name),
+            last: self.key(LAST, name),
+        }
+    }
+
+    /// A transaction that reads every key of every kind, in one snapshot: lease keys, info keys
+    /// and last keys, in this order.
+    fn read_all(&self) -> Txn {
+        Txn::new().and_then(
+            [LEASE, INFO, LAST]
+                .map(|kind| TxnOp::get(self.key(kind, ""), Some(GetOptions::new().with_prefix()))),
+        )
+    }
+
+    /// The results of [`read_all`](Self::read_all) by name, one map per kind; keys that are
+    /// not ours (another kind, prefix or program) are left out.
+    fn by_name<'f>(&self, found: &'f [Vec<KeyValue>]) -> [BTreeMap<&'f str, &'f KeyValue>; 3] {
+        let mut maps = [BTreeMap::new(), BTreeMap::new(), BTreeMap::new()];
+        for ((map, kind), kvs) in maps.iter_mut().zip([LEASE, INFO, LAST]).zip(found) {
+            for kv in kvs {
+                if let Some(name) = kv::name_of_key(kv.key(), &self.prefix, kind) {
+                    map.insert(name, kv);
+                }
+            }
+        }
+        maps
+    }
+
     fn error(&self, operation: &'static str, err: etcd_client::Error) -> Error {
         driver_error(&self.url, operation, err, self.tls.as_ref())
     }
@@ -295,6 +340,20 @@ impl EtcdStore {
             &self.url,
             operation,
             format!("the keys of {name:?} do not hold a lease record written by singleton"),
+        )
+    }
+
+    /// A record of `name` that cannot be read: `why` says which and how.
+    fn unreadable(&self, operation: &'static str, name: &str, why: String) -> Error {
+        Error::store(&self.url, operation, format!("{name:?}: {why}"))
+    }
+
+    /// The keys of `name` changed under the operation [`MAX_ATTEMPTS`] times in a row.
+    fn kept_changing(&self, operation: &'static str, name: &str) -> Error {
+        Error::store(
+            &self.url,
+            operation,
+            format!("the keys of {name:?} kept changing under this request; try again"),
         )
     }
 
@@ -517,10 +576,10 @@ impl EtcdStore {
         }
     }
 
-    /// Revokes the etcd lease of a key that release has deleted, without waiting: nothing is
-    /// attached to it any more, so this only saves the server from expiring it later, and a
-    /// release need not wait a second round trip for that. Outside a tokio runtime (or if the
-    /// process exits first) the lease simply runs out.
+    /// Revokes the etcd lease of a key that finish has deleted (or moved), without waiting:
+    /// nothing is attached to it any more, so this only saves the server from expiring it
+    /// later, and a finish need not wait a second round trip for that. Outside a tokio runtime
+    /// (or if the process exits first) the lease simply runs out.
     fn revoke_in_background(&self, id: i64) {
         if id == 0 {
             return;
@@ -532,53 +591,6 @@ impl EtcdStore {
                 let _ = client.lease_revoke(id).await;
             });
         }
-    }
-
-    /// The lease described by a lease key and its info key; `None` if they do not match.
-    fn lease_of(
-        &self,
-        name: &str,
-        lease_kv: &KeyValue,
-        info_kv: Option<&KeyValue>,
-    ) -> Option<Lease> {
-        let info = Info::decode(info_kv?.value())?;
-        // The info key is written in the transaction that creates the lease key.
-        if info.holder.id.as_bytes() != lease_kv.value()
-            || info_kv?.mod_revision() != lease_kv.create_revision()
-        {
-            return None;
-        }
-        Some(Lease {
-            name: name.to_owned(),
-            holder: info.holder,
-            token: FencingToken(u64::try_from(lease_kv.create_revision()).ok()?),
-            created: info.created,
-            expires: None,
-        })
-    }
-
-    /// The leases on `lease_kvs` (lease keys) with their info keys among `info_kvs`.
-    async fn leases_of(
-        &self,
-        operation: &'static str,
-        lease_kvs: &[KeyValue],
-        info_kvs: &[KeyValue],
-    ) -> Result<Vec<Lease>> {
-        let mut leases = Vec::with_capacity(lease_kvs.len());
-        for lease_kv in lease_kvs {
-            let Some(name) = kv::name_of_key(lease_kv.key(), &self.prefix, LEASE) else {
-                continue;
-            };
-            let info_kv = info_kvs
-                .iter()
-                .find(|info| kv::name_of_key(info.key(), &self.prefix, INFO) == Some(name));
-            let mut lease = self
-                .lease_of(name, lease_kv, info_kv)
-                .ok_or_else(|| self.malformed(operation, name))?;
-            lease.expires = self.expiry(operation, lease_kv.lease()).await?;
-            leases.push(lease);
-        }
-        Ok(leases)
     }
 }
 
@@ -723,7 +735,8 @@ fn settle(client: Lent<'_, Client>, errors: &[Option<&etcd_client::Error>]) {
 }
 
 /// The key-values a transaction's reads returned (and a delete's previous values), one list
-/// per operation in order; writes give empty lists.
+/// per operation in order; a put gives its previous value if it asked for it, a nested
+/// transaction an empty list.
 fn results(response: &TxnResponse) -> Vec<Vec<KeyValue>> {
     response
         .op_responses()
@@ -731,7 +744,8 @@ fn results(response: &TxnResponse) -> Vec<Vec<KeyValue>> {
         .map(|op| match op {
             TxnOpResponse::Get(get) => get.kvs().to_vec(),
             TxnOpResponse::Delete(delete) => delete.prev_kvs().to_vec(),
-            TxnOpResponse::Put(_) | TxnOpResponse::Txn(_) => Vec::new(),
+            TxnOpResponse::Put(put) => put.prev_key().into_iter().cloned().collect(),
+            TxnOpResponse::Txn(_) => Vec::new(),
         })
         .collect()
 }
@@ -749,12 +763,16 @@ fn first(results: &[Vec<KeyValue>], n: usize) -> Option<&KeyValue> {
 /// The compares that make a transaction act only on our lease: the lease key was created by
 /// our acquisition (its revision is our token) and still names our holder id.
 fn ours(key: &[u8], lease: &Lease) -> Result<Vec<Compare>> {
-    let token = i64::try_from(lease.token.0)
-        .map_err(|_| Error::lost(lease, "its token is not an etcd revision"))?;
     Ok(vec![
-        Compare::create_revision(key, CompareOp::Equal, token),
+        Compare::create_revision(key, CompareOp::Equal, token_of(lease)?),
         Compare::value(key, CompareOp::Equal, lease.holder.id.as_bytes()),
     ])
+}
+
+/// The lease's token as the etcd revision it is.
+fn token_of(lease: &Lease) -> Result<i64> {
+    i64::try_from(lease.token.0)
+        .map_err(|_| Error::lost(lease, "its token is not an etcd revision"))
 }
 
 /// A [`SystemTime`] as milliseconds since the Unix epoch (0 before it).
@@ -772,34 +790,35 @@ impl Store for EtcdStore {
 
     async fn acquire(&self, name: &str, holder: &Holder, ttl: Option<Duration>) -> Result<Acquire> {
         let secs = ttl.map(|ttl| self.ttl_secs(ttl)).transpose()?;
-        let (lease_key, info_key) = (self.key(LEASE, name), self.key(INFO, name));
+        let keys = self.keys(name);
         let created = SystemTime::now();
         let created_ms = unix_ms(created);
         let info = Info::encode(holder, created_ms, secs.map_or(0, i64::unsigned_abs));
-        let txn = |lease_id: i64| {
+        // Creates the lease key if there is none and the info key is as last seen (`seen`: its
+        // mod revision, 0 for none), writing `record` as the last run; else reads all three.
+        let txn = |lease_id: i64, seen: i64, record: Option<Vec<u8>>| {
             let put = (lease_id != 0).then(|| PutOptions::new().with_lease(lease_id));
+            let mut writes: Vec<TxnOp> = record
+                .map(|record| TxnOp::put(keys.last.clone(), record, None))
+                .into_iter()
+                .collect();
+            writes.push(TxnOp::put(keys.lease.clone(), holder.id.as_bytes(), put));
+            writes.push(TxnOp::put(keys.info.clone(), info.clone(), None));
             Txn::new()
-                .when([Compare::create_revision(
-                    lease_key.clone(),
-                    CompareOp::Equal,
-                    0,
-                )])
-                .and_then([
-                    TxnOp::get(info_key.clone(), None),
-                    TxnOp::put(lease_key.clone(), holder.id.as_bytes(), put),
-                    TxnOp::put(info_key.clone(), info.clone(), None),
+                .when([
+                    Compare::create_revision(keys.lease.clone(), CompareOp::Equal, 0),
+                    Compare::mod_revision(keys.info.clone(), CompareOp::Equal, seen),
                 ])
-                .or_else([
-                    TxnOp::get(lease_key.clone(), None),
-                    TxnOp::get(info_key.clone(), None),
-                ])
+                .and_then(writes)
+                .or_else(keys.reads())
         };
-        let (lease_id, response) = match secs {
-            None => (0, self.txn("acquire", txn(0)).await?),
+        // The first attempt expects no info key: a finished run leaves none.
+        let (lease_id, mut response) = match secs {
+            None => (0, self.txn("acquire", txn(0, 0, None)).await?),
             Some(secs) => {
                 let refreshed = match self.take_spare(secs, created) {
                     Some(spare) => self
-                        .refresh_and_attach(name, holder, spare, txn(spare.id))
+                        .refresh_and_attach(name, holder, spare, txn(spare.id, 0, None))
                         .await?
                         .map(|response| (spare.id, response)),
                     None => None,
@@ -810,45 +829,66 @@ impl Store for EtcdStore {
                         // An id of our own choosing, so that the grant need not come back
                         // before the transaction that attaches the key to it can be sent.
                         let id = fastrand::i64(1..=i64::MAX);
-                        let response = self.grant_and_attach(name, holder, id, secs, txn(id));
+                        let txn = txn(id, 0, None);
+                        let response = self.grant_and_attach(name, holder, id, secs, txn);
                         (id, response.await?)
                     }
                 }
             }
         };
-        let found = results(&response);
-        if !response.succeeded() {
-            let held = first(&found, 0).ok_or_else(|| self.malformed("acquire", name))?;
-            // Nothing was attached to our lease: keep it for the next attempt.
-            if let Some(secs) = secs {
-                self.keep_spare(Spare {
-                    id: lease_id,
-                    secs,
-                    expires: created + Duration::from_secs(secs.unsigned_abs()),
-                });
+        let mut took_over = None;
+        let mut attempts = 1;
+        while !response.succeeded() {
+            let found = results(&response);
+            if let Some(held) = first(&found, 0) {
+                // Nothing was attached to our lease: keep it for the next attempt.
+                if let Some(secs) = secs {
+                    self.keep_spare(Spare {
+                        id: lease_id,
+                        secs,
+                        expires: created + Duration::from_secs(secs.unsigned_abs()),
+                    });
+                }
+                let expires = self.expiry("acquire", held.lease()).await;
+                let mut lease = records::lease_of(name, held, first(&found, 1), first(&found, 2))
+                    .ok_or_else(|| self.malformed("acquire", name))?;
+                lease.expires = expires?;
+                return Ok(Acquire::Held(lease));
             }
-            let expires = self.expiry("acquire", held.lease()).await;
-            let mut lease = self
-                .lease_of(name, held, first(&found, 1))
-                .ok_or_else(|| self.malformed("acquire", name))?;
-            lease.expires = expires?;
-            return Ok(Acquire::Held(lease));
+            if attempts == MAX_ATTEMPTS {
+                self.revoke_in_background(lease_id);
+                return Err(self.kept_changing("acquire", name));
+            }
+            attempts += 1;
+            // No lease key, but an info key: the lease of a run that never finished expired.
+            // Taking over records that run (unless its holder finished it meanwhile), under the
+            // condition that the info key is still the one read here. Our etcd lease is live
+            // (refreshed or granted just now), so this attaches the key as safely.
+            let (seen, record) = match first(&found, 1) {
+                Some(info_kv) => {
+                    let (previous, record) = run::unfinished(name, info_kv, first(&found, 2));
+                    took_over = previous;
+                    (info_kv.mod_revision(), record)
+                }
+                None => {
+                    took_over = None;
+                    (0, None)
+                }
+            };
+            response = match self.txn("acquire", txn(lease_id, seen, record)).await {
+                Ok(response) => response,
+                Err(err) => {
+                    // It may have been applied all the same: the revocation takes a key it
+                    // attached with it.
+                    self.revoke(lease_id).await;
+                    return Err(err);
+                }
+            };
         }
         let token = response
             .header()
             .and_then(|header| u64::try_from(header.revision()).ok())
             .ok_or_else(|| self.malformed("acquire", name))?;
-        // The info key left behind by a lease that expired (release deletes it).
-        let took_over = first(&found, 0).and_then(|previous| {
-            let info = Info::decode(previous.value())?;
-            Some(Lease {
-                name: name.to_owned(),
-                holder: info.holder,
-                token: FencingToken(u64::try_from(previous.mod_revision()).ok()?),
-                created: info.created,
-                expires: Some(created),
-            })
-        });
         let lease = Lease {
             name: name.to_owned(),
             holder: holder.clone(),
@@ -861,16 +901,24 @@ impl Store for EtcdStore {
 
     async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Lease> {
         let secs = self.ttl_secs(ttl)?;
-        let lease_key = self.key(LEASE, &lease.name);
-        let txn = Txn::new().when(ours(&lease_key, lease)?).and_then([
-            TxnOp::get(lease_key.clone(), None),
-            TxnOp::get(self.key(INFO, &lease.name), None),
+        let keys = self.keys(&lease.name);
+        // The info key names the run until it finishes: a lease kept after its run is not
+        // renewed any more.
+        let mut compares = ours(&keys.lease, lease)?;
+        compares.push(Compare::mod_revision(
+            keys.info.clone(),
+            CompareOp::Equal,
+            token_of(lease)?,
+        ));
+        let txn = Txn::new().when(compares).and_then([
+            TxnOp::get(keys.lease.clone(), None),
+            TxnOp::get(keys.info.clone(), None),
         ]);
         let response = self.txn("renew", txn).await?;
         if !response.succeeded() {
             return Err(Error::lost(
                 lease,
-                "it expired, was released or another holder has it",
+                "it expired, was released or finished, or another holder has it",
             ));
         }
         let found = results(&response);
@@ -917,80 +965,84 @@ impl Store for EtcdStore {
         Ok(renewed)
     }
 
-    async fn release(&self, lease: &Lease) -> Result<Released> {
-        let response = self.delete_if_ours("release", lease).await?;
-        if !response.succeeded() {
-            return Ok(Released::NotHeld);
+    async fn finish(&self, lease: &Lease, finish: &Finish) -> Result<Released> {
+        self.finish_run(lease, finish).await
+    }
+
+    async fn last_run(&self, name: &str) -> Result<Option<LastRun>> {
+        let keys = self.keys(name);
+        let found = results(
+            &self
+                .txn("last-run", Txn::new().and_then(keys.reads()))
+                .await?,
+        );
+        records::last_run_of(name, first(&found, 0), first(&found, 1), first(&found, 2))
+            .map_err(|why| self.unreadable("last-run", name, why))
+    }
+
+    async fn last_runs(&self) -> Result<Vec<LastRun>> {
+        let found = results(&self.txn("last-runs", self.read_all()).await?);
+        let [leases, infos, lasts] = self.by_name(&found);
+        // Every name with a run on record has an info key or a last key; keys (and so these
+        // maps) are ordered by the names' bytes, which is the names' order.
+        let names: std::collections::BTreeSet<&str> =
+            infos.keys().chain(lasts.keys()).copied().collect();
+        let mut runs = Vec::with_capacity(names.len());
+        for name in names {
+            let run = records::last_run_of(
+                name,
+                leases.get(name).copied(),
+                infos.get(name).copied(),
+                lasts.get(name).copied(),
+            )
+            .map_err(|why| self.unreadable("last-runs", name, why))?;
+            runs.extend(run);
         }
-        let found = results(&response);
-        // Our key was the only thing attached to its etcd lease, and it is gone now: the
-        // lease can serve the next acquisition.
-        let granted = first(&found, 1).and_then(|info| Info::decode(info.value()));
-        if let (Some(deleted), Some(info)) = (first(&found, 0), granted) {
-            match i64::try_from(info.granted_secs) {
-                Ok(secs) if deleted.lease() != 0 => self.keep_spare(Spare {
-                    id: deleted.lease(),
-                    secs,
-                    expires: lease.expires.unwrap_or_else(SystemTime::now),
-                }),
-                _ => self.revoke_in_background(deleted.lease()),
-            }
-        }
-        Ok(Released::Released)
+        Ok(runs)
     }
 
     async fn inspect(&self, name: &str) -> Result<Option<Lease>> {
-        let txn = Txn::new().and_then([
-            TxnOp::get(self.key(LEASE, name), None),
-            TxnOp::get(self.key(INFO, name), None),
-        ]);
-        let found = results(&self.txn("inspect", txn).await?);
-        let lease_kvs = found.first().map_or(&[][..], Vec::as_slice);
-        let info_kvs = found.get(1).map_or(&[][..], Vec::as_slice);
-        Ok(self.leases_of("inspect", lease_kvs, info_kvs).await?.pop())
+        let keys = self.keys(name);
+        let found = results(
+            &self
+                .txn("inspect", Txn::new().and_then(keys.reads()))
+                .await?,
+        );
+        let Some(lease_kv) = first(&found, 0) else {
+            return Ok(None);
+        };
+        let mut lease = records::lease_of(name, lease_kv, first(&found, 1), first(&found, 2))
+            .ok_or_else(|| self.malformed("inspect", name))?;
+        lease.expires = self.expiry("inspect", lease_kv.lease()).await?;
+        Ok(Some(lease))
     }
 
     async fn list(&self) -> Result<Vec<Lease>> {
-        // One snapshot of both kinds of keys; a range over "{prefix}lease/" can only hold
-        // lease keys, and every key is parsed strictly.
-        let txn = Txn::new().and_then([
-            TxnOp::get(self.key(LEASE, ""), Some(GetOptions::new().with_prefix())),
-            TxnOp::get(self.key(INFO, ""), Some(GetOptions::new().with_prefix())),
-        ]);
-        let found = results(&self.txn("list", txn).await?);
-        let lease_kvs = found.first().map_or(&[][..], Vec::as_slice);
-        let info_kvs = found.get(1).map_or(&[][..], Vec::as_slice);
-        // Keys come sorted by their bytes, which is the names' order.
-        self.leases_of("list", lease_kvs, info_kvs).await
+        // One snapshot of every kind of key; a range over "{prefix}lease/" can only hold lease
+        // keys, and every key is parsed strictly.
+        let found = results(&self.txn("list", self.read_all()).await?);
+        let [leases, infos, lasts] = self.by_name(&found);
+        let mut listed = Vec::with_capacity(leases.len());
+        // In name order, as the keys are.
+        for (name, lease_kv) in leases {
+            let mut lease = records::lease_of(
+                name,
+                lease_kv,
+                infos.get(name).copied(),
+                lasts.get(name).copied(),
+            )
+            .ok_or_else(|| self.malformed("list", name))?;
+            lease.expires = self.expiry("list", lease_kv.lease()).await?;
+            listed.push(lease);
+        }
+        Ok(listed)
     }
 
     async fn force_release(&self, name: &str) -> Result<Option<Lease>> {
-        let txn = Txn::new().and_then([
-            TxnOp::delete(
-                self.key(LEASE, name),
-                Some(DeleteOptions::new().with_prev_key()),
-            ),
-            TxnOp::delete(
-                self.key(INFO, name),
-                Some(DeleteOptions::new().with_prev_key()),
-            ),
-        ]);
-        let found = results(&self.txn("force-release", txn).await?);
-        let Some(deleted) = first(&found, 0) else {
-            return Ok(None);
-        };
-        let mut lease = self.lease_of(name, deleted, first(&found, 1));
-        if let Some(lease) = &mut lease {
-            lease.expires = self.expiry("force-release", deleted.lease()).await?;
-        }
-        // Revoked, so that the old holder cannot keep its etcd lease alive any more.
-        self.revoke(deleted.lease()).await;
-        lease
-            .ok_or_else(|| self.malformed("force-release", name))
-            .map(Some)
+        self.force_release_run(name).await
     }
 
-    /// A watch (on the client's gRPC channel) for deletions of the name's lease key: release,
+    /// A watch (on the client's gRPC channel) for deletions of the name's lease key: finish,
     /// force-release and expiry alike.
     async fn watch(&self, name: &str) -> Result<Option<Freed>> {
         let mut client = self.lend("watch").await?;
