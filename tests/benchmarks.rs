@@ -71,7 +71,7 @@ fn regenerate_benchmarks_md() {
     for (label, url) in &stores {
         measured.push(bench(label, url));
         if let Some(program) = &baseline {
-            before.push(bench_with(Test::program(program), label, url));
+            before.push(baseline_bench(program, label, url));
         }
     }
     // The same servers' kinds over TLS (verify-full with the test CA), next to the plain ones.
@@ -92,6 +92,73 @@ fn regenerate_benchmarks_md() {
     }
     std::fs::write(root.join("BENCHMARKS.md"), &markdown).expect("write BENCHMARKS.md");
     println!("{markdown}");
+}
+
+/// Before/after on the same servers: `SINGLETON_BENCH_BASELINE=/path/to/an/older/singleton`,
+/// then each store measured ROUNDS times with each build, alternately, printing the cycle p50 and
+/// cycle / floor of each and their medians. For a change's closing note; writes no file.
+#[test]
+#[ignore = "a benchmark, run by hand in a release build"]
+fn before_and_after() {
+    const ROUNDS: usize = 3;
+    let baseline = std::env::var("SINGLETON_BENCH_BASELINE")
+        .expect("SINGLETON_BENCH_BASELINE=/path/to/an/older/singleton");
+    let sqlite = SqliteStore::new();
+    let mut stores: Vec<(&'static str, String)> = vec![("SQLite", sqlite.url.clone())];
+    #[cfg(feature = "postgres")]
+    stores.push((
+        "PostgreSQL",
+        crate::support::postgres_server::shared().url(),
+    ));
+    #[cfg(feature = "mysql")]
+    stores.push(("MariaDB", crate::support::mariadb_server::shared().url()));
+    #[cfg(feature = "mongodb")]
+    stores.push((
+        "SecantusDB",
+        crate::support::mongodb_server::shared().url.clone(),
+    ));
+    #[cfg(feature = "redis")]
+    stores.push(("Redis", crate::support::redis_server::shared().url.clone()));
+    #[cfg(feature = "etcd")]
+    stores.push(("etcd", crate::support::etcd_server::shared().url.clone()));
+    let median = |mut values: Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    println!(
+        "| store | before cycle p50 | after cycle p50 | after / before | before cycle / floor | after cycle / floor |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (label, url) in &stores {
+        let (mut before, mut after) = (Vec::new(), Vec::new());
+        for _ in 0..ROUNDS {
+            match baseline_bench(&baseline, label, url) {
+                Some(measured) => before.push(measured),
+                None => break,
+            }
+            after.push(bench(label, url));
+        }
+        if before.is_empty() {
+            println!("| {label} | not in the baseline build | | | | |");
+            continue;
+        }
+        let cycle = |m: &[Measured]| median(m.iter().map(|m| m.us("cycle_us", "p50")).collect());
+        let ratio = |m: &[Measured]| {
+            median(
+                m.iter()
+                    .map(|m| m.report["ratio_p50"].as_f64().unwrap_or(f64::NAN))
+                    .collect(),
+            )
+        };
+        println!(
+            "| {label} | {:.0} µs | {:.0} µs | {:.2}× | {:.2}× | {:.2}× |",
+            cycle(&before),
+            cycle(&after),
+            cycle(&after) / cycle(&before),
+            ratio(&before),
+            ratio(&after)
+        );
+    }
 }
 
 /// Runs `singleton bench --json` against `url`, checking that no two holders overlapped.
@@ -384,8 +451,21 @@ fn benchmarks_md(
     md
 }
 
+/// [`bench`] with the baseline build, or `None` if that build lacks the store's feature.
+fn baseline_bench(program: &str, label: &'static str, url: &str) -> Option<Measured> {
+    let probe = Test::program(program)
+        .store(url)
+        .args(["status", "baseline-probe"])
+        .output();
+    if probe.code == 64 && probe.stderr.contains("not available in this build") {
+        eprintln!("{label}: not in the baseline build; skipped");
+        return None;
+    }
+    Some(bench_with(Test::program(program), label, url))
+}
+
 /// The before/after table of a run with `SINGLETON_BENCH_BASELINE`.
-fn against_baseline(program: &str, now: &[Measured], before: &[Measured]) -> String {
+fn against_baseline(program: &str, now: &[Measured], before: &[Option<Measured>]) -> String {
     let mut md = String::new();
     let _ = writeln!(
         md,
@@ -397,6 +477,10 @@ fn against_baseline(program: &str, now: &[Measured], before: &[Measured]) -> Str
     );
     let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|");
     for (now, before) in now.iter().zip(before) {
+        let Some(before) = before else {
+            let _ = writeln!(md, "| {} | not in the baseline build | | | | |", now.label);
+            continue;
+        };
         let _ = writeln!(
             md,
             "| {} | {:.0} µs | {:.0} µs | **{:.2}×** | {:.2}× | {:.2}× |",
