@@ -469,7 +469,7 @@ fn against_baseline(program: &str, now: &[Measured], before: &[Option<Measured>]
     let mut md = String::new();
     let _ = writeln!(
         md,
-        "\n## Against a baseline build\n\nThe same servers, measured right after this build          with `{program}` (`SINGLETON_BENCH_BASELINE`).\n"
+        "\n## Against a baseline build\n\nThe same servers, measured right after this build with `{program}` (`SINGLETON_BENCH_BASELINE`).\n"
     );
     let _ = writeln!(
         md,
