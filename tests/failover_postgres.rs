@@ -287,6 +287,20 @@ fn primary_killed_while_held(promote_after: Duration) -> i32 {
         at_ns(second.start_ns) > killed_at,
         "B acquired only after the failover"
     );
+    // Nothing stuck: B, which talked to the dead primary too, finds the new one and takes the
+    // name soon after it came free (A's release, or its lease's expiry). Generous for a busy
+    // machine; connecting to the hosts one by one instead took B over 40 s here.
+    let free_at = match a.code {
+        0 => at_ns(first.end_ns),
+        _ => expiry.max(promoted_at),
+    };
+    let after = at_ns(second.start_ns)
+        .duration_since(free_at)
+        .unwrap_or_default();
+    assert!(
+        after < 10 * SECOND,
+        "B acquired {after:?} after the name came free"
+    );
     a.code
 }
 
