@@ -307,20 +307,20 @@ fn kind(store: &str) -> &str {
 /// What happened when during a fault, relative to its first mark, in the order it happened;
 /// printed when dropped (shown with `cargo test -- --nocapture`), so that a run documents its
 /// timings, also when it fails.
-struct Timeline {
+pub(crate) struct Timeline {
     fault: String,
     marks: Vec<(&'static str, SystemTime)>,
 }
 
 impl Timeline {
-    fn new(fault: String) -> Self {
+    pub(crate) fn new(fault: String) -> Self {
         Timeline {
             fault,
             marks: Vec::new(),
         }
     }
 
-    fn mark(&mut self, what: &'static str, at: SystemTime) {
+    pub(crate) fn mark(&mut self, what: &'static str, at: SystemTime) {
         self.marks.push((what, at));
     }
 }

@@ -8,6 +8,8 @@ mod support;
 mod benchmarks;
 mod cli;
 mod edges;
+#[cfg(feature = "postgres")]
+mod failover_postgres;
 mod faults;
 mod hosts;
 mod last_run;

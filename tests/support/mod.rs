@@ -12,6 +12,8 @@ pub mod hosts;
 pub mod mariadb_server;
 #[cfg(feature = "mongodb")]
 pub mod mongodb_server;
+#[cfg(feature = "postgres")]
+pub mod postgres_cluster;
 pub mod postgres_server;
 pub mod proxy;
 pub mod redis_server;

@@ -16,7 +16,7 @@ use std::sync::OnceLock;
 use super::certs::{self, TlsServer};
 use super::servers::{Server, free_port, require_binary, spawn_tied, wait_for_log};
 
-const INSTALL: &str = "apt-get install postgresql (or scripts/install-test-deps)";
+pub(super) const INSTALL: &str = "apt-get install postgresql (or scripts/install-test-deps)";
 
 /// The superuser's password in the test cluster.
 pub const PASSWORD: &str = "pg-secret-4711";
@@ -98,7 +98,7 @@ pub fn tls_expired() -> &'static Postgres {
 }
 
 /// `/usr/lib/postgresql/<newest version>/bin`, where Debian keeps the server binaries.
-fn bin_dir() -> PathBuf {
+pub(super) fn bin_dir() -> PathBuf {
     let versions = std::fs::read_dir("/usr/lib/postgresql")
         .map(|dir| {
             dir.filter_map(|entry| entry.ok())
@@ -113,7 +113,7 @@ fn bin_dir() -> PathBuf {
 }
 
 /// The `postgres` system user's uid and gid, when we are root and must switch to it.
-fn postgres_user() -> Option<(u32, u32)> {
+pub(super) fn postgres_user() -> Option<(u32, u32)> {
     // /proc/self belongs to the effective user.
     let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
     if !root {
@@ -131,14 +131,14 @@ fn postgres_user() -> Option<(u32, u32)> {
 }
 
 /// Hands `path` to the `postgres` user, if we switch to it.
-fn give(path: &Path, user: Option<(u32, u32)>) {
+pub(super) fn give(path: &Path, user: Option<(u32, u32)>) {
     if let Some((uid, gid)) = user {
         std::os::unix::fs::chown(path, Some(uid), Some(gid))
             .unwrap_or_else(|e| panic!("chown {}: {e}", path.display()));
     }
 }
 
-fn as_postgres(mut command: Command, user: Option<(u32, u32)>, dir: &Path) -> Command {
+pub(super) fn as_postgres(mut command: Command, user: Option<(u32, u32)>, dir: &Path) -> Command {
     if let Some((uid, gid)) = user {
         command.uid(uid).gid(gid);
     }
@@ -151,19 +151,16 @@ pub fn own() -> Postgres {
     start(None)
 }
 
-/// Starts a server; with `tls`, a TLS server (see the module docs).
-fn start(tls: Option<TlsServer>) -> Postgres {
+/// Makes a new cluster in `dir/data` (handing `dir` to `user`, the server's user) whose
+/// superuser `postgres` has the password [`PASSWORD`], and returns the data directory.
+pub(super) fn init(dir: &Path, user: Option<(u32, u32)>) -> PathBuf {
     let bin = bin_dir();
-    let bin_str = bin.to_string_lossy().into_owned();
-    let initdb = require_binary("initdb", &[&bin_str], INSTALL);
-    let postgres = require_binary("postgres", &[&bin_str], INSTALL);
-    let user = postgres_user();
-    let dir = tempfile::tempdir().expect("temp dir");
-    give(dir.path(), user);
-    let data = dir.path().join("data");
-    let pwfile = dir.path().join("pwfile");
+    let initdb = require_binary("initdb", &[&bin.to_string_lossy()], INSTALL);
+    give(dir, user);
+    let data = dir.join("data");
+    let pwfile = dir.join("pwfile");
     std::fs::write(&pwfile, PASSWORD).expect("write the password file");
-    let init = as_postgres(Command::new(initdb), user, dir.path())
+    let init = as_postgres(Command::new(initdb), user, dir)
         .args([
             "--no-sync",
             "--no-instructions",
@@ -183,6 +180,17 @@ fn start(tls: Option<TlsServer>) -> Postgres {
         "initdb failed: {}",
         String::from_utf8_lossy(&init.stderr)
     );
+    data
+}
+
+/// Starts a server; with `tls`, a TLS server (see the module docs).
+fn start(tls: Option<TlsServer>) -> Postgres {
+    let bin = bin_dir();
+    let bin_str = bin.to_string_lossy().into_owned();
+    let postgres = require_binary("postgres", &[&bin_str], INSTALL);
+    let user = postgres_user();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = init(dir.path(), user);
 
     // With TLS, the server presents its own copy of the certificate: PostgreSQL wants the key
     // owned by the server's user and readable by it alone.

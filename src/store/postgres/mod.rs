@@ -20,18 +20,21 @@
 //!
 //! Tables of the previous version, without the `run_*` columns, get them at connect.
 //!
-//! TLS follows libpq's `sslmode` and its files (`postgres/tls.rs`).
+//! TLS follows libpq's `sslmode` and its files (`postgres/tls.rs`). A URL with several hosts
+//! (a primary and its standbys) is connected to the first that takes a read-write session, all
+//! tried at once (`postgres/servers.rs`).
 
+mod servers;
 mod statements;
 mod tls;
 
 use std::time::{Duration, SystemTime};
 
-use deadpool_postgres::{Manager, Object, Pool, PoolError, Runtime};
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, Runtime};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{AsyncMessage, Row};
-use tokio_postgres_rustls::MakeRustlsConnect;
 
+use self::servers::Servers;
 use self::statements::Statements;
 use super::reconnect::{self, Lent, Reconnecting};
 use super::sql::{self, SqlUrl};
@@ -55,11 +58,10 @@ pub struct PostgresStore {
     /// Replaced by a new pool once a request was abandoned (see `reconnect`).
     pool: Reconnecting<Pool>,
     sql: Statements,
-    /// For the pools' connections and the connection each waiter listens on.
-    config: tokio_postgres::Config,
+    /// For the pools' connections and the connection each waiter listens on; the TLS
+    /// connector in it is made once, with the TLS files read at connect.
+    servers: Servers,
     tls: tls::Settings,
-    /// Made once, with the TLS files read at connect.
-    connector: MakeRustlsConnect,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -96,23 +98,39 @@ impl PostgresStore {
             ("keepalives_retries", &retries),
             ("tcp_user_timeout", &user_timeout),
         ]);
-        let mut config: tokio_postgres::Config =
-            driver_url.parse().map_err(|e| Error::InvalidUrl {
-                url: url.masked.clone(),
-                reason: sql::OneLine::of(&e).to_string(),
-            })?;
-        config.connect_timeout(url.connect_timeout);
-        config.ssl_mode(tls.ssl_mode());
-        let connector = tls.connector(&url)?;
-        let pool = new_pool(&url, &config, &connector)?;
+        // Several hosts, several configurations: the driver alone would try them in turn.
+        let one_by_one = ["host", "hostaddr", "port"]
+            .iter()
+            .any(|key| url.has_driver_param(key));
+        let urls = if one_by_one {
+            vec![driver_url]
+        } else {
+            servers::per_host(&driver_url)
+        };
+        let mut configs = Vec::with_capacity(urls.len());
+        for driver_url in &urls {
+            let mut config: tokio_postgres::Config =
+                driver_url.parse().map_err(|e| Error::InvalidUrl {
+                    url: url.masked.clone(),
+                    reason: sql::OneLine::of(&e).to_string(),
+                })?;
+            config.connect_timeout(url.connect_timeout);
+            config.ssl_mode(tls.ssl_mode());
+            configs.push(config);
+        }
+        let servers = Servers::new(
+            configs,
+            url.has_driver_param("target_session_attrs"),
+            tls.connector(&url)?,
+        );
+        let pool = new_pool(&url, &servers)?;
         let sql = Statements::new(&url.table, &url.scratch_table(), &url.waiters_table());
         let store = PostgresStore {
             url,
             pool: Reconnecting::new(pool),
             sql,
-            config,
+            servers,
             tls,
-            connector,
         };
         // Creating the tables and preparing the statements may wait on another session's
         // locks: bounded, as the connection itself is.
@@ -160,7 +178,7 @@ impl PostgresStore {
     async fn client(&self, operation: &'static str) -> Result<(Lent<'_, Pool>, Object)> {
         let pool = self
             .pool
-            .lend(|| std::future::ready(new_pool(&self.url, &self.config, &self.connector)))
+            .lend(|| std::future::ready(new_pool(&self.url, &self.servers)))
             .await?;
         let client = pool.get().await.map_err(|err| match err {
             PoolError::Timeout(_) => self.url.connect_timed_out(operation),
@@ -295,13 +313,10 @@ impl PostgresStore {
     }
 }
 
-/// A pool of connections made with `config` and `connector`.
-fn new_pool(
-    url: &SqlUrl,
-    config: &tokio_postgres::Config,
-    connector: &MakeRustlsConnect,
-) -> Result<Pool> {
-    Pool::builder(Manager::new(config.clone(), connector.clone()))
+/// A pool of connections to the first of `servers` that takes them.
+fn new_pool(url: &SqlUrl, servers: &Servers) -> Result<Pool> {
+    let manager = Manager::from_connect(servers.first(), servers.clone(), ManagerConfig::default());
+    Pool::builder(manager)
         .max_size(POOL_SIZE)
         .runtime(Runtime::Tokio1)
         // Bounds the whole of connecting and authenticating, which the driver's own
@@ -576,7 +591,7 @@ impl Store for PostgresStore {
     async fn watch(&self, name: &str) -> Result<Option<Freed>> {
         let error = |e| self.error("watch", e);
         let timed_out = |_| self.url.connect_timed_out("watch");
-        let connecting = self.config.connect(self.connector.clone());
+        let connecting = self.servers.connect_first();
         let (client, mut connection) = tokio::time::timeout(self.url.connect_timeout, connecting)
             .await
             .map_err(timed_out)?
