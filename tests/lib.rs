@@ -8,6 +8,8 @@ mod support;
 mod benchmarks;
 mod cli;
 mod edges;
+#[cfg(feature = "etcd")]
+mod failover_etcd;
 mod faults;
 mod hosts;
 mod last_run;
