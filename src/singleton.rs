@@ -178,7 +178,8 @@ const EVENT_BACKLOG: usize = 256;
 /// The longest pause between a waiter's tries while the store cannot be reached.
 const OUTAGE_PAUSE_MAX: Duration = Duration::from_secs(5);
 
-/// How many times a release or an inspection is sent before its failure is reported.
+/// How many times an inspection is sent before its failure is reported, and a release at least
+/// (see [`RELEASE_PATIENCE`]).
 const TRIES: u32 = 3;
 
 impl Singleton {
@@ -627,9 +628,9 @@ impl Inner {
 
     /// Ends the run on `held` once: stops its renewal, then gives the lease back or keeps it
     /// for what is left of `hold_at_least` (owner-checked), recording `outcome` as the last run.
-    /// A try that fails or times out is sent again, up to three times while the lease may
-    /// still be ours; every try asks the same, so a repeat of one that took effect changes
-    /// nothing.
+    /// A try that fails or times out is sent again while the lease may still be ours, three
+    /// times or for [`RELEASE_PATIENCE`], whichever is longer; every try asks the same, so a
+    /// repeat of one that took effect changes nothing.
     pub(crate) async fn finish(
         &self,
         held: &Arc<Held>,
@@ -660,6 +661,7 @@ impl Inner {
             token: lease.token,
         });
         let mut tries = 0;
+        let started = BootInstant::now();
         // Whether a try timed out: it may have given the lease back after all.
         let mut abandoned = false;
         let released = loop {
@@ -671,14 +673,12 @@ impl Inner {
                 self.store.finish(&lease, &finish),
             )
             .await;
+            let now = BootInstant::now();
             let worth_again = !held.is_lost()
-                && held
-                    .safe_until()
-                    .is_none_or(|safe| BootInstant::now() < safe);
+                && held.safe_until().is_none_or(|safe| now < safe)
+                && (tries < TRIES || now.saturating_duration_since(started) < RELEASE_PATIENCE);
             match released {
-                Err(Error::Timeout { .. } | Error::Store { .. })
-                    if tries < TRIES && worth_again =>
-                {
+                Err(Error::Timeout { .. } | Error::Store { .. }) if worth_again => {
                     let err = released.unwrap_err();
                     abandoned |= matches!(err, Error::Timeout { .. });
                     self.emit(Event::Error {
@@ -728,3 +728,9 @@ impl Inner {
 
 /// The pause before a failed release is sent again, times the number of tries so far.
 const RELEASE_RETRY: Duration = Duration::from_millis(50);
+
+/// How long a release is sent again (at least [`TRIES`] times) while the lease may still be
+/// ours: long enough for a replicated store to elect a new leader or fail over (etcd takes one
+/// to two seconds with its default timings), so that a run whose job has finished does not
+/// report a store error (and leave its lease to expire) for a failover it could wait out.
+const RELEASE_PATIENCE: Duration = Duration::from_secs(5);

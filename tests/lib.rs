@@ -8,6 +8,8 @@ mod support;
 mod benchmarks;
 mod cli;
 mod edges;
+#[cfg(feature = "etcd")]
+mod failover_etcd;
 #[cfg(feature = "postgres")]
 mod failover_postgres;
 mod faults;

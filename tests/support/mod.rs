@@ -4,6 +4,8 @@
 #![allow(dead_code)]
 
 pub mod certs;
+#[cfg(feature = "etcd")]
+pub mod etcd_cluster;
 pub mod etcd_server;
 pub mod fenced;
 pub mod freezer;

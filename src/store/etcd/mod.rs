@@ -81,6 +81,10 @@ const INFO: &str = "info/";
 const LAST: &str = "last/";
 const BENCH: &str = "bench/";
 
+/// How long, at least, connect waits for a member's version after the cluster has answered
+/// (see `connect`).
+const MEMBER_GRACE: Duration = Duration::from_millis(500);
+
 /// How many times acquire and force-release read and write again when the keys they read
 /// changed before their write could apply (each time, another client got something done).
 const MAX_ATTEMPTS: usize = 8;
@@ -158,11 +162,15 @@ impl EtcdStore {
         let single = target.endpoints.len() == 1;
         let probe = async {
             let client = Client::connect(&target.endpoints, Some(connect_options.clone())).await?;
-            let (mut reader, mut asker) = (client.clone(), client.clone());
+            let mut asker = client.clone();
             // With one endpoint, the client's own channel asks its member; with several it
             // would ask whichever the balancer picks, so each gets a client of its own below.
             let (read, status) = tokio::join!(
-                reader.get(prefix.as_bytes(), Some(GetOptions::new().with_count_only())),
+                until_sent(|| {
+                    let (mut reader, key) = (client.clone(), prefix.as_bytes().to_vec());
+                    let options = GetOptions::new().with_count_only();
+                    async move { reader.get(key, Some(options)).await }
+                }),
                 async {
                     if single {
                         Some(asker.status().await)
@@ -174,9 +182,11 @@ impl EtcdStore {
             read?;
             Ok::<_, etcd_client::Error>((client, status))
         };
+        // Each member's answer, as it comes.
+        let answers = std::sync::Mutex::new(Vec::new());
         let each_member = async {
             if single {
-                return Vec::new();
+                return;
             }
             let asking = target.endpoints.iter().map(|endpoint| async {
                 let asked = async {
@@ -184,15 +194,56 @@ impl EtcdStore {
                         Client::connect([endpoint.as_str()], Some(connect_options.clone())).await?;
                     client.status().await
                 };
-                let answer = tokio::time::timeout(target.connect_timeout, asked).await;
-                (endpoint.as_str(), answer)
+                if let Ok(answer) = tokio::time::timeout(target.connect_timeout, asked).await {
+                    answers
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push((endpoint.as_str(), answer));
+                }
             });
-            futures_util::future::join_all(asking).await
+            futures_util::future::join_all(asking).await;
         };
-        let (probed, members) = tokio::join!(
-            tokio::time::timeout(target.connect_timeout, probe),
-            each_member
-        );
+        // Once the cluster has answered, a member that has not told its version yet gets as
+        // long again as the cluster took (at least `MEMBER_GRACE`), not the whole connect
+        // timeout: a member cut off from the network never answers, and waiting for it would
+        // make every connect take the connect timeout for as long as it is away.
+        let (answered, answered_after) = tokio::sync::oneshot::channel();
+        let probing = async {
+            let started = tokio::time::Instant::now();
+            let probed = tokio::time::timeout(target.connect_timeout, probe).await;
+            let _ = answered.send(started.elapsed());
+            probed
+        };
+        let checking = async {
+            let mut each_member = std::pin::pin!(each_member);
+            tokio::select! {
+                () = &mut each_member => {}
+                took = answered_after => {
+                    let grace = took.unwrap_or_default().max(MEMBER_GRACE);
+                    let _ = tokio::time::timeout(grace, each_member).await;
+                }
+            }
+        };
+        let (probed, ()) = tokio::join!(probing, checking);
+        let mut answers = answers
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // `None` for a member that did not answer in time.
+        let members: Vec<(&str, Option<_>)> = if single {
+            Vec::new()
+        } else {
+            target
+                .endpoints
+                .iter()
+                .map(|endpoint| {
+                    let answer = answers
+                        .iter()
+                        .position(|(named, _)| *named == endpoint.as_str())
+                        .map(|i| answers.swap_remove(i).1);
+                    (endpoint.as_str(), answer)
+                })
+                .collect()
+        };
         let probed = probed.map_err(|_| Error::Timeout {
             store: masked.clone(),
             operation: "connect",
@@ -212,15 +263,15 @@ impl EtcdStore {
         }
         for (endpoint, answer) in members {
             match answer {
-                Ok(Ok(status)) => checked.push((endpoint, status.version().to_owned())),
+                Some(Ok(status)) => checked.push((endpoint, status.version().to_owned())),
                 // The cluster answered through another member: one that is down is skipped,
                 // and checked the next time it answers at a connect.
-                Ok(Err(err)) => {
+                Some(Err(err)) => {
                     let err = EtcdError::from(err);
                     tracing::warn!(store = %masked, endpoint = %host_of(endpoint), error = %err, "could not read this etcd member's version; it is not checked for known lease bugs");
                 }
-                Err(_) => {
-                    tracing::warn!(store = %masked, endpoint = %host_of(endpoint), "this etcd member did not tell its version within the connect timeout; it is not checked for known lease bugs");
+                None => {
+                    tracing::warn!(store = %masked, endpoint = %host_of(endpoint), "this etcd member did not tell its version in time (it is down or cut off?); it is not checked for known lease bugs");
                 }
             }
         }
@@ -271,23 +322,24 @@ impl EtcdStore {
             .await
     }
 
-    /// Sends one request (`send` gets the client) and hands back the client's own error.
+    /// Sends one request (`send` gets the client; see [`until_sent`]) and hands back the
+    /// client's own error.
     async fn try_call<T, F>(
         &self,
         operation: &'static str,
-        send: impl FnOnce(Client) -> F,
+        mut send: impl FnMut(Client) -> F,
     ) -> Result<Result<T, etcd_client::Error>>
     where
         F: Future<Output = Result<T, etcd_client::Error>>,
     {
         let client = self.lend(operation).await?;
-        let answer = send(client.clone()).await;
+        let answer = until_sent(|| send(client.clone())).await;
         settle(client, &[answer.as_ref().err()]);
         Ok(answer)
     }
 
     /// Sends one request (`send` gets the client) and maps its error.
-    async fn call<T, F>(&self, operation: &'static str, send: impl FnOnce(Client) -> F) -> Result<T>
+    async fn call<T, F>(&self, operation: &'static str, send: impl FnMut(Client) -> F) -> Result<T>
     where
         F: Future<Output = Result<T, etcd_client::Error>>,
     {
@@ -382,8 +434,11 @@ impl EtcdStore {
     }
 
     async fn txn(&self, operation: &'static str, txn: Txn) -> Result<TxnResponse> {
-        self.call(operation, |mut client| async move { client.txn(txn).await })
-            .await
+        self.call(operation, |mut client| {
+            let txn = txn.clone();
+            async move { client.txn(txn).await }
+        })
+        .await
     }
 
     /// The spare lease, if it was granted for `secs` and has not probably run out by `now`.
@@ -436,8 +491,16 @@ impl EtcdStore {
         txn: Txn,
     ) -> Result<Option<TxnResponse>> {
         let client = self.lend("acquire").await?;
-        let (mut keeper, mut attacher) = (client.clone(), client.clone());
-        let (kept, attached) = tokio::join!(keeper.lease_keep_alive(spare.id), attacher.txn(txn));
+        let (kept, attached) = tokio::join!(
+            until_sent(|| {
+                let mut keeper = client.clone();
+                async move { keeper.lease_keep_alive(spare.id).await }
+            }),
+            until_sent(|| {
+                let (mut attacher, txn) = (client.clone(), txn.clone());
+                async move { attacher.txn(txn).await }
+            }),
+        );
         settle(client, &[kept.as_ref().err(), attached.as_ref().err()]);
         match (kept, attached) {
             (Ok(_), Ok(response)) => Ok(Some(response)),
@@ -494,13 +557,20 @@ impl EtcdStore {
         txn: Txn,
     ) -> Result<TxnResponse> {
         let client = self.lend("acquire").await?;
-        let (mut granter, mut attacher) = (client.clone(), client.clone());
+        let attach = || {
+            let (mut attacher, txn) = (client.clone(), txn.clone());
+            async move { attacher.txn(txn).await }
+        };
         let (granted, attached) = tokio::join!(
-            granter.lease_grant(secs, Some(LeaseGrantOptions::new().with_id(lease_id))),
-            attacher.txn(txn.clone()),
+            until_sent(|| {
+                let mut granter = client.clone();
+                let options = LeaseGrantOptions::new().with_id(lease_id);
+                async move { granter.lease_grant(secs, Some(options)).await }
+            }),
+            until_sent(attach),
         );
         let attached = match attached {
-            Err(err) if granted.is_ok() && is_lease_not_found(&err) => attacher.txn(txn).await,
+            Err(err) if granted.is_ok() && is_lease_not_found(&err) => until_sent(attach).await,
             other => other,
         };
         settle(client, &[granted.as_ref().err(), attached.as_ref().err()]);
@@ -720,6 +790,47 @@ mod grpc {
     pub const PERMISSION_DENIED: i32 = 7;
     pub const UNAVAILABLE: i32 = 14;
     pub const UNAUTHENTICATED: i32 = 16;
+}
+
+/// How many times a request is sent in all while the channel fails to connect to the member
+/// it picked for it (see [`until_sent`]).
+const SENDS: usize = 6;
+
+/// Sends a request (`send` sends it once) again, at once, while it fails because the channel
+/// could not connect to the member it picked: the request never left, so sending it again is
+/// sending it for the first time, whatever it is (a write too).
+///
+/// The channel balances requests over every member named in the URL, and it keeps a member
+/// that is down among them: its connection is tried afresh for every request picked for it,
+/// and a refused connection fails that request at once. So with one member of three down
+/// (crashed, or just restarting), one request in three or so would fail, though the cluster
+/// answers. Sent again, the request goes to a member picked afresh; the caller's request
+/// timeout still bounds the whole.
+async fn until_sent<T, F>(mut send: impl FnMut() -> F) -> Result<T, etcd_client::Error>
+where
+    F: Future<Output = Result<T, etcd_client::Error>>,
+{
+    let mut sent = 1;
+    loop {
+        match send().await {
+            Err(err) if never_sent(&err) && sent < SENDS => {
+                tracing::debug!(error = %EtcdError::from(err), "an etcd member could not be reached; sending the request to another");
+                sent += 1;
+            }
+            answer => return answer,
+        }
+    }
+}
+
+/// Whether a request failed because no connection could be made for it: tonic reports a
+/// failed connect as `UNAVAILABLE` with the connector's own words (a TLS handshake that
+/// failed is not among these: that connection was made, and its error stands).
+fn never_sent(err: &etcd_client::Error) -> bool {
+    matches!(err, etcd_client::Error::GRpcStatus(status)
+        if i32::from(status.code()) == grpc::UNAVAILABLE
+            && ["tcp connect error", "dns error"]
+                .iter()
+                .any(|words| status.message().starts_with(words)))
 }
 
 /// Hands a lent client back, unless one of the requests on it timed out (the channel's own
@@ -1045,10 +1156,15 @@ impl Store for EtcdStore {
     /// A watch (on the client's gRPC channel) for deletions of the name's lease key: finish,
     /// force-release and expiry alike.
     async fn watch(&self, name: &str) -> Result<Option<Freed>> {
-        let mut client = self.lend("watch").await?;
+        let client = self.lend("watch").await?;
         let options = WatchOptions::new().with_filters([WatchFilterType::NoPut]);
         let starting = async {
-            let mut stream = client.watch(self.key(LEASE, name), Some(options)).await?;
+            let mut stream = until_sent(|| {
+                let (mut watcher, options) = (client.clone(), options.clone());
+                let key = self.key(LEASE, name);
+                async move { watcher.watch(key, Some(options)).await }
+            })
+            .await?;
             // Deletions are reported from the moment etcd confirms the watch.
             match stream.message().await? {
                 Some(response) if response.created() => Ok(stream),
@@ -1085,12 +1201,14 @@ impl Store for EtcdStore {
     async fn benchmark_floor(&self, scratch_key: &str) -> Result<()> {
         let key = self.key(BENCH, scratch_key);
         let put = key.clone();
-        self.call("benchmark", |mut client| async move {
-            client.put(put, "1", None).await
+        self.call("benchmark", |mut client| {
+            let put = put.clone();
+            async move { client.put(put, "1", None).await }
         })
         .await?;
-        self.call("benchmark", |mut client| async move {
-            client.delete(key, None).await
+        self.call("benchmark", |mut client| {
+            let key = key.clone();
+            async move { client.delete(key, None).await }
         })
         .await?;
         Ok(())
