@@ -8,6 +8,8 @@ mod support;
 mod benchmarks;
 mod cli;
 mod edges;
+#[cfg(feature = "redis")]
+mod failover_redis;
 mod faults;
 mod hosts;
 mod last_run;

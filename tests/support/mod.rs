@@ -14,6 +14,8 @@ pub mod mariadb_server;
 pub mod mongodb_server;
 pub mod postgres_server;
 pub mod proxy;
+#[cfg(feature = "redis")]
+pub mod redis_cluster;
 pub mod redis_server;
 pub mod servers;
 
