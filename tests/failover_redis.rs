@@ -19,7 +19,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::support::fenced::Fenced;
 use crate::support::history::{self, Interval};
 use crate::support::hosts::{Host, Network};
+use singleton_process::{Acquire, Error, Holder};
+
 use crate::support::redis_cluster::RedisCluster;
+use crate::support::redis_server;
 use crate::support::{Done, Test, unique};
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -434,4 +437,71 @@ fn sentinel_urls_are_checked_and_their_passwords_masked() {
         &["no Sentinel named a primary", "127.0.0.1:1"],
     );
     assert!(!line.contains("s-secret"), "{line}");
+}
+
+/// Without a replica, `?min_replicas=1` refuses every acquire and gives its lease back, and a
+/// renewal that no replica confirms fails; with a replica in sync, the whole conformance suite
+/// passes through the `WAIT` path (holds included).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_replicas_refuses_leases_that_no_replica_confirms() {
+    let alone = redis_server::own();
+    let url = format!("{}?min_replicas=1", alone.url);
+    let strict = singleton_process::connect(&url).await.expect("connect");
+    let plain = singleton_process::connect(&alone.url)
+        .await
+        .expect("connect");
+    let name = unique("replicas");
+    let ttl = Some(Duration::from_secs(10));
+    let started = Instant::now();
+    let refused = strict
+        .acquire(&name, &Holder::current("strict"), ttl)
+        .await
+        .expect_err("an acquire no replica confirmed");
+    eprintln!("{refused} (after {:?})", started.elapsed());
+    assert!(matches!(refused, Error::Store { .. }), "{refused:?}");
+    let text = refused.to_string();
+    assert!(
+        text.contains("only 0 of the 1 replicas") && text.contains("given back"),
+        "{text}"
+    );
+    assert!(
+        plain.inspect(&name).await.expect("inspect").is_none(),
+        "the refused lease was not given back"
+    );
+    // The counter kept the token it handed out: the next lease's is higher.
+    let Acquire::Acquired { lease, .. } = plain
+        .acquire(&name, &Holder::current("plain"), ttl)
+        .await
+        .expect("acquire")
+    else {
+        panic!("the name is free");
+    };
+    assert_eq!(lease.token.0, 2, "{lease:?}");
+    let failed = strict
+        .renew(&lease, Duration::from_secs(10))
+        .await
+        .expect_err("a renewal no replica confirmed");
+    assert!(
+        matches!(&failed, Error::Store { .. }) && failed.to_string().contains("does not count"),
+        "{failed:?}"
+    );
+
+    let replica =
+        redis_server::own_with(&["--replicaof", "127.0.0.1", &alone.server.port.to_string()]);
+    let replicated = singleton_process::connect(&url).await.expect("connect");
+    // The replica is in sync once a write is confirmed.
+    let mut tries = 0;
+    while replicated
+        .acquire(&unique("sync"), &Holder::current("x"), ttl)
+        .await
+        .is_err()
+    {
+        tries += 1;
+        assert!(tries < 100, "the replica never confirmed a write");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    singleton_process::conformance::Suite::new(replicated)
+        .run_all()
+        .await;
+    drop(replica);
 }

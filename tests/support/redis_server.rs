@@ -105,6 +105,15 @@ pub fn own() -> RedisServer {
     start(Setup::default())
 }
 
+/// A server of the caller's own on loopback with more `redis-server` arguments, say
+/// `--replicaof 127.0.0.1 PORT`.
+pub fn own_with(args: &[&str]) -> RedisServer {
+    start(Setup {
+        args: args.iter().map(|arg| (*arg).to_owned()).collect(),
+        ..Setup::default()
+    })
+}
+
 /// A server of the caller's own on the simulated `host`, listening on the host's address: only
 /// programs on hosts of the same network reach it.
 pub fn start_in(host: &Host) -> RedisServer {

@@ -106,6 +106,9 @@ pub struct RedisStore {
     shortest_ttl_ms: AtomicU64,
     /// `redis+sentinel://`: where to find the primary again.
     sentinel: Option<Discovery>,
+    /// The hashes of the scripts loaded on the server as far as we know, so that a pipeline
+    /// with `WAIT` is not sent for nothing (and waited for) only to learn `NOSCRIPT`.
+    loaded: Mutex<BTreeSet<String>>,
 }
 
 /// What a `redis+sentinel://` store needs to find the primary again.
@@ -252,6 +255,7 @@ impl RedisStore {
             min_replicas,
             shortest_ttl_ms: AtomicU64::new(u64::MAX),
             sentinel: None,
+            loaded: Mutex::default(),
         })
     }
 
@@ -350,6 +354,7 @@ impl RedisStore {
             min_replicas,
             shortest_ttl_ms: AtomicU64::new(u64::MAX),
             sentinel: Some(discovery),
+            loaded: Mutex::default(),
         })
     }
 
@@ -458,7 +463,14 @@ impl RedisStore {
         wait: Option<Duration>,
     ) -> Result<(T, Option<u32>)> {
         let replicas = self.min_replicas;
+        let hash = script.get_hash().to_owned();
+        let known = || self.loaded.lock().unwrap_or_else(PoisonError::into_inner);
+        let loaded_before = known().contains(&hash);
         self.call(operation, |mut conn| async move {
+            if wait.is_some() && !loaded_before {
+                script.load_async(&mut conn).await?;
+                known().insert(hash.clone());
+            }
             let mut pipe = redis::pipe();
             pipe.add_command(eval);
             if let Some(wait) = wait {
@@ -484,7 +496,9 @@ impl RedisStore {
                         if !loaded
                             && err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) =>
                     {
+                        known().remove(&hash);
                         script.load_async(&mut conn).await?;
+                        known().insert(hash.clone());
                         loaded = true;
                     }
                     Some(reply) => return Ok((T::from_redis_value(reply?)?, count)),
