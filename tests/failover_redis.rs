@@ -407,6 +407,84 @@ fn with_min_replicas_a_replicated_lease_survives_a_failover_and_never_two_hold()
     rig.fenced.check();
 }
 
+/// A failover while the old primary stays up (`SENTINEL FAILOVER`): the replica is promoted
+/// at once, but the Sentinels turn the old primary into its replica only some seconds later, and
+/// until then it still takes writes. The holder's renewals there reach no replica, so they do
+/// not count; the holder asks the Sentinels again, follows them to the new primary, and either
+/// renews there once the old primary has become its replica or stops its job in time. A waiter
+/// gets the name only after that: never two holders.
+#[test]
+fn a_holder_follows_a_manual_failover_and_never_two_hold() {
+    let mut rig = rig();
+    let name = unique("failover");
+    let url = rig.cluster.url("min_replicas=1");
+    let (log_a, log_b) = (rig.log("a"), rig.log("b"));
+
+    let a = rig
+        .holder(&rig.a, &url, &name, &log_a, &["--ttl", "15s"], 12)
+        .spawn();
+    let a_started = wait_started(&log_a, 10 * SECOND);
+    rig.timeline.at("A acquired (job started)", a_started);
+    std::thread::sleep(SECOND);
+    rig.cluster.manual_failover();
+    rig.timeline.at("SENTINEL FAILOVER", Instant::now());
+    let promoted = rig.cluster.wait_for_promotion(30 * SECOND);
+    rig.timeline
+        .at("replica promoted, Sentinels name it", promoted);
+    let b = rig
+        .holder(
+            &rig.b,
+            &url,
+            &name,
+            &log_b,
+            &["--ttl", "15s", "--wait", "--timeout", "60s"],
+            1,
+        )
+        .spawn();
+    rig.timeline.at("B starts waiting", Instant::now());
+    let demoted = Instant::now();
+    while rig.cluster.on_primary(&["ROLE"]).lines().next() != Some("slave") {
+        assert!(
+            demoted.elapsed() < 30 * SECOND,
+            "the old primary was never turned into a replica"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    rig.timeline.at(
+        "old primary turned into a replica by the Sentinels",
+        Instant::now(),
+    );
+    let a = a.finish(40 * SECOND);
+    rig.timeline
+        .at(format!("A exited {}", a.code), Instant::now());
+    for line in a.stderr.lines().filter(|line| line.contains("\"error\"")) {
+        eprintln!("A: {line}");
+    }
+    let fate = match a.code {
+        0 => "A kept its lease through the failover",
+        76 => "A lost its lease and stopped in time",
+        _ => panic!("A: {}", a.stderr),
+    };
+    let b_started = wait_started(&log_b, 40 * SECOND);
+    rig.timeline.at("B acquired (job started)", b_started);
+    let b = b.finish(30 * SECOND);
+    assert_eq!(b.code, 0, "B: {}", b.stderr);
+    let intervals = history::check(history::read(&[log_a, log_b]));
+    for interval in &intervals {
+        rig.timeline.at_ns(
+            format!("a job with token {} stopped", interval.token),
+            interval.end_ns,
+        );
+    }
+    rig.timeline.print(&format!(
+        "a manual failover under a held lease: {fate}; A renewed {} times, {} renewal errors",
+        events(&a, "renewed"),
+        events(&a, "error")
+    ));
+    assert_eq!(intervals.len(), 2, "{intervals:?}");
+    rig.fenced.check();
+}
+
 #[test]
 fn min_replicas_must_be_a_number_of_replicas() {
     for value in ["two", "-1", "1.5", "101", ""] {

@@ -247,6 +247,18 @@ impl RedisCluster {
         }
     }
 
+    /// Asks the first Sentinel for a failover while the primary is up (`SENTINEL FAILOVER`):
+    /// the replica is promoted and the old primary turned into its replica.
+    pub fn manual_failover(&self) {
+        let sentinel = &self.sentinels[0];
+        let answer = self.cli(
+            sentinel.host.address(),
+            sentinel.server.port,
+            &["SENTINEL", "FAILOVER", SERVICE],
+        );
+        assert_eq!(answer, "OK", "SENTINEL FAILOVER");
+    }
+
     /// Starts the old primary again (same port, its own data) and makes it a replica of the
     /// promoted one at once, as the Sentinels would after a while (they wait some seconds
     /// before they convert a returning primary).

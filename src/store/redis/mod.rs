@@ -377,11 +377,26 @@ impl RedisStore {
     where
         F: Future<Output = RedisResult<T>>,
     {
+        self.call_keeping(operation, send, |_| true).await
+    }
+
+    /// [`call`](Self::call), which also gives the connection up after an answer that `keep`
+    /// says is from a server not to stay with.
+    async fn call_keeping<T, F>(
+        &self,
+        operation: &'static str,
+        send: impl FnOnce(ConnectionManager) -> F,
+        keep: impl FnOnce(&T) -> bool,
+    ) -> Result<T>
+    where
+        F: Future<Output = RedisResult<T>>,
+    {
         let conn = self.conn.lend(|| self.reconnect(operation)).await?;
         match send(conn.clone()).await {
             Err(err) if err.is_timeout() || self.look_again(&err) => {
                 Err(self.error(operation, err))
             }
+            Ok(answer) if !keep(&answer) => Ok(answer),
             answer => {
                 conn.answered();
                 answer.map_err(|e| self.error(operation, e))
@@ -466,51 +481,61 @@ impl RedisStore {
         let hash = script.get_hash().to_owned();
         let known = || self.loaded.lock().unwrap_or_else(PoisonError::into_inner);
         let loaded_before = known().contains(&hash);
-        self.call(operation, |mut conn| async move {
-            if wait.is_some() && !loaded_before {
-                script.load_async(&mut conn).await?;
-                known().insert(hash.clone());
-            }
-            let mut pipe = redis::pipe();
-            pipe.add_command(eval);
-            if let Some(wait) = wait {
-                pipe.cmd("WAIT")
-                    .arg(replicas)
-                    .arg(wait.as_millis().max(1) as u64);
-            }
-            pipe.ignore_errors();
-            let mut loaded = false;
-            loop {
-                let mut replies: Vec<RedisResult<Value>> = pipe.query_async(&mut conn).await?;
-                let count = match wait {
-                    Some(_) => Some(match replies.pop() {
-                        Some(Ok(count)) => u32::from_redis_value(count)?,
-                        Some(Err(err)) => return Err(err),
-                        None => 0,
-                    }),
-                    None => None,
-                };
-                match replies.pop() {
-                    // Nothing ran: load the script and send the pipeline again.
-                    Some(Err(err))
-                        if !loaded
-                            && err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) =>
-                    {
-                        known().remove(&hash);
-                        script.load_async(&mut conn).await?;
-                        known().insert(hash.clone());
-                        loaded = true;
-                    }
-                    Some(reply) => return Ok((T::from_redis_value(reply?)?, count)),
-                    None => {
-                        return Err(RedisError::from((
-                            ErrorKind::UnexpectedReturnType,
-                            "the server sent no reply to the script",
-                        )));
+        // With Sentinel, a write that too few replicas confirmed may have gone to an old
+        // primary that has not been turned into a replica yet: the next request asks the
+        // Sentinels again.
+        let keep = |(_, count): &(T, Option<u32>)| {
+            self.sentinel.is_none() || count.is_none_or(|count| count >= replicas)
+        };
+        self.call_keeping(
+            operation,
+            |mut conn| async move {
+                if wait.is_some() && !loaded_before {
+                    script.load_async(&mut conn).await?;
+                    known().insert(hash.clone());
+                }
+                let mut pipe = redis::pipe();
+                pipe.add_command(eval);
+                if let Some(wait) = wait {
+                    pipe.cmd("WAIT")
+                        .arg(replicas)
+                        .arg(wait.as_millis().max(1) as u64);
+                }
+                pipe.ignore_errors();
+                let mut loaded = false;
+                loop {
+                    let mut replies: Vec<RedisResult<Value>> = pipe.query_async(&mut conn).await?;
+                    let count = match wait {
+                        Some(_) => Some(match replies.pop() {
+                            Some(Ok(count)) => u32::from_redis_value(count)?,
+                            Some(Err(err)) => return Err(err),
+                            None => 0,
+                        }),
+                        None => None,
+                    };
+                    match replies.pop() {
+                        // Nothing ran: load the script and send the pipeline again.
+                        Some(Err(err))
+                            if !loaded
+                                && err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) =>
+                        {
+                            known().remove(&hash);
+                            script.load_async(&mut conn).await?;
+                            known().insert(hash.clone());
+                            loaded = true;
+                        }
+                        Some(reply) => return Ok((T::from_redis_value(reply?)?, count)),
+                        None => {
+                            return Err(RedisError::from((
+                                ErrorKind::UnexpectedReturnType,
+                                "the server sent no reply to the script",
+                            )));
+                        }
                     }
                 }
-            }
-        })
+            },
+            keep,
+        )
         .await
     }
 
