@@ -88,7 +88,8 @@ impl Rig {
 }
 
 /// A job that records its start, writes to the fenced resource every 200 ms for `seconds`, and
-/// records its stop, also when it is stopped (SIGTERM) for a lost lease.
+/// records its stop, also when it is stopped (SIGTERM) for a lost lease; once, also when the
+/// SIGTERM comes as it ends on its own.
 fn job(seconds: u32) -> String {
     format!(
         r#"{fenced}
@@ -97,6 +98,7 @@ trap 'rec stop; exit 143' TERM
 rec start
 end=$(( $(date +%s) + {seconds} ))
 while [ "$(date +%s)" -lt "$end" ]; do write_fenced; sleep 0.2; done
+trap '' TERM
 rec stop"#,
         fenced = Fenced::shell_function()
     )
@@ -421,7 +423,7 @@ fn a_holder_follows_a_manual_failover_and_never_two_hold() {
     let (log_a, log_b) = (rig.log("a"), rig.log("b"));
 
     let a = rig
-        .holder(&rig.a, &url, &name, &log_a, &["--ttl", "15s"], 12)
+        .holder(&rig.a, &url, &name, &log_a, &["--ttl", "15s"], 14)
         .spawn();
     let a_started = wait_started(&log_a, 10 * SECOND);
     rig.timeline.at("A acquired (job started)", a_started);
