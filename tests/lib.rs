@@ -12,6 +12,8 @@ mod edges;
 mod failover_etcd;
 #[cfg(feature = "postgres")]
 mod failover_postgres;
+#[cfg(feature = "redis")]
+mod failover_redis;
 mod faults;
 mod hosts;
 mod last_run;

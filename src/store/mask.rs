@@ -264,6 +264,14 @@ mod tests {
         masks("redis://u:@host", "redis://u:***@host");
         masks("redis://host:6379", "redis://host:6379");
         masks("redis://user@host", "redis://user@host");
+        masks(
+            "redis+sentinel://u:pw@s1:26379,s2:26379/mymaster/1?sentinel_password=spw&x=1",
+            "redis+sentinel://u:***@s1:26379,s2:26379/mymaster/1?sentinel_password=***&x=1",
+        );
+        masks(
+            "redis+sentinel://s1,s2/m?sentinel_user=s&sentinel_password=p",
+            "redis+sentinel://s1,s2/m?sentinel_user=s&sentinel_password=***",
+        );
         masks("postgres://u:p%40ss%2F@h/db", "postgres://u:***@h/db");
         masks(
             "mongodb+srv://u:pw@cluster0.example.net/db",

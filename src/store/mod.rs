@@ -376,6 +376,7 @@ pub async fn bounded<T>(
 /// | `mysql://user:password@host[:port]/db[?table=…]` | MySQL or MariaDB (feature `mysql`) |
 /// | `mongodb://…/db[?collection=…]`, `mongodb+srv://…` | MongoDB (feature `mongodb`) |
 /// | `redis://[user:password@]host[:port][/db]`, `rediss://…` | a Redis instance or primary (feature `redis`) |
+/// | `redis+sentinel://[user:password@]s1:26379,s2:26379/service[/db]` | the primary that Redis Sentinel names (feature `redis`) |
 /// | `etcd://[user:password@]host:port[,host:port…]`, `etcds://…` (TLS) | an etcd v3 cluster (feature `etcd`) |
 /// | `memory:` | a fresh in-process store |
 ///
@@ -418,9 +419,11 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
         #[cfg(not(feature = "mysql"))]
         "mysql" => Err(disabled(scheme, "mysql")),
         #[cfg(feature = "redis")]
-        "redis" | "rediss" => Ok(Arc::new(redis::RedisStore::connect(url).await?)),
+        "redis" | "rediss" | "redis+sentinel" => {
+            Ok(Arc::new(redis::RedisStore::connect(url).await?))
+        }
         #[cfg(not(feature = "redis"))]
-        "redis" | "rediss" => Err(disabled(scheme, "redis")),
+        "redis" | "rediss" | "redis+sentinel" => Err(disabled(scheme, "redis")),
         #[cfg(feature = "etcd")]
         "etcd" | "etcds" => Ok(Arc::new(etcd::EtcdStore::connect(url).await?)),
         #[cfg(not(feature = "etcd"))]
@@ -428,7 +431,7 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
         _ => Err(Error::InvalidUrl {
             url: mask_password(url),
             reason: format!(
-                "unknown scheme {scheme:?}; known: sqlite, memory, mongodb, postgres, mysql, redis, etcd"
+                "unknown scheme {scheme:?}; known: sqlite, memory, mongodb, postgres, mysql, redis, redis+sentinel, etcd"
             ),
         }),
     }

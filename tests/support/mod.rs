@@ -18,6 +18,8 @@ pub mod mongodb_server;
 pub mod postgres_cluster;
 pub mod postgres_server;
 pub mod proxy;
+#[cfg(feature = "redis")]
+pub mod redis_cluster;
 pub mod redis_server;
 pub mod servers;
 

@@ -45,6 +45,8 @@ struct Setup {
     tls: Option<TlsServer>,
     /// Runs on this simulated host, on its address, instead of on loopback.
     host: Option<Host>,
+    /// More arguments for `redis-server`, say `--replicaof`.
+    args: Vec<String>,
 }
 
 /// The shared Redis server without a password.
@@ -103,11 +105,29 @@ pub fn own() -> RedisServer {
     start(Setup::default())
 }
 
+/// A server of the caller's own on loopback with more `redis-server` arguments, say
+/// `--replicaof 127.0.0.1 PORT`.
+pub fn own_with(args: &[&str]) -> RedisServer {
+    start(Setup {
+        args: args.iter().map(|arg| (*arg).to_owned()).collect(),
+        ..Setup::default()
+    })
+}
+
 /// A server of the caller's own on the simulated `host`, listening on the host's address: only
 /// programs on hosts of the same network reach it.
 pub fn start_in(host: &Host) -> RedisServer {
     start(Setup {
         host: Some(host.clone()),
+        ..Setup::default()
+    })
+}
+
+/// [`start_in`] with more `redis-server` arguments, say `--replicaof ADDRESS PORT`.
+pub fn start_in_with(host: &Host, args: &[&str]) -> RedisServer {
+    start(Setup {
+        host: Some(host.clone()),
+        args: args.iter().map(|arg| (*arg).to_owned()).collect(),
         ..Setup::default()
     })
 }
@@ -183,6 +203,7 @@ fn start(setup: Setup) -> RedisServer {
         if let Some(password) = setup.password {
             command.args(["--requirepass", password]);
         }
+        command.args(&setup.args);
         let log = data.join("redis.log");
         if setup.host.is_some() {
             // A restarted server must not be taken for ready on its first start's word.

@@ -26,24 +26,35 @@
 //! server's `TIME` when it was taken) plus the hold by `PEXPIREAT`, on the server's clock.
 //! Names only ever become key bytes after the prefix; `list` and `last_runs` SCAN with a
 //! pattern built from the (escaped) prefix and kind alone and parse every key strictly.
+//!
+//! With `?min_replicas=N`, acquire, renew and a finish that keeps the lease (a hold) send
+//! `WAIT N timeout` in the same pipeline as their script, so on the same connection right
+//! after it: the count it returns is how many replicas have the write. An acquire that reached
+//! fewer is given back (owner-checked) and is an error, never a lease; a renew that reached
+//! fewer is a failed renew. `redis+sentinel://` finds the primary through Sentinel
+//! (`sentinel.rs`) and looks again whenever it gives its connection up.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::io::tcp::socket2::TcpKeepalive;
 use redis::{
-    Cmd, ConnectionAddr, ErrorKind, FromRedisValue, IntoConnectionInfo, RedisError, RedisResult,
-    ScriptInvocation, ServerErrorKind,
+    Cmd, ConnectionAddr, ConnectionInfo, ErrorKind, FromRedisValue, IntoConnectionInfo, RedisError,
+    RedisResult, Script, ScriptInvocation, ServerErrorKind, Value,
 };
 
 use self::scripts::{AcquireReply, ReadReply, RunsReply, Scripts};
+use self::sentinel::{SentinelUrl, Sentinels};
 use super::kv::{self, Fields};
 use super::reconnect::{self, Reconnecting};
 use crate::store::tls::{self as shared_tls, Mode, Tls};
 
 mod scripts;
+mod sentinel;
 mod tls;
 use super::{
     Acquire, FencingToken, Finish, Freed, LastRun, Lease, Released, Store, mask_password, redact,
@@ -67,6 +78,14 @@ const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(1);
 /// Names read per `list` or `last_runs` script call.
 const LIST_BATCH: usize = 256;
 
+/// The most replicas `?min_replicas=` may ask for.
+const MAX_MIN_REPLICAS: u32 = 100;
+
+/// How long `WAIT` waits for the replicas: a twentieth of the lease (the default request
+/// timeout is a ninth of it, so the answer comes back in time), within these bounds.
+const WAIT_MIN: Duration = Duration::from_millis(10);
+const WAIT_MAX: Duration = Duration::from_secs(1);
+
 /// The Redis store: one multiplexed connection, re-established on failure, and replaced by a
 /// new one once a request on it was abandoned (see `reconnect`: every request queues on the
 /// one connection, so a dead one would hold them all).
@@ -75,10 +94,28 @@ pub struct RedisStore {
     prefix: String,
     conn: Reconnecting<ConnectionManager>,
     scripts: Scripts,
-    /// For the next connection and the pub/sub connection each waiter listens on.
-    client: redis::Client,
+    /// For the next connection and the pub/sub connection each waiter listens on; with
+    /// Sentinel, the primary found last.
+    client: Mutex<redis::Client>,
     config: ConnectionManagerConfig,
     connect_timeout: Duration,
+    /// `?min_replicas=`: 0 sends no `WAIT`.
+    min_replicas: u32,
+    /// The shortest lease asked for so far in ms (`u64::MAX`: none yet), which bounds the
+    /// `WAIT` of a finish.
+    shortest_ttl_ms: AtomicU64,
+    /// `redis+sentinel://`: where to find the primary again.
+    sentinel: Option<Discovery>,
+    /// The hashes of the scripts loaded on the server as far as we know, so that a pipeline
+    /// with `WAIT` is not sent for nothing (and waited for) only to learn `NOSCRIPT`.
+    loaded: Mutex<BTreeSet<String>>,
+}
+
+/// What a `redis+sentinel://` store needs to find the primary again.
+struct Discovery {
+    sentinels: Sentinels,
+    /// The driver's query parameters for the data nodes, encoded.
+    query: String,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -92,11 +129,16 @@ impl std::fmt::Debug for RedisStore {
 
 impl RedisStore {
     /// Connects to `redis://[user:password@]host[:port][/db][?prefix=…&connect_timeout=…]`
-    /// (or `rediss://` for TLS). Other query parameters go to the `redis` crate.
+    /// (or `rediss://` for TLS, or `redis+sentinel://…/service` for the primary that Sentinel
+    /// names), with `?min_replicas=N` optional. Other query parameters go to the `redis` crate.
     /// Fails after the connect timeout (default 5 s) if the server cannot be reached.
     pub async fn connect(url: &str) -> Result<Self> {
         let masked = mask_password(url);
         let (base, mut options) = kv::parse_options(url, DEFAULT_PREFIX)?;
+        let min_replicas = take_min_replicas(url, &mut options.other)?;
+        if sentinel::is_sentinel(base) {
+            return Self::connect_sentinel(url, masked, base, options, min_replicas).await;
+        }
         let secure = base
             .get(..9)
             .is_some_and(|scheme| scheme.eq_ignore_ascii_case("rediss://"));
@@ -126,18 +168,7 @@ impl RedisStore {
             .as_str()
             .into_connection_info()
             .map_err(|e| kv::invalid_url(url, redact(&e.to_string(), url)))?;
-        // The kernel ends dead connections that no request waits on, such as a waiter's
-        // pub/sub connection (see `reconnect`).
-        let keepalive = TcpKeepalive::new()
-            .with_time(reconnect::KEEPALIVE_IDLE)
-            .with_interval(reconnect::KEEPALIVE_INTERVAL)
-            .with_retries(reconnect::KEEPALIVE_RETRIES);
-        let tcp = info
-            .tcp_settings()
-            .clone()
-            .set_keepalive(keepalive)
-            .set_user_timeout(reconnect::TCP_USER_TIMEOUT);
-        let info = info.set_tcp_settings(tcp);
+        let info = with_keepalive(info);
         let address = match info.addr() {
             ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
                 Some((host.clone(), *port))
@@ -218,10 +249,121 @@ impl RedisStore {
             prefix: options.prefix,
             conn: Reconnecting::new(conn),
             scripts: Scripts::new(),
-            client,
+            client: Mutex::new(client),
             config,
             connect_timeout: options.connect_timeout,
+            min_replicas,
+            shortest_ttl_ms: AtomicU64::new(u64::MAX),
+            sentinel: None,
+            loaded: Mutex::default(),
         })
+    }
+
+    /// Connects through the Sentinels of a `redis+sentinel://` URL: asks them for the
+    /// primary, within the connect timeout, and proves it with a `PING`.
+    async fn connect_sentinel(
+        url: &str,
+        masked: String,
+        base: &str,
+        mut options: kv::UrlOptions,
+        min_replicas: u32,
+    ) -> Result<Self> {
+        let parsed = SentinelUrl::parse(base).map_err(|reason| kv::invalid_url(url, reason))?;
+        let mut user = None;
+        let mut password = None;
+        let mut refused = None;
+        options.other.retain(|(key, value)| match key.as_str() {
+            "sentinel_user" => {
+                user = Some(value.clone());
+                false
+            }
+            "sentinel_password" => {
+                password = Some(value.clone());
+                false
+            }
+            "cacert" | "cert" | "key" => {
+                refused = Some(key.clone());
+                false
+            }
+            _ => true,
+        });
+        if let Some(key) = refused {
+            return Err(kv::invalid_url(
+                url,
+                format!("?{key}= is for TLS, which redis+sentinel:// does not support yet"),
+            ));
+        }
+        let query = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(&options.other)
+            .finish();
+        // The node URL must parse for any address, so check it once with a placeholder.
+        let discovery = Discovery {
+            sentinels: Sentinels {
+                url: parsed,
+                user,
+                password,
+            },
+            query,
+        };
+        discovery
+            .client_for("127.0.0.1", 6379)
+            .map_err(|reason| kv::invalid_url(url, redact(&reason, url)))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(options.connect_timeout))
+            .set_response_timeout(Some(kv::RESPONSE_TIMEOUT))
+            .set_number_of_retries(RECONNECT_RETRIES)
+            .set_max_delay(RECONNECT_MAX_DELAY);
+        let connecting = async {
+            let mut primary = discovery
+                .find(options.connect_timeout, &config)
+                .await
+                .map_err(|reason| Error::store(&masked, "connect", redact(&reason, url)))?;
+            redis::cmd("PING")
+                .query_async::<()>(&mut primary.conn)
+                .await
+                .map_err(|e| {
+                    let message = redact(&e.to_string(), url);
+                    if is_refusal(&e) {
+                        Error::refused(&masked, "connect", message)
+                    } else {
+                        Error::store(&masked, "connect", message)
+                    }
+                })?;
+            Ok::<_, Error>(primary)
+        };
+        let primary = tokio::time::timeout(options.connect_timeout, connecting)
+            .await
+            .map_err(|_| Error::Timeout {
+                store: masked.clone(),
+                operation: "connect",
+                after: options.connect_timeout,
+            })??;
+        tracing::debug!(
+            "the Sentinels name {}:{} as the primary",
+            primary.address.0,
+            primary.address.1
+        );
+        Ok(RedisStore {
+            url: masked,
+            prefix: options.prefix,
+            conn: Reconnecting::new(primary.conn),
+            scripts: Scripts::new(),
+            client: Mutex::new(primary.client),
+            config,
+            connect_timeout: options.connect_timeout,
+            min_replicas,
+            shortest_ttl_ms: AtomicU64::new(u64::MAX),
+            sentinel: Some(discovery),
+            loaded: Mutex::default(),
+        })
+    }
+
+    /// The client of the current server.
+    fn client(&self) -> redis::Client {
+        self.client
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Sends one request (`send` gets the connection) and maps its error. A request that
@@ -235,9 +377,26 @@ impl RedisStore {
     where
         F: Future<Output = RedisResult<T>>,
     {
+        self.call_keeping(operation, send, |_| true).await
+    }
+
+    /// [`call`](Self::call), which also gives the connection up after an answer that `keep`
+    /// says is from a server not to stay with.
+    async fn call_keeping<T, F>(
+        &self,
+        operation: &'static str,
+        send: impl FnOnce(ConnectionManager) -> F,
+        keep: impl FnOnce(&T) -> bool,
+    ) -> Result<T>
+    where
+        F: Future<Output = RedisResult<T>>,
+    {
         let conn = self.conn.lend(|| self.reconnect(operation)).await?;
         match send(conn.clone()).await {
-            Err(err) if err.is_timeout() => Err(self.error(operation, err)),
+            Err(err) if err.is_timeout() || self.look_again(&err) => {
+                Err(self.error(operation, err))
+            }
+            Ok(answer) if !keep(&answer) => Ok(answer),
             answer => {
                 conn.answered();
                 answer.map_err(|e| self.error(operation, e))
@@ -265,18 +424,154 @@ impl RedisStore {
         .await
     }
 
-    /// A new connection, within the connect timeout, after the last one was given up.
+    /// Whether `err` means that the server may no longer be the primary, so that a
+    /// `redis+sentinel://` store gives its connection up and asks the Sentinels again: the
+    /// connection failed, or the server refused a write as a replica.
+    fn look_again(&self, err: &RedisError) -> bool {
+        self.sentinel.is_some()
+            && (err.is_io_error()
+                || err.is_connection_dropped()
+                || err.is_connection_refusal()
+                || err.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly)
+                || matches!(err.code(), Some("READONLY" | "MASTERDOWN" | "LOADING")))
+    }
+
+    /// A new connection, within the connect timeout, after the last one was given up; with
+    /// Sentinel, to the primary the Sentinels name now.
     async fn reconnect(&self, operation: &'static str) -> Result<ConnectionManager> {
-        let connecting =
-            ConnectionManager::new_with_config(self.client.clone(), self.config.clone());
-        tokio::time::timeout(self.connect_timeout, connecting)
-            .await
-            .map_err(|_| Error::Timeout {
-                store: self.url.clone(),
-                operation,
-                after: self.connect_timeout,
-            })?
-            .map_err(|e| self.error(operation, e))
+        let timed_out = || Error::Timeout {
+            store: self.url.clone(),
+            operation,
+            after: self.connect_timeout,
+        };
+        let Some(discovery) = &self.sentinel else {
+            let connecting = ConnectionManager::new_with_config(self.client(), self.config.clone());
+            return tokio::time::timeout(self.connect_timeout, connecting)
+                .await
+                .map_err(|_| timed_out())?
+                .map_err(|e| self.error(operation, e));
+        };
+        let primary = tokio::time::timeout(
+            self.connect_timeout,
+            discovery.find(self.connect_timeout, &self.config),
+        )
+        .await
+        .map_err(|_| timed_out())?
+        .map_err(|reason| Error::store(&self.url, operation, reason))?;
+        tracing::debug!(
+            "the Sentinels name {}:{} as the primary",
+            primary.address.0,
+            primary.address.1
+        );
+        *self.client.lock().unwrap_or_else(PoisonError::into_inner) = primary.client;
+        Ok(primary.conn)
+    }
+
+    /// Runs `script` (its `EVALSHA` is `eval`) and, if `wait` is given, `WAIT min_replicas
+    /// wait` right behind it in one pipeline, on the same connection, so that the count
+    /// covers the script's writes. Returns the script's reply and the count.
+    async fn run_script<T: FromRedisValue>(
+        &self,
+        operation: &'static str,
+        script: &Script,
+        eval: Cmd,
+        wait: Option<Duration>,
+    ) -> Result<(T, Option<u32>)> {
+        let replicas = self.min_replicas;
+        let hash = script.get_hash().to_owned();
+        let known = || self.loaded.lock().unwrap_or_else(PoisonError::into_inner);
+        let loaded_before = known().contains(&hash);
+        // With Sentinel, a write that too few replicas confirmed may have gone to an old
+        // primary that has not been turned into a replica yet: the next request asks the
+        // Sentinels again.
+        let keep = |(_, count): &(T, Option<u32>)| {
+            self.sentinel.is_none() || count.is_none_or(|count| count >= replicas)
+        };
+        self.call_keeping(
+            operation,
+            |mut conn| async move {
+                if wait.is_some() && !loaded_before {
+                    script.load_async(&mut conn).await?;
+                    known().insert(hash.clone());
+                }
+                let mut pipe = redis::pipe();
+                pipe.add_command(eval);
+                if let Some(wait) = wait {
+                    pipe.cmd("WAIT")
+                        .arg(replicas)
+                        .arg(wait.as_millis().max(1) as u64);
+                }
+                pipe.ignore_errors();
+                let mut loaded = false;
+                loop {
+                    let mut replies: Vec<RedisResult<Value>> = pipe.query_async(&mut conn).await?;
+                    let count = match wait {
+                        Some(_) => Some(match replies.pop() {
+                            Some(Ok(count)) => u32::from_redis_value(count)?,
+                            Some(Err(err)) => return Err(err),
+                            None => 0,
+                        }),
+                        None => None,
+                    };
+                    match replies.pop() {
+                        // Nothing ran: load the script and send the pipeline again.
+                        Some(Err(err))
+                            if !loaded
+                                && err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) =>
+                        {
+                            known().remove(&hash);
+                            script.load_async(&mut conn).await?;
+                            known().insert(hash.clone());
+                            loaded = true;
+                        }
+                        Some(reply) => return Ok((T::from_redis_value(reply?)?, count)),
+                        None => {
+                            return Err(RedisError::from((
+                                ErrorKind::UnexpectedReturnType,
+                                "the server sent no reply to the script",
+                            )));
+                        }
+                    }
+                }
+            },
+            keep,
+        )
+        .await
+    }
+
+    /// How long `WAIT` waits for replicas on a lease of `ttl` (`None`: never expires).
+    fn wait_for(&self, ttl: Option<Duration>) -> Option<Duration> {
+        (self.min_replicas > 0).then(|| {
+            ttl.map_or(WAIT_MAX, |ttl| ttl / 20)
+                .clamp(WAIT_MIN, WAIT_MAX)
+        })
+    }
+
+    /// Remembers the lease length `ttl` asked for, for the `WAIT` of a later finish.
+    fn note_ttl(&self, ttl: Option<Duration>) {
+        if let Some(ttl) = ttl {
+            let ms = ttl.as_millis().min(u64::MAX as u128) as u64;
+            self.shortest_ttl_ms.fetch_min(ms, Ordering::Relaxed);
+        }
+    }
+
+    /// The error for a write that reached `count` of the replicas asked for.
+    fn too_few_replicas(
+        &self,
+        operation: &'static str,
+        count: u32,
+        wait: Duration,
+        what: &str,
+    ) -> Error {
+        Error::store(
+            &self.url,
+            operation,
+            format!(
+                "only {count} of the {} replicas asked for (?min_replicas=) confirmed the {operation} within {}; {what}",
+                self.min_replicas,
+                humantime::format_duration(wait)
+            ),
+        )
     }
 
     fn key(&self, kind: &str, name: &str) -> Vec<u8> {
@@ -401,6 +696,84 @@ impl RedisStore {
     }
 }
 
+impl Discovery {
+    /// The client of the data node at `host:port`.
+    fn client_for(&self, host: &str, port: u16) -> std::result::Result<redis::Client, String> {
+        let info = self
+            .sentinels
+            .url
+            .node_url(host, port, &self.query)
+            .as_str()
+            .into_connection_info()
+            .map_err(|e| e.to_string())?;
+        redis::Client::open(with_keepalive(info)).map_err(|e| e.to_string())
+    }
+
+    /// The primary the Sentinels name now, connected.
+    async fn find(
+        &self,
+        timeout: Duration,
+        config: &ConnectionManagerConfig,
+    ) -> std::result::Result<sentinel::Primary, String> {
+        self.sentinels
+            .primary(timeout, config, |host, port| self.client_for(host, port))
+            .await
+    }
+}
+
+/// `info` with the TCP keep-alive and user timeout of every store connection: the kernel ends
+/// dead connections that no request waits on, such as a waiter's pub/sub connection (see
+/// `reconnect`).
+fn with_keepalive(info: ConnectionInfo) -> ConnectionInfo {
+    let keepalive = TcpKeepalive::new()
+        .with_time(reconnect::KEEPALIVE_IDLE)
+        .with_interval(reconnect::KEEPALIVE_INTERVAL)
+        .with_retries(reconnect::KEEPALIVE_RETRIES);
+    let tcp = info
+        .tcp_settings()
+        .clone()
+        .set_keepalive(keepalive)
+        .set_user_timeout(reconnect::TCP_USER_TIMEOUT);
+    info.set_tcp_settings(tcp)
+}
+
+/// Takes `?min_replicas=N` out of the driver's parameters: a whole number up to
+/// [`MAX_MIN_REPLICAS`] (0, the default, waits for none).
+fn take_min_replicas(url: &str, other: &mut Vec<(String, String)>) -> Result<u32> {
+    let mut found = None;
+    other.retain(|(key, value)| {
+        if key == "min_replicas" {
+            found = Some(value.clone());
+            false
+        } else {
+            true
+        }
+    });
+    let Some(value) = found else {
+        return Ok(0);
+    };
+    value
+        .parse::<u32>()
+        .ok()
+        .filter(|n| *n <= MAX_MIN_REPLICAS)
+        .ok_or_else(|| {
+            kv::invalid_url(
+                url,
+                format!(
+                    "?min_replicas={value} is not a number of replicas from 0 to {MAX_MIN_REPLICAS}, e.g. 1"
+                ),
+            )
+        })
+}
+
+/// `EVALSHA` of `script`, to which the caller adds the number of keys, the keys and the
+/// arguments.
+fn evalsha(script: &Script) -> Cmd {
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(script.get_hash());
+    cmd
+}
+
 /// The lease in a lease record (token, holder, created), without expiry; `None` unless the
 /// whole value is such a record.
 fn decode_record(name: &str, value: &[u8]) -> Option<Lease> {
@@ -468,20 +841,37 @@ impl Store for RedisStore {
         holder: &super::Holder,
         ttl: Option<Duration>,
     ) -> Result<Acquire> {
+        self.note_ttl(ttl);
         let ttl_ms = ttl.map(ttl_ms).transpose()?.unwrap_or(0);
-        let mut script = self.scripts.acquire.prepare_invoke();
-        script
-            .key(self.key(LEASE, name))
-            .key(self.key(FENCE, name))
+        let mut eval = evalsha(&self.scripts.acquire);
+        eval.arg(2)
+            .arg(self.key(LEASE, name))
+            .arg(self.key(FENCE, name))
             .arg(ttl_ms)
             .arg(kv::encode_holder(holder));
-        let (acquired, value, pttl, previous, previous_expires, now): AcquireReply =
-            self.invoke("acquire", &script).await?;
+        let wait = self.wait_for(ttl);
+        let ((acquired, value, pttl, previous, previous_expires, now), replicated): (
+            AcquireReply,
+            _,
+        ) = self
+            .run_script("acquire", &self.scripts.acquire, eval, wait)
+            .await?;
         let lease = self
             .decode(name, &value, pttl, &now)
             .ok_or_else(|| self.malformed("acquire", name))?;
         if acquired == 0 {
             return Ok(Acquire::Held(lease));
+        }
+        if let (Some(count), Some(wait)) = (replicated, wait) {
+            if count < self.min_replicas {
+                // A failover now could lose this lease: it must never be used. Giving it back
+                // is owner-checked; should that fail too, the lease simply expires.
+                let given_back = match self.give_back(&lease).await {
+                    Ok(()) => "the lease was given back".to_owned(),
+                    Err(err) => format!("giving the lease back failed too ({err}); it expires"),
+                };
+                return Err(self.too_few_replicas("acquire", count, wait, &given_back));
+            }
         }
         // The copy of the lease that expired; its key is gone, so its TTL is taken from the
         // recorded expiry.
@@ -498,16 +888,32 @@ impl Store for RedisStore {
     }
 
     async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Lease> {
-        let mut script = self.scripts.renew.prepare_invoke();
-        script
-            .key(self.key(LEASE, &lease.name))
-            .key(self.key(FENCE, &lease.name))
+        self.note_ttl(Some(ttl));
+        let mut eval = evalsha(&self.scripts.renew);
+        eval.arg(2)
+            .arg(self.key(LEASE, &lease.name))
+            .arg(self.key(FENCE, &lease.name))
             .arg(Self::owner(lease))
             .arg(ttl_ms(ttl)?);
-        let renewed: Option<(i64, String)> = self.invoke("renew", &script).await?;
+        let wait = self.wait_for(Some(ttl));
+        let (renewed, replicated): (Option<(i64, String)>, _) = self
+            .run_script("renew", &self.scripts.renew, eval, wait)
+            .await?;
         let (pttl, now) = renewed.ok_or_else(|| {
             Error::lost(lease, "it expired, was released or another holder has it")
         })?;
+        if let (Some(count), Some(wait)) = (replicated, wait) {
+            if count < self.min_replicas {
+                // The primary has the new expiry, its replicas may not: a renewal that a
+                // failover could undo does not count.
+                return Err(self.too_few_replicas(
+                    "renew",
+                    count,
+                    wait,
+                    "the renewal does not count",
+                ));
+            }
+        }
         let now = now
             .parse()
             .map(kv::from_unix_ms)
@@ -530,15 +936,36 @@ impl Store for RedisStore {
             }
             None => 0,
         };
-        let mut script = self.scripts.finish.prepare_invoke();
-        script
-            .key(self.key(LEASE, &lease.name))
-            .key(self.key(FENCE, &lease.name))
+        let mut eval = evalsha(&self.scripts.finish);
+        eval.arg(2)
+            .arg(self.key(LEASE, &lease.name))
+            .arg(self.key(FENCE, &lease.name))
             .arg(Self::owner(lease))
             .arg(finish.outcome.to_string())
             .arg(self.key(FREED, &lease.name))
             .arg(keep_until);
-        let finished: i64 = self.invoke("release", &script).await?;
+        // Only a kept lease needs its replicas: a release that a failover loses leaves a
+        // lease that expires, which is safe.
+        let wait = match finish.hold {
+            Some(_) => {
+                let shortest = self.shortest_ttl_ms.load(Ordering::Relaxed);
+                self.wait_for((shortest != u64::MAX).then(|| Duration::from_millis(shortest)))
+            }
+            None => None,
+        };
+        let (finished, replicated): (i64, _) = self
+            .run_script("release", &self.scripts.finish, eval, wait)
+            .await?;
+        if let (2, Some(count), Some(wait)) = (finished, replicated, wait) {
+            if count < self.min_replicas {
+                return Err(self.too_few_replicas(
+                    "release",
+                    count,
+                    wait,
+                    "the lease kept for the hold may end early after a failover",
+                ));
+            }
+        }
         Ok(match finished {
             2 => Released::Kept {
                 expires: Some(kv::from_unix_ms(keep_until)),
@@ -597,7 +1024,7 @@ impl Store for RedisStore {
     /// force-release publish.
     async fn watch(&self, name: &str) -> Result<Option<Freed>> {
         let subscribing = async {
-            let mut pubsub = self.client.get_async_pubsub().await?;
+            let mut pubsub = self.client().get_async_pubsub().await?;
             pubsub.subscribe(self.key(FREED, name)).await?;
             Ok::<_, RedisError>(pubsub.into_on_message())
         };
@@ -630,6 +1057,19 @@ impl Store for RedisStore {
 }
 
 impl RedisStore {
+    /// Gives back `lease`, just acquired but not to be used, if it is still ours: deletes the
+    /// lease key and its copy and tells waiters; the fencing counter and the last run stay.
+    async fn give_back(&self, lease: &Lease) -> Result<()> {
+        let mut invocation = self.scripts.give_back.prepare_invoke();
+        invocation
+            .key(self.key(LEASE, &lease.name))
+            .key(self.key(FENCE, &lease.name))
+            .arg(Self::owner(lease))
+            .arg(self.key(FREED, &lease.name));
+        let _: i64 = self.invoke("acquire", &invocation).await?;
+        Ok(())
+    }
+
     /// The live leases on `names`, read in one script call.
     async fn read(&self, operation: &'static str, names: &[&str]) -> Result<Vec<Lease>> {
         let mut invocation = self.scripts.read.prepare_invoke();

@@ -147,6 +147,25 @@ end
 return {current, pttl, now}
 ";
 
+/// KEYS: lease, fence. ARGV: the encoded (token, holder id), the name's freed channel.
+/// Returns 1 if the lease was ours and is gone now, else 0.
+///
+/// Undoes an acquire whose lease must not be used (too few replicas confirmed it): deletes
+/// the lease key and its copy, and tells waiters. The counter keeps the token it handed out,
+/// and the last run stays: this lease never ran.
+const GIVE_BACK: &str = "
+local current = redis.call('GET', KEYS[1])
+if not current or string.sub(current, 1, #ARGV[1]) ~= ARGV[1] then
+  return 0
+end
+redis.call('DEL', KEYS[1])
+if redis.call('HGET', KEYS[2], 'last') == current then
+  redis.call('HDEL', KEYS[2], 'last', 'expires')
+end
+redis.pcall('PUBLISH', ARGV[2], '')
+return 1
+";
+
 /// ACQUIRE's reply.
 pub(super) type AcquireReply = (i64, Vec<u8>, i64, Option<Vec<u8>>, Option<String>, String);
 /// READ's reply: the server time and (value, pttl) per key.
@@ -161,6 +180,7 @@ pub(super) struct Scripts {
     pub read: Script,
     pub runs: Script,
     pub force_release: Script,
+    pub give_back: Script,
 }
 
 impl Scripts {
@@ -174,6 +194,8 @@ impl Scripts {
             // Reports no time, so it skips the TIME call.
             runs: Script::new(RUNS),
             force_release: timed(FORCE_RELEASE),
+            // Reports no time either.
+            give_back: Script::new(GIVE_BACK),
         }
     }
 }
