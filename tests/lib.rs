@@ -11,6 +11,7 @@ mod edges;
 mod faults;
 mod hosts;
 mod last_run;
+mod partitions;
 mod race;
 mod singleton;
 mod stores;
