@@ -700,11 +700,15 @@ fn record(event: &str) -> String {
 
 /// 8 contenders, 2 on each of 4 hosts, loop `run --wait` with a job that records its interval,
 /// while host a's link flaps for 10 s: down (cut at the switch, or every packet dropped, in
-/// turns) and up every 200–400 ms. No two jobs overlap and tokens strictly increase.
+/// turns) and up every 200–400 ms. The jobs on host a hold the lease for a lease length, so that
+/// they must renew it through the flaps (and are stopped when they cannot), while the others'
+/// take 30 ms and their contenders are ready to take over at once. No two jobs overlap and
+/// tokens strictly increase.
 pub fn a_flapping_link_never_makes_two_holders(world: &World, ttl: &str) {
     let name = unique("flap");
     let flapping = world.host("a");
-    let script = history::recording_script(Duration::from_millis(30));
+    let long = history::recording_script(ttl_of(ttl));
+    let short = history::recording_script(Duration::from_millis(30));
     let contenders: Vec<(&Host, PathBuf)> = world
         .clients
         .iter()
@@ -725,7 +729,12 @@ pub fn a_flapping_link_never_makes_two_holders(world: &World, ttl: &str) {
         }
         let _stop = Stop(&stop);
         for (host, log) in &contenders {
-            let (name, script, stop, codes) = (&name, &script, &stop, &codes);
+            let script = if host.name() == flapping.name() {
+                &long
+            } else {
+                &short
+            };
+            let (name, stop, codes) = (&name, &stop, &codes);
             scope.spawn(move || {
                 while !stop.load(Ordering::SeqCst) {
                     let mut run = world.spawn(
