@@ -9,6 +9,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use super::certs::{self, TlsServer};
+use super::hosts::Host;
 use super::servers::{Server, free_port, require_binary, spawn_tied, wait_for_port};
 
 /// A running `etcd` and the URL of its store.
@@ -19,7 +20,8 @@ pub struct EtcdServer {
     /// (3.4.23) predates the first releases with etcd's lease fixes, which the store refuses
     /// without the override.
     pub url: String,
-    /// `127.0.0.1:PORT`, for tests that build URLs of their own.
+    /// `127.0.0.1:PORT` (the host's address for a server on a simulated host), for tests that
+    /// build URLs of their own.
     pub address: String,
 }
 
@@ -34,6 +36,8 @@ pub struct Options {
     /// ([`USER_PASSWORD`]) whose role may read and write the keys under [`USER_PREFIX`], and
     /// [`NOBODY`], who may do nothing.
     pub login: bool,
+    /// Run on this simulated host, serving clients on its address (and on its own loopback).
+    pub host: Option<Host>,
 }
 
 /// The users of a server started with [`Options::login`].
@@ -82,6 +86,7 @@ pub fn tls_with_login() -> &'static EtcdServer {
             tls: Some(TlsServer::verified()),
             auth_token_ttl: Some(2),
             login: true,
+            ..Options::default()
         })
     })
 }
@@ -89,6 +94,15 @@ pub fn tls_with_login() -> &'static EtcdServer {
 /// A plain server of the caller's own, for tests that pause or kill it.
 pub fn own() -> EtcdServer {
     start(Options::default())
+}
+
+/// A plain server of the caller's own on the simulated `host`, serving clients on the host's
+/// address: only programs on hosts of the same network reach it.
+pub fn start_in(host: &Host) -> EtcdServer {
+    start(Options {
+        host: Some(host.clone()),
+        ..Options::default()
+    })
 }
 
 /// A server of the caller's own with `options`.
@@ -106,7 +120,21 @@ fn start(options: Options) -> EtcdServer {
     } else {
         "http"
     };
-    let mut client_urls = vec![format!("{scheme}://127.0.0.1:{client}")];
+    let address = match &options.host {
+        Some(host) => {
+            assert!(
+                options.tls.is_none() && !options.login,
+                "only plain etcd on a simulated host yet"
+            );
+            format!("{}:{client}", host.address())
+        }
+        None => format!("127.0.0.1:{client}"),
+    };
+    let mut client_urls = vec![format!("{scheme}://{address}")];
+    if options.host.is_some() {
+        // The host's own loopback too: the readiness check below connects there.
+        client_urls.push(format!("{scheme}://127.0.0.1:{client}"));
+    }
     if options.tls.is_some() {
         client_urls.push(format!("{scheme}://{}:{client}", certs::MISNAMED_HOST));
     }
@@ -116,7 +144,10 @@ fn start(options: Options) -> EtcdServer {
         let listen = client_urls.join(",");
         let peer_url = format!("http://127.0.0.1:{peer}");
         let log = std::fs::File::create(home.join("etcd.log")).expect("etcd log");
-        let mut command = Command::new(&binary);
+        let mut command = match &options.host {
+            Some(host) => host.command(&binary),
+            None => Command::new(&binary),
+        };
         command
             .args(["--name", "test"])
             .arg("--data-dir")
@@ -155,11 +186,19 @@ fn start(options: Options) -> EtcdServer {
             command.arg(format!("--auth-token-ttl={ttl}"));
         }
         let mut child = spawn_tied(command).expect("start etcd");
-        wait_for_port(client, Duration::from_secs(20), &mut child, "etcd");
-        wait_healthy(metrics, Duration::from_secs(20));
+        match &options.host {
+            // Its ports are on the host's loopback, which only the host reaches.
+            Some(host) => host.enter(|| {
+                wait_for_port(client, Duration::from_secs(20), &mut child, "etcd");
+                wait_healthy(metrics, Duration::from_secs(20));
+            }),
+            None => {
+                wait_for_port(client, Duration::from_secs(20), &mut child, "etcd");
+                wait_healthy(metrics, Duration::from_secs(20));
+            }
+        }
         child
     });
-    let address = format!("127.0.0.1:{client}");
     if options.login {
         enable_login(&address, options.tls.is_some());
     }

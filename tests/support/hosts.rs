@@ -20,8 +20,13 @@
 //! the next [`Network::new`] sweeps those whose test process is gone (names start with
 //! `sgt<pid>-`).
 //!
-//! Needs root and iproute2's `ip` and util-linux's `unshare`, as CI has; without them the test
-//! fails and says what to do, it is never skipped.
+//! Partitions: [`Host::cut`] takes the host's link down at the switch; [`Host::drop_all`],
+//! [`Host::drop_outgoing`] and [`Host::drop_incoming`] make its packets vanish with nftables
+//! rules in the host's own namespace (never in the tests' namespace), in both directions or one;
+//! [`Host::heal`] undoes both kinds.
+//!
+//! Needs root, iproute2's `ip`, util-linux's `unshare` and, for the drops, nftables' `nft`, as
+//! CI has; without them the test fails and says what to do, it is never skipped.
 
 use std::ffi::OsStr;
 use std::net::Ipv4Addr;
@@ -202,18 +207,178 @@ impl Host {
         self.set_link(false);
     }
 
-    /// Puts the host back on the network after [`Host::cut`].
+    /// Puts the host back on the network: its link up again after [`Host::cut`], and every
+    /// drop of [`Host::drop_all`], [`Host::drop_outgoing`] and [`Host::drop_incoming`] gone.
     pub fn heal(&self) {
         self.set_link(true);
+        self.nft(&format!("add table {TABLE}; delete table {TABLE}"));
     }
 
-    // Other kinds of partition go next to this one: issue 15 adds dropping the host's packets
-    // (all, or to and from some hosts) with nftables rules in the host's namespace, and
-    // `heal` then also flushes them.
+    /// Makes every packet to and from the host vanish, as a firewall that drops (not rejects)
+    /// would: nobody is told, no reset is sent, connections time out. The link stays up. The
+    /// rules are nftables rules in the host's own namespace, on its `eth0` (its loopback, and so
+    /// a server talking to itself, is untouched); [`Host::heal`] removes them.
+    pub fn drop_all(&self) {
+        self.nft(&drop_rules(Direction::Both));
+    }
+
+    /// Makes the host's outgoing packets vanish; what others send it still arrives (a TCP
+    /// handshake to it then stalls after the SYN has arrived). Its own TCP sockets are not told
+    /// either: they retransmit into the void. (A UDP sender would see `EPERM`; no store here
+    /// uses UDP.)
+    pub fn drop_outgoing(&self) {
+        self.nft(&drop_rules(Direction::Outgoing));
+    }
+
+    /// Makes the packets sent to the host vanish; what it sends still leaves.
+    pub fn drop_incoming(&self) {
+        self.nft(&drop_rules(Direction::Incoming));
+    }
+
+    /// A shell command that does what [`Host::drop_all`] (or `_outgoing`, `_incoming`) does,
+    /// for a program (on any host, run as root) to run at a moment of its own: say a job that
+    /// drops its host's packets as its last act, so that the release after it goes into the void.
+    pub fn drop_command(&self, direction: Direction) -> String {
+        let rules = drop_rules(direction);
+        assert!(!rules.contains('\''), "the rules need no quoting");
+        format!(
+            "'{}' netns exec '{}' '{}' '{rules}'",
+            ip_path().display(),
+            self.netns,
+            nft_binary().display()
+        )
+    }
+
+    /// Runs `f` on a thread of its own that is in the host's network namespace, and returns
+    /// what it returns: the sockets it opens are the host's, so the test process can be a
+    /// client on the host (say to see whether a server on it is ready) without a program of
+    /// its own. Threads that `f` starts are in the namespace too.
+    pub fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let path = format!("/run/netns/{}", self.netns);
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let netns =
+                        std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+                    nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET)
+                        .unwrap_or_else(|e| panic!("enter {path}: {e}"));
+                    f()
+                })
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+
+    /// Waits until something accepts TCP connections on `address:port` as seen from this host,
+    /// or panics after `limit` or when `server` exits, with `log` if there is one.
+    pub fn wait_for_port(
+        &self,
+        address: Ipv4Addr,
+        port: u16,
+        limit: Duration,
+        server: &mut std::process::Child,
+        what: &str,
+        log: Option<&std::path::Path>,
+    ) {
+        let started = Instant::now();
+        loop {
+            let open = self.enter(|| {
+                std::net::TcpStream::connect_timeout(
+                    &(address, port).into(),
+                    Duration::from_millis(500),
+                )
+                .is_ok()
+            });
+            if open {
+                return;
+            }
+            if let Ok(Some(status)) = server.try_wait() {
+                let text = log
+                    .map(|log| std::fs::read_to_string(log).unwrap_or_default())
+                    .unwrap_or_default();
+                panic!(
+                    "{what} exited with {status} before it listened on {address}:{port}:\n{text}"
+                );
+            }
+            assert!(
+                started.elapsed() < limit,
+                "{what} did not listen on {address}:{port} within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn set_link(&self, up: bool) {
         let state = if up { "up" } else { "down" };
         ip_in(&self.switch, &["link", "set", &self.port, state]);
     }
+
+    /// Runs `nft COMMANDS` (one transaction) in the host's namespace, or fails the test with
+    /// what `nft` said.
+    fn nft(&self, commands: &str) {
+        let output = ip_command()
+            .args(["netns", "exec", &self.netns])
+            .arg(nft_binary())
+            .arg(commands)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run nft");
+        assert!(
+            output.status.success(),
+            "`nft {commands}` on host {} failed ({}): {}",
+            self.name,
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+}
+
+/// Which of a host's packets [`Host::drop_command`] makes vanish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// To and from the host ([`Host::drop_all`]).
+    Both,
+    /// From the host ([`Host::drop_outgoing`]).
+    Outgoing,
+    /// To the host ([`Host::drop_incoming`]).
+    Incoming,
+}
+
+/// The harness's nftables table in a host's namespace; deleting it removes every drop.
+const TABLE: &str = "inet singleton_test";
+
+/// The nftables commands (one transaction) that add the drops of `direction` to [`TABLE`],
+/// making it and its chains first if need be. The drop is at the IP layer of the host's own
+/// stack, on `eth0` only: an outgoing packet is dropped before it reaches the link, so a TCP
+/// socket is not told (it retransmits, as if the packet were lost on the way), and ARP still
+/// works, as behind a firewall that drops.
+fn drop_rules(direction: Direction) -> String {
+    let mut commands = vec![format!("add table {TABLE}")];
+    let mut chain = |hook: &str, rule: &str| {
+        commands.push(format!(
+            "add chain {TABLE} {hook} {{ type filter hook {hook} priority 0; policy accept; }}"
+        ));
+        commands.push(format!("add rule {TABLE} {hook} {rule} drop"));
+    };
+    if matches!(direction, Direction::Both | Direction::Incoming) {
+        chain("input", "iifname \"eth0\"");
+    }
+    if matches!(direction, Direction::Both | Direction::Outgoing) {
+        chain("output", "oifname \"eth0\"");
+    }
+    commands.join("; ")
+}
+
+/// nftables' `nft`, or a test failure saying how to install it.
+fn nft_binary() -> &'static PathBuf {
+    static NFT: OnceLock<PathBuf> = OnceLock::new();
+    NFT.get_or_init(|| {
+        require_binary(
+            "nft",
+            &["/usr/sbin", "/sbin"],
+            "apt-get install nftables (or scripts/install-test-deps)",
+        )
+    })
 }
 
 /// Fails the test, saying what to do, unless it runs as root with `ip` and `unshare`.
@@ -233,12 +398,12 @@ fn require_tools() {
 
 /// A command that runs iproute2's `ip`, found also where PATH may not look (`sbin`).
 pub fn ip_command() -> Command {
+    Command::new(ip_path())
+}
+
+fn ip_path() -> &'static PathBuf {
     static IP: OnceLock<PathBuf> = OnceLock::new();
-    Command::new(
-        IP.get_or_init(|| {
-            require_binary("ip", &["/usr/sbin", "/sbin"], "apt-get install iproute2")
-        }),
-    )
+    IP.get_or_init(|| require_binary("ip", &["/usr/sbin", "/sbin"], "apt-get install iproute2"))
 }
 
 /// Runs `ip ARGS`, or fails the test with what `ip` said.

@@ -8,6 +8,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 use super::certs::{self, TlsServer};
+use super::hosts::Host;
 use super::servers::{Server, free_port, require_binary, spawn_tied, wait_for_log};
 
 const INSTALL: &str = "apt-get install mariadb-server (or scripts/install-test-deps)";
@@ -22,6 +23,8 @@ pub const X509_USER: &str = "singleton_x509";
 /// The shared server, started on first use.
 pub struct Mariadb {
     pub server: Server,
+    /// Where clients reach it: 127.0.0.1, or a simulated host's address.
+    pub address: String,
 }
 
 impl Mariadb {
@@ -33,15 +36,15 @@ impl Mariadb {
     /// The URL without our options, for the driver itself.
     pub fn raw_url(&self) -> String {
         format!(
-            "mysql://{USER}:{PASSWORD}@127.0.0.1:{}/{DATABASE}?prefer_socket=false",
-            self.server.port
+            "mysql://{USER}:{PASSWORD}@{}:{}/{DATABASE}?prefer_socket=false",
+            self.address, self.server.port
         )
     }
 
     /// The same URL with `password`. The connect timeout is generous: the test machine may be
     /// busy compiling.
     pub fn url_with(&self, password: &str) -> String {
-        self.url_to("127.0.0.1", USER, password, "")
+        self.url_to(&self.address, USER, password, "")
     }
 
     /// The URL of `user` with `password` on the server's address `host`, with `params` (each
@@ -57,7 +60,7 @@ impl Mariadb {
 /// The plain (no TLS) server of this test run.
 pub fn shared() -> &'static Mariadb {
     static SERVER: OnceLock<Mariadb> = OnceLock::new();
-    SERVER.get_or_init(|| start(None))
+    SERVER.get_or_init(|| start(None, None))
 }
 
 /// The TLS server of this test run: only TLS connections (`require_secure_transport`), the
@@ -65,24 +68,30 @@ pub fn shared() -> &'static Mariadb {
 /// 127.0.0.1 and on [`certs::MISNAMED_HOST`], and the user [`X509_USER`].
 pub fn tls() -> &'static Mariadb {
     static SERVER: OnceLock<Mariadb> = OnceLock::new();
-    SERVER.get_or_init(|| start(Some(TlsServer::verified())))
+    SERVER.get_or_init(|| start(Some(TlsServer::verified()), None))
 }
 
 /// A TLS server like [`tls`] whose certificate expired ([`certs::Certs::expired`]).
 pub fn tls_expired() -> &'static Mariadb {
     static SERVER: OnceLock<Mariadb> = OnceLock::new();
-    SERVER.get_or_init(|| start(Some(TlsServer::expired())))
+    SERVER.get_or_init(|| start(Some(TlsServer::expired()), None))
 }
 
 const SBIN: &[&str] = &["/usr/sbin", "/usr/bin"];
 
 /// A server of the caller's own, for tests that pause or kill it.
 pub fn own() -> Mariadb {
-    start(None)
+    start(None, None)
 }
 
-/// Starts a server, with TLS only if `tls` is given.
-fn start(tls: Option<TlsServer>) -> Mariadb {
+/// A server of the caller's own on the simulated `host`, listening on the host's address: only
+/// programs on hosts of the same network reach it.
+pub fn start_in(host: &Host) -> Mariadb {
+    start(None, Some(host.clone()))
+}
+
+/// Starts a server, with TLS only if `tls` is given, on the simulated `host` if one is.
+fn start(tls: Option<TlsServer>, host: Option<Host>) -> Mariadb {
     let install_db = require_binary("mariadb-install-db", SBIN, INSTALL);
     let mariadbd = require_binary("mariadbd", SBIN, INSTALL);
     let dir = tempfile::tempdir().expect("temp dir");
@@ -133,6 +142,14 @@ fn start(tls: Option<TlsServer>) -> Mariadb {
             "--require-secure-transport=ON".to_owned(),
         ];
     }
+    let address = match &host {
+        Some(host) => {
+            assert!(tls.is_none(), "no TLS server on a simulated host yet");
+            tls_args = vec![format!("--bind-address={}", host.address())];
+            host.address().to_string()
+        }
+        None => "127.0.0.1".to_owned(),
+    };
 
     let port = free_port();
     let home = dir.path().to_owned();
@@ -140,7 +157,10 @@ fn start(tls: Option<TlsServer>) -> Mariadb {
         let log = home.join("mariadbd.log");
         // The server appends to its log; a fresh one shows when this start is ready.
         let _ = std::fs::remove_file(&log);
-        let mut command = Command::new(&mariadbd);
+        let mut command = match &host {
+            Some(host) => host.command(&mariadbd),
+            None => Command::new(&mariadbd),
+        };
         command
             .arg("--no-defaults")
             .arg("--user=root")
@@ -166,7 +186,7 @@ fn start(tls: Option<TlsServer>) -> Mariadb {
         wait_for_log(&log, "ready for connections", &mut child, "mariadbd");
         child
     });
-    Mariadb { server }
+    Mariadb { server, address }
 }
 
 impl super::servers::StoreServer for Mariadb {

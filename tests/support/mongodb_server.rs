@@ -16,6 +16,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use super::certs::{self, TlsServer};
+use super::hosts::Host;
 use super::servers::{Server, free_port, require_binary, spawn_tied, wait_for_port};
 
 /// The database the tests use.
@@ -28,7 +29,8 @@ pub const PASSWORD: &str = "pw-Zq7-never-printed";
 /// A running SecantusDB.
 pub struct Mongo {
     pub server: Server,
-    /// `mongodb://[user:password@]127.0.0.1:PORT/locks`.
+    /// `mongodb://[user:password@]127.0.0.1:PORT/locks` (the host's address for a server on a
+    /// simulated host).
     pub url: String,
 }
 
@@ -46,6 +48,7 @@ fn tls_server(tls: TlsServer) -> Mongo {
         None,
         false,
         Some(tls),
+        None,
     );
     let url = format!("mongodb://127.0.0.1:{}/{DATABASE}", server.port);
     Mongo { server, url }
@@ -95,6 +98,20 @@ pub fn own() -> Mongo {
     Mongo { server, url }
 }
 
+/// A server of the caller's own on the simulated `host`, listening on the host's address: only
+/// programs on hosts of the same network reach it. It keeps its data in memory.
+pub fn start_in(host: &Host) -> Mongo {
+    let server = start_with(
+        tempfile::tempdir().expect("temp dir"),
+        None,
+        false,
+        None,
+        Some(host.clone()),
+    );
+    let url = format!("mongodb://{}:{}/{DATABASE}", host.address(), server.port);
+    Mongo { server, url }
+}
+
 /// The `--auth` server with [`USER`] shared by the tests of this run; its URL carries the
 /// right password.
 pub fn with_auth() -> &'static Mongo {
@@ -137,25 +154,36 @@ fn binary() -> PathBuf {
 /// Starts SecantusDB on a free port, keeping its data in `data` (in memory if `None`), and
 /// waits until it answers `ping`.
 fn start(dir: tempfile::TempDir, data: Option<&Path>, auth: bool) -> Server {
-    start_with(dir, data, auth, None)
+    start_with(dir, data, auth, None, None)
 }
 
-/// [`start`], with TLS if `tls` says so.
+/// [`start`], with TLS if `tls` says so, on the simulated `host` if one is given.
 fn start_with(
     dir: tempfile::TempDir,
     data: Option<&Path>,
     auth: bool,
     tls: Option<TlsServer>,
+    host: Option<Host>,
 ) -> Server {
     let port = free_port();
     let binary = binary();
     let home = dir.path().to_owned();
     let storage = data.map_or_else(|| ":memory:".into(), |d| d.as_os_str().to_owned());
+    let address = match &host {
+        Some(host) => {
+            assert!(tls.is_none(), "no TLS server on a simulated host yet");
+            host.address().to_string()
+        }
+        None => "127.0.0.1".to_owned(),
+    };
     Server::start(port, dir, move || {
         let log = home.join("secantusd.log");
-        let mut command = Command::new(&binary);
+        let mut command = match &host {
+            Some(host) => host.command(&binary),
+            None => Command::new(&binary),
+        };
         command
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--host", &address, "--port", &port.to_string()])
             .arg("--storage-path")
             .arg(&storage)
             .args(["--log-level", "WARNING"])
@@ -179,10 +207,28 @@ fn start_with(
             }
         }
         let mut child = spawn_tied(command).expect("start secantusd-py");
-        wait_for_port(port, Duration::from_secs(30), &mut child, "secantusd-py");
         let started = Instant::now();
-        // `ping` needs no authentication, so it works on the --auth server too.
-        while !ping(port, tls.as_ref()) {
+        let ready = |child: &mut std::process::Child| match &host {
+            None => {
+                wait_for_port(port, Duration::from_secs(30), child, "secantusd-py");
+                // `ping` needs no authentication, so it works on the --auth server too.
+                ping("127.0.0.1", port, tls.as_ref())
+            }
+            // Only the host reaches its address.
+            Some(host) => {
+                let ip = host.address();
+                host.wait_for_port(
+                    ip,
+                    port,
+                    Duration::from_secs(30),
+                    child,
+                    "secantusd-py",
+                    Some(&log),
+                );
+                host.enter(|| ping(&address, port, None))
+            }
+        };
+        while !ready(&mut child) {
             assert!(
                 started.elapsed() < Duration::from_secs(30),
                 "secantusd-py on port {port} does not answer ping; see {}",
@@ -209,7 +255,7 @@ fn stop(mut server: Server) -> tempfile::TempDir {
     std::mem::replace(&mut server.dir, dir)
 }
 
-fn ping(port: u16, tls: Option<&TlsServer>) -> bool {
+fn ping(address: &str, port: u16, tls: Option<&TlsServer>) -> bool {
     let options = match tls {
         None => String::new(),
         // Any certificate will do here: the tests check the certificates.
@@ -224,22 +270,24 @@ fn ping(port: u16, tls: Option<&TlsServer>) -> bool {
             options
         }
     };
-    admin_command(port, &options, doc! { "ping": 1 }).is_ok()
+    admin_command(address, port, &options, doc! { "ping": 1 }).is_ok()
 }
 
 fn run_admin(port: u16, command: mongodb::bson::Document) {
-    admin_command(port, "", command)
+    admin_command("127.0.0.1", port, "", command)
         .unwrap_or_else(|e| panic!("admin command on port {port}: {e}"));
 }
 
 /// Runs one command against `admin` from a thread of its own, since callers may be inside a
 /// tokio runtime already.
 fn admin_command(
+    address: &str,
     port: u16,
     options: &str,
     command: mongodb::bson::Document,
 ) -> mongodb::error::Result<()> {
     let options = options.to_owned();
+    let address = address.to_owned();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -247,7 +295,7 @@ fn admin_command(
             .expect("runtime");
         runtime.block_on(async {
             let mut options = mongodb::options::ClientOptions::parse(format!(
-                "mongodb://127.0.0.1:{port}/?directConnection=true{options}"
+                "mongodb://{address}:{port}/?directConnection=true{options}"
             ))
             .await?;
             options.server_selection_timeout = Some(Duration::from_secs(2));

@@ -14,6 +14,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 use super::certs::{self, TlsServer};
+use super::hosts::Host;
 use super::servers::{Server, free_port, require_binary, spawn_tied, wait_for_log};
 
 pub(super) const INSTALL: &str = "apt-get install postgresql (or scripts/install-test-deps)";
@@ -35,6 +36,8 @@ hostssl all all 127.0.0.0/8 scram-sha-256
 /// The shared server, started on first use.
 pub struct Postgres {
     pub server: Server,
+    /// Where clients reach it: 127.0.0.1, or a simulated host's address.
+    pub address: String,
 }
 
 impl Postgres {
@@ -46,15 +49,15 @@ impl Postgres {
     /// The URL without our options, for the driver itself.
     pub fn raw_url(&self) -> String {
         format!(
-            "postgres://postgres:{PASSWORD}@127.0.0.1:{}/postgres",
-            self.server.port
+            "postgres://postgres:{PASSWORD}@{}:{}/postgres",
+            self.address, self.server.port
         )
     }
 
     /// The same URL with `password`. The connect timeout is generous: the test machine may be
     /// busy compiling.
     pub fn url_with(&self, password: &str) -> String {
-        self.url_for(&format!("postgres:{password}"), "127.0.0.1", "")
+        self.url_for(&format!("postgres:{password}"), &self.address, "")
     }
 
     /// The URL of the test database as `user_info` (`user[:password]`) on `host`, with
@@ -81,20 +84,20 @@ impl Postgres {
 /// The one server of this test run.
 pub fn shared() -> &'static Postgres {
     static SERVER: OnceLock<Postgres> = OnceLock::new();
-    SERVER.get_or_init(|| start(None))
+    SERVER.get_or_init(|| start(None, None))
 }
 
 /// The TLS server of this test run, presenting [`certs::Certs::server`].
 pub fn tls() -> &'static Postgres {
     static SERVER: OnceLock<Postgres> = OnceLock::new();
-    SERVER.get_or_init(|| start(Some(TlsServer::verified())))
+    SERVER.get_or_init(|| start(Some(TlsServer::verified()), None))
 }
 
 /// A TLS server presenting [`certs::Certs::expired`], started on first use: only one test
 /// needs it.
 pub fn tls_expired() -> &'static Postgres {
     static SERVER: OnceLock<Postgres> = OnceLock::new();
-    SERVER.get_or_init(|| start(Some(TlsServer::expired())))
+    SERVER.get_or_init(|| start(Some(TlsServer::expired()), None))
 }
 
 /// `/usr/lib/postgresql/<newest version>/bin`, where Debian keeps the server binaries.
@@ -148,7 +151,14 @@ pub(super) fn as_postgres(mut command: Command, user: Option<(u32, u32)>, dir: &
 
 /// A server of the caller's own, for tests that pause or kill it.
 pub fn own() -> Postgres {
-    start(None)
+    start(None, None)
+}
+
+/// A server of the caller's own on the simulated `host`, listening on the host's address (and
+/// taking password logins from any address): only programs on hosts of the same network reach
+/// it. Run as the `postgres` user by `setpriv` once on the host.
+pub fn start_in(host: &Host) -> Postgres {
+    start(None, Some(host.clone()))
 }
 
 /// Makes a new cluster in `dir/data` (handing `dir` to `user`, the server's user) whose
@@ -183,8 +193,9 @@ pub(super) fn init(dir: &Path, user: Option<(u32, u32)>) -> PathBuf {
     data
 }
 
-/// Starts a server; with `tls`, a TLS server (see the module docs).
-fn start(tls: Option<TlsServer>) -> Postgres {
+/// Starts a server; with `tls`, a TLS server (see the module docs); with `host`, on that
+/// simulated host.
+fn start(tls: Option<TlsServer>, host: Option<Host>) -> Postgres {
     let bin = bin_dir();
     let bin_str = bin.to_string_lossy().into_owned();
     let postgres = require_binary("postgres", &[&bin_str], INSTALL);
@@ -214,6 +225,21 @@ fn start(tls: Option<TlsServer>) -> Postgres {
         ]);
         listen = format!("127.0.0.1,{}", certs::MISNAMED_HOST);
     }
+    if let Some(host) = &host {
+        assert!(tls.is_none(), "no TLS server on a simulated host yet");
+        listen = host.address().to_string();
+        // initdb allows password logins from loopback only; the hosts' clients come from their
+        // own addresses.
+        let hba = data.join("pg_hba.conf");
+        let mut rules = std::fs::read_to_string(&hba).expect("read pg_hba.conf");
+        rules.push_str("host all all 0.0.0.0/0 scram-sha-256\n");
+        std::fs::write(&hba, rules).expect("write pg_hba.conf");
+    }
+    let address = if host.is_some() {
+        listen.clone()
+    } else {
+        "127.0.0.1".to_owned()
+    };
 
     let port = free_port();
     let home = dir.path().to_owned();
@@ -221,7 +247,32 @@ fn start(tls: Option<TlsServer>) -> Postgres {
     let server = Server::start(port, dir, move || {
         let log = home.join("postgres.log");
         let log_file = std::fs::File::create(&log).expect("create the server log");
-        let mut command = as_postgres(Command::new(&postgres), user, &home);
+        // On a host, the steps into its namespaces need root: the switch to the `postgres`
+        // user comes last, by `setpriv`.
+        let mut command = match &host {
+            None => as_postgres(Command::new(&postgres), user, &home),
+            Some(host) => {
+                let setpriv = require_binary(
+                    "setpriv",
+                    &["/usr/bin", "/bin"],
+                    "apt-get install util-linux",
+                );
+                let mut command = host.command(setpriv);
+                if let Some((uid, gid)) = user {
+                    command.args([
+                        format!("--reuid={uid}"),
+                        format!("--regid={gid}"),
+                        "--clear-groups".to_owned(),
+                    ]);
+                }
+                command
+                    .arg("--")
+                    .arg(&postgres)
+                    .current_dir(&home)
+                    .env_remove("PGDATA");
+                command
+            }
+        };
         command
             .arg("-D")
             .arg(&data)
@@ -259,7 +310,7 @@ fn start(tls: Option<TlsServer>) -> Postgres {
             String::from_utf8_lossy(&made.stderr)
         );
     }
-    Postgres { server }
+    Postgres { server, address }
 }
 
 impl super::servers::StoreServer for Postgres {
