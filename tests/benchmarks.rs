@@ -96,11 +96,12 @@ fn regenerate_benchmarks_md() {
 
 /// Before/after on the same servers: `SINGLETON_BENCH_BASELINE=/path/to/an/older/singleton`,
 /// then each store measured ROUNDS times with each build, alternately, printing the cycle p50 and
-/// cycle / floor of each and their medians. For a change's closing note; writes no file.
+/// cycle / floor of each and their medians (`SINGLETON_BENCH_ONLY=Redis,etcd`: only those
+/// stores). For a change's closing note; writes no file.
 #[test]
 #[ignore = "a benchmark, run by hand in a release build"]
 fn before_and_after() {
-    const ROUNDS: usize = 3;
+    const ROUNDS: usize = 5;
     let baseline = std::env::var("SINGLETON_BENCH_BASELINE")
         .expect("SINGLETON_BENCH_BASELINE=/path/to/an/older/singleton");
     let sqlite = SqliteStore::new();
@@ -121,6 +122,10 @@ fn before_and_after() {
     stores.push(("Redis", crate::support::redis_server::shared().url.clone()));
     #[cfg(feature = "etcd")]
     stores.push(("etcd", crate::support::etcd_server::shared().url.clone()));
+    // SINGLETON_BENCH_ONLY=PostgreSQL,MariaDB measures only those.
+    if let Ok(only) = std::env::var("SINGLETON_BENCH_ONLY") {
+        stores.retain(|(label, _)| only.split(',').any(|wanted| wanted.trim() == *label));
+    }
     let median = |mut values: Vec<f64>| {
         values.sort_by(f64::total_cmp);
         values[values.len() / 2]
