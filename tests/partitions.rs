@@ -770,11 +770,17 @@ pub fn a_flapping_link_never_makes_two_holders(world: &World, ttl: &str) {
                         &[("LOG", log)],
                     );
                     let (code, exited) = run.finish(90 * SECOND);
-                    // The supervisor says `exited` once the job and every process of it are
-                    // gone (before it releases); its time is shown in whole milliseconds.
-                    let gone = run
-                        .event("exited")
-                        .and_then(|event| lease_time(&event, "time"))
+                    // A job stopped for a lost lease writes no `stop`: it ends when the
+                    // supervisor signals its group (`terminating`: SIGTERM, which the job's
+                    // `sh` and `sleep` die of; `killing`: SIGKILL), noted just before the
+                    // signal goes out, else when the supervisor says `exited` (once every
+                    // process of the job is gone, which a loaded machine reports late). Times
+                    // are shown in whole milliseconds.
+                    let gone = ["terminating", "killing", "exited"]
+                        .iter()
+                        .filter_map(|kind| run.event(kind))
+                        .filter_map(|event| lease_time(&event, "time"))
+                        .min()
                         .map_or(exited, |at| at + Duration::from_millis(1));
                     close_open_intervals(log, gone);
                     // 76: the lease was lost under the job, which was stopped; 69: the release
