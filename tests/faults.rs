@@ -399,8 +399,14 @@ pub fn random_kills(store: &str, ttl: &str, dir: &Path, contenders: usize, acqui
                         let done = running.finish(90 * SECOND);
                         // 76: on a loaded machine a renewal can miss its deadline; the job was
                         // then stopped, which is the safe outcome, and the history shows it.
+                        // 69 after the job: its release did not get through before the lease's
+                        // safe deadline, so the lease was left to expire; the history still
+                        // judges the run.
+                        let release_failed = done.code == 69 && done.stderr.contains("release");
+                        // 124: sixteen contenders on a loaded machine; waiting is not fair, and
+                        // one that waited out its timeout simply starts again.
                         assert!(
-                            matches!(done.code, 0 | 76),
+                            matches!(done.code, 0 | 76 | 124) || release_failed,
                             "exit {}: {}",
                             done.code,
                             done.stderr
