@@ -1,7 +1,7 @@
 //! [`Singleton`]: lock, release and inspect one named singleton, with events.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::broadcast;
 
@@ -92,9 +92,12 @@ impl Options {
         self
     }
 
-    /// How often [`Singleton::lock_wait`] retries (default 100 ms, with random jitter). Where the
-    /// store tells waiters of a release ([`Store::watch`]: SQLite, PostgreSQL, Redis, etcd,
-    /// `memory:`), the waiter also tries again as soon as it hears.
+    /// The shortest pause between [`Singleton::lock_wait`]'s tries (default 100 ms, with random
+    /// jitter). Where the store tells waiters of a release ([`Store::watch`]: SQLite,
+    /// PostgreSQL, Redis, etcd, `memory:`), the waiter tries again as soon as it hears, and
+    /// otherwise only when the holder's lease could have expired, every 5 s at the latest.
+    /// Where it cannot tell (MySQL, MongoDB), the waiter polls every poll interval at first,
+    /// then less often, down to once a second.
     pub fn poll_interval(mut self, every: Duration) -> Self {
         self.poll_interval = every;
         self
@@ -266,9 +269,13 @@ impl Singleton {
     /// the store could not be reached to see one. Emits `waiting` when it starts waiting and
     /// whenever the holder changes.
     ///
-    /// It retries every poll interval and, where the store tells waiters of a release
-    /// ([`Store::watch`]), as soon as it hears; what it hears only makes it try again, it
-    /// never grants anything.
+    /// Where the store tells waiters of a release ([`Store::watch`]: SQLite, PostgreSQL, Redis,
+    /// etcd, `memory:`), it tries again as soon as it hears, and otherwise only when the
+    /// holder's lease could have expired (by the expiry the store reported, plus jitter) or,
+    /// for word that got lost, every 5 s at the latest: an idle waiter costs the store a
+    /// request every few seconds. Where the store cannot tell (MySQL, MongoDB), it polls,
+    /// from every poll interval at first towards once a second. What it hears only makes it
+    /// try again; it never grants anything.
     ///
     /// It waits through store outages: a failed try is reported once per outage (an `error`
     /// event) and tried again with backoff, up to every 5 s. Only what cannot get better ends
@@ -297,6 +304,7 @@ impl Singleton {
         let mut word = Word::Unasked;
         let mut reached = false;
         let mut outage: Option<Duration> = None;
+        let mut polls = Polls::new(self.inner.poll_interval);
         loop {
             let tried = tokio::select! {
                 tried = self.attempt(&holder) => tried,
@@ -319,9 +327,9 @@ impl Singleton {
                             held_by: held_by.clone(),
                         });
                     }
+                    let pause = polls.after_conflict(&word, &held_by);
                     last_seen = Some(held_by);
-                    // Jitter keeps many waiters from polling in lock step.
-                    self.inner.poll_interval.mul_f64(0.5 + fastrand::f64())
+                    pause
                 }
                 Ok(locked) => return Ok(locked),
                 Err(err) if ends_the_wait(&err, reached) => return self.inner.observe(Err(err)),
@@ -478,6 +486,54 @@ fn ends_the_wait(err: &Error, reached: bool) -> bool {
 /// How long a waiter whose store stopped telling it (or could not start to) waits before it
 /// asks again: the store may be restarting, and the waiter polls meanwhile.
 const LISTEN_AGAIN_AFTER: Duration = Duration::from_secs(10);
+
+/// The longest a listening waiter goes without asking, in case word of a release got lost.
+const LISTENING_POLL_MAX: Duration = Duration::from_secs(5);
+
+/// The slowest a waiter that hears nothing from its store polls, unless its poll interval is
+/// slower still.
+const DEAF_POLL_MAX: Duration = Duration::from_secs(1);
+
+/// How often a waiter asks the store while the name is held.
+struct Polls {
+    /// The poll interval: the shortest pause, and the first while not listening.
+    every: Duration,
+    /// The next pause while not listening: it grows from `every` towards [`DEAF_POLL_MAX`].
+    deaf: Duration,
+}
+
+impl Polls {
+    fn new(every: Duration) -> Self {
+        Polls { every, deaf: every }
+    }
+
+    /// The pause before the next try after the name was found held by `held_by`, unless word
+    /// of a release comes first. Random jitter keeps many waiters from asking in lock step.
+    fn after_conflict(&mut self, word: &Word, held_by: &Lease) -> Duration {
+        match word {
+            // A release will be heard: ask again when the lease could have run out (its
+            // holder may have died), which a renewal then pushes back. The expiry is by the
+            // store's clock, so a wall clock behind it only makes this waiter ask sooner, and
+            // one ahead of it is bounded by the slow poll for lost word.
+            Word::Listening(_) => {
+                let until_expiry = held_by
+                    .expires
+                    .map_or(LISTENING_POLL_MAX, |at| {
+                        at.duration_since(SystemTime::now()).unwrap_or_default()
+                    })
+                    .min(LISTENING_POLL_MAX);
+                until_expiry.max(self.every) + self.every.mul_f64(fastrand::f64())
+            }
+            // Listening is being set up, and the try when it is ready comes at once.
+            Word::Unasked | Word::Starting(_) => self.every.mul_f64(0.5 + fastrand::f64()),
+            Word::Deaf(_) => {
+                let pause = self.deaf;
+                self.deaf = pause.mul_f64(1.5).min(DEAF_POLL_MAX.max(self.every));
+                pause.mul_f64(0.75 + fastrand::f64() / 2.0)
+            }
+        }
+    }
+}
 
 /// What a waiter hears from the store ([`Store::watch`]), besides its own polling.
 enum Word {
@@ -734,3 +790,70 @@ const RELEASE_RETRY: Duration = Duration::from_millis(50);
 /// to two seconds with its default timings), so that a run whose job has finished does not
 /// report a store error (and leave its lease to expire) for a failover it could wait out.
 const RELEASE_PATIENCE: Duration = Duration::from_secs(5);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held_until(expires: Option<SystemTime>) -> Lease {
+        Lease {
+            name: "job".into(),
+            holder: Holder::current(String::new()),
+            token: crate::FencingToken(1),
+            created: SystemTime::now(),
+            expires,
+        }
+    }
+
+    #[test]
+    fn a_deaf_waiter_backs_off_from_the_poll_interval_to_a_second() {
+        let mut polls = Polls::new(Duration::from_millis(100));
+        let deaf = Word::Deaf(BootInstant::now());
+        let lease = held_until(None);
+        let pauses: Vec<Duration> = (0..12)
+            .map(|_| polls.after_conflict(&deaf, &lease))
+            .collect();
+        assert!(pauses[0] <= Duration::from_millis(125), "{pauses:?}");
+        assert!(
+            pauses[8..]
+                .iter()
+                .all(|p| (Duration::from_millis(750)..=Duration::from_millis(1250)).contains(p)),
+            "{pauses:?}"
+        );
+        let total: Duration = pauses.iter().sum();
+        assert!(total < Duration::from_secs(12), "{pauses:?}");
+        // A poll interval slower than the bound is kept.
+        let mut slow = Polls::new(Duration::from_secs(3));
+        for _ in 0..3 {
+            assert!(slow.after_conflict(&deaf, &lease) >= Duration::from_millis(2250));
+        }
+    }
+
+    #[test]
+    fn a_listening_waiter_sleeps_until_the_lease_could_expire_or_five_seconds() {
+        let (_heard, word) = Freed::channel();
+        let listening = Word::Listening(Freed::new(word, ()));
+        let every = Duration::from_millis(100);
+        let mut polls = Polls::new(every);
+        let soon = held_until(Some(SystemTime::now() + Duration::from_secs(2)));
+        let pause = polls.after_conflict(&listening, &soon);
+        assert!(
+            (Duration::from_millis(1800)..=Duration::from_millis(2100)).contains(&pause),
+            "{pause:?}"
+        );
+        for lease in [
+            held_until(Some(SystemTime::now() + Duration::from_secs(60))),
+            held_until(None),
+        ] {
+            let pause = polls.after_conflict(&listening, &lease);
+            assert!(
+                (LISTENING_POLL_MAX..=LISTENING_POLL_MAX + every).contains(&pause),
+                "{pause:?}"
+            );
+        }
+        // Expired by our clock (the store's may be behind): the poll interval, never zero.
+        let past = held_until(Some(SystemTime::now() - Duration::from_secs(1)));
+        let pause = polls.after_conflict(&listening, &past);
+        assert!((every..=every * 2).contains(&pause), "{pause:?}");
+    }
+}

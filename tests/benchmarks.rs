@@ -83,10 +83,13 @@ fn regenerate_benchmarks_md() {
         })
         .collect();
 
+    let waiting = waiters_table(&stores, baseline.as_deref());
+
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let chart = root.join("docs/benchmarks.svg");
     std::fs::write(&chart, svg_chart(&measured)).expect("write the chart");
     let mut markdown = benchmarks_md(&measured, &over_tls, &overhead, rss_kb);
+    markdown.push_str(&waiting);
     if let Some(program) = &baseline {
         markdown.push_str(&against_baseline(program, &measured, &before));
     }
@@ -164,6 +167,134 @@ fn before_and_after() {
             ratio(&after)
         );
     }
+}
+
+/// How many waiters the waiting curve is measured with.
+const WAITERS: [u32; 4] = [1, 10, 100, 300];
+
+/// The waiting curve of every store (`singleton bench --waiters N`), and with a baseline build
+/// that has `--waiters`, its idle cost with 10 waiters next to ours.
+#[test]
+#[ignore = "a benchmark, run by hand in a release build"]
+fn waiters_curve() {
+    let sqlite = SqliteStore::new();
+    let mut stores: Vec<(&'static str, String)> = vec![("SQLite", sqlite.url.clone())];
+    #[cfg(feature = "postgres")]
+    stores.push((
+        "PostgreSQL",
+        crate::support::postgres_server::shared().url(),
+    ));
+    #[cfg(feature = "mysql")]
+    stores.push(("MariaDB", crate::support::mariadb_server::shared().url()));
+    #[cfg(feature = "mongodb")]
+    stores.push((
+        "SecantusDB",
+        crate::support::mongodb_server::shared().url.clone(),
+    ));
+    #[cfg(feature = "redis")]
+    stores.push(("Redis", crate::support::redis_server::shared().url.clone()));
+    #[cfg(feature = "etcd")]
+    stores.push(("etcd", crate::support::etcd_server::shared().url.clone()));
+    if let Ok(only) = std::env::var("SINGLETON_BENCH_ONLY") {
+        stores.retain(|(label, _)| only.split(',').any(|wanted| wanted.trim() == *label));
+    }
+    let baseline = std::env::var("SINGLETON_BENCH_BASELINE").ok();
+    println!("{}", waiters_table(&stores, baseline.as_deref()));
+}
+
+/// `singleton bench --waiters N --json` against `url` with `program`, or `None` if that build
+/// has no `--waiters`.
+fn waiters_bench(program: Test, label: &str, url: &str, waiters: u32) -> Option<Value> {
+    eprintln!("waiters: {label} at {url}, {waiters} waiters ...");
+    let done = program
+        .store(url)
+        .args(["bench", "--waiters", &waiters.to_string(), "--json"])
+        .output();
+    if done.code == 64 || done.code == 2 {
+        eprintln!("{label}: no --waiters in this build; skipped");
+        return None;
+    }
+    if done.code != 0 {
+        // Say, more connections than the server takes: the table shows why.
+        let error = done.stderr.lines().last().unwrap_or_default().to_owned();
+        return Some(serde_json::json!({ "error": error }));
+    }
+    Some(serde_json::from_str(&done.stdout).expect("bench JSON"))
+}
+
+/// The markdown section of the waiting curve.
+fn waiters_table(stores: &[(&'static str, String)], baseline: Option<&str>) -> String {
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "## Waiters
+"
+    );
+    let _ = writeln!(
+        md,
+        "`singleton bench --waiters N`: N waiters, each with a connection of its own, wait on a          name held by another; their store requests (every operation our code asks of the          store) are counted for 10 s. Then the name is released and handed on 10 times, each          new holder releasing after a second: hand-off is the time from one holder's release          call to the next one's acquisition, and requests per hand-off those of all waiters          from one release to the next. Where the store tells waiters of a release (SQLite,          PostgreSQL, Redis, etcd), an idle waiter asks again only when the holder's lease          could have expired, every 5 s at the latest; MariaDB and MongoDB cannot tell, and          their waiters poll, backing off from 100 ms to 1 s.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| store | waiters | idle requests/s per waiter | requests per hand-off | hand-off p50 | hand-off p99 |"
+    );
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|");
+    for (label, url) in stores {
+        for waiters in WAITERS {
+            let Some(r) = waiters_bench(Test::new(), label, url, waiters) else {
+                continue;
+            };
+            if let Some(error) = r["error"].as_str() {
+                let _ = writeln!(md, "| {label} | {waiters} | failed: {error} | | | |");
+                continue;
+            }
+            let _ = writeln!(
+                md,
+                "| {label} | {waiters} | {:.3} | {:.1} | {:.2} ms | {:.2} ms |",
+                r["idle_requests_per_waiter_per_second"]
+                    .as_f64()
+                    .unwrap_or(f64::NAN),
+                r["requests_per_handoff"].as_f64().unwrap_or(f64::NAN),
+                r["handoff_us"]["p50"].as_f64().unwrap_or(f64::NAN) / 1e3,
+                r["handoff_us"]["p99"].as_f64().unwrap_or(f64::NAN) / 1e3,
+            );
+        }
+    }
+    let Some(program) = baseline else {
+        return md;
+    };
+    let _ = writeln!(
+        md,
+        "\nWith 10 waiters, against the baseline build `{program}` on the same servers:\n"
+    );
+    let _ = writeln!(
+        md,
+        "| store | baseline idle requests/s per waiter | this build | baseline hand-off p50 | this build |"
+    );
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|");
+    for (label, url) in stores {
+        let Some(before) = waiters_bench(Test::program(program), label, url, 10) else {
+            continue;
+        };
+        let Some(after) = waiters_bench(Test::new(), label, url, 10) else {
+            continue;
+        };
+        let idle = |r: &Value| {
+            r["idle_requests_per_waiter_per_second"]
+                .as_f64()
+                .unwrap_or(f64::NAN)
+        };
+        let p50 = |r: &Value| r["handoff_us"]["p50"].as_f64().unwrap_or(f64::NAN) / 1e3;
+        let _ = writeln!(
+            md,
+            "| {label} | {:.2} | **{:.3}** | {:.2} ms | {:.2} ms |",
+            idle(&before),
+            idle(&after),
+            p50(&before),
+            p50(&after)
+        );
+    }
+    md
 }
 
 /// Runs `singleton bench --json` against `url`, checking that no two holders overlapped.

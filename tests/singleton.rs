@@ -203,6 +203,54 @@ async fn lock_wait_acquires_on_word_of_the_release_between_polls() {
     locked(next).release().await.unwrap();
 }
 
+/// How many store requests a waiter on a name held throughout makes in `window`.
+async fn requests_of_a_waiter(store: Arc<dyn Store>, window: Duration) -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let name = unique("idle");
+    let holder = Singleton::new(&name, store.clone(), Options::default()).unwrap();
+    let guard = locked(holder.lock().await.unwrap());
+    let requests = Arc::new(AtomicU64::new(0));
+    let counted = Arc::new(singleton_process::store::Counted::new(
+        store,
+        Arc::clone(&requests),
+    ));
+    let waiter = Singleton::new(&name, counted, Options::default()).unwrap();
+    let waiting = tokio::spawn(async move { waiter.lock_wait(None).await });
+    tokio::time::sleep(window).await;
+    waiting.abort();
+    let made = requests.load(Ordering::Relaxed);
+    guard.release().await.unwrap();
+    made
+}
+
+/// A waiter that will hear of the release asks the store again only when the holder's lease
+/// could have expired, or every 5 s for word that got lost: not every poll interval.
+#[tokio::test]
+async fn an_idle_waiter_that_listens_asks_only_every_few_seconds() {
+    // A first try, listening set up, a try once listening (a release before it was unheard),
+    // and none until 5 s after that.
+    let made = requests_of_a_waiter(memory().await, Duration::from_secs(3)).await;
+    assert!(
+        (2..=4).contains(&made),
+        "{made} requests in 3 s; polling every 100 ms would make 30"
+    );
+}
+
+/// A waiter whose store cannot tell polls, less and less often, down to once a second.
+#[tokio::test]
+async fn an_idle_waiter_that_cannot_listen_backs_off_to_a_poll_a_second() {
+    let deaf = Faulty {
+        deaf: true,
+        ..Faulty::new().await
+    };
+    let made = requests_of_a_waiter(Arc::new(deaf), Duration::from_secs(5)).await;
+    // 100 ms growing by half each time to 1 s (±25 % jitter): about 11 in 5 s.
+    assert!(
+        (5..=16).contains(&made),
+        "{made} requests in 5 s; polling every 100 ms would make 50, once a second 5"
+    );
+}
+
 /// The memory store with faults to order: listening for releases that never starts (as when
 /// the listening connection hangs), acquires that fail as in an outage, an acquire whose answer
 /// never comes back although it took effect, and a store clock that jumps ahead.
@@ -210,6 +258,8 @@ async fn lock_wait_acquires_on_word_of_the_release_between_polls() {
 struct Faulty {
     inner: Option<Arc<dyn Store>>,
     hang_watch: bool,
+    /// Whether the store cannot tell waiters of a release, as MySQL and MongoDB cannot.
+    deaf: bool,
     /// Acquires still to fail with a store error.
     failing_acquires: std::sync::atomic::AtomicUsize,
     /// Whether the next acquire takes effect in the store but never answers.
@@ -318,6 +368,8 @@ impl Store for Faulty {
     ) -> singleton_process::Result<Option<singleton_process::Freed>> {
         if self.hang_watch {
             std::future::pending().await
+        } else if self.deaf {
+            Ok(None)
         } else {
             self.store().watch(name).await
         }

@@ -112,6 +112,11 @@ enum Command {
         /// connection.
         #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
         contenders: u32,
+        /// Instead, measure what N waiters on one held name cost the store while they wait
+        /// (requests per second per waiter), and the hand-off of a release every second to one
+        /// of them (latency, and the store requests of all waiters per hand-off).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        waiters: Option<u32>,
         /// Print one JSON object on stdout.
         #[arg(long)]
         json: bool,
@@ -308,9 +313,34 @@ async fn execute(cli: Cli, out: &Output) -> Result<i32, Error> {
             Ok(0)
         }
         Command::Bench {
+            waiters: Some(waiters),
+            json,
+            ..
+        } => {
+            let plan = bench::waiters::Plan {
+                waiters: waiters as usize,
+                settle: Duration::from_secs(2),
+                idle: Duration::from_secs(10),
+                handoffs: 10,
+                hold: Duration::from_secs(1),
+            };
+            let name = format!("singleton-bench-{}-waiters", std::process::id());
+            let report = bench::waiters::run(&url, &name, plan).await?;
+            if json {
+                let mut value = report.json();
+                value["store"] = store.describe().into();
+                say!("{value}");
+            } else {
+                say!("store: {}", store.describe());
+                report.print();
+            }
+            Ok(0)
+        }
+        Command::Bench {
             iterations,
             contenders,
             json,
+            waiters: None,
         } => {
             let plan = bench::Plan {
                 iterations: iterations as usize,

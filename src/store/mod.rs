@@ -13,11 +13,13 @@ use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
 
+pub use counted::Counted;
 #[cfg(any(feature = "mongodb", feature = "redis"))]
 pub(crate) use mask::redact;
 pub use mask::{is_secret_key, mask_password};
 pub use run::{Finish, Hold, LastRun, Outcome};
 
+mod counted;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 #[cfg(any(feature = "redis", feature = "etcd"))]

@@ -9,6 +9,8 @@ use serde_json::{Value, json};
 use singleton_process::store::mask_password;
 use singleton_process::{Error, FencingToken, Lock, Options, Singleton, Store};
 
+pub mod waiters;
+
 /// What to measure.
 #[derive(Debug, Clone, Copy)]
 pub struct Plan {
