@@ -631,6 +631,51 @@ fn bench_measures_the_cycle_against_the_floor_and_checks_exclusivity() {
 }
 
 #[test]
+fn bench_with_other_leases_measures_the_cycle_and_list_and_gives_them_back() {
+    let store = SqliteStore::new();
+    let done = Test::new()
+        .store(&store.url)
+        .args(["bench", "--names", "40", "--iterations", "5", "--json"])
+        .status(0);
+    let report: serde_json::Value = serde_json::from_str(&done.stdout).unwrap();
+    assert_eq!(report["names"], 40);
+    assert_eq!(report["listed"], 40, "list sees the other leases");
+    assert!(report["cycle_us"]["p50"].as_f64().unwrap() > 0.0);
+    let listed = Test::new()
+        .store(&store.url)
+        .args(["list", "--json"])
+        .status(0);
+    assert_eq!(listed.stdout.trim(), "[]", "the leases are given back");
+}
+
+#[test]
+fn bench_with_waiters_counts_what_idle_waiters_ask_and_hands_off() {
+    let store = SqliteStore::new();
+    let done = Test::new()
+        .store(&store.url)
+        .args(["bench", "--waiters", "3", "--json"])
+        .status(0);
+    let report: serde_json::Value = serde_json::from_str(&done.stdout).unwrap();
+    assert_eq!(report["waiters"], 3);
+    assert_eq!(report["handoffs"], 10);
+    // Listening waiters ask every few seconds; polling every 100 ms would make 10 a second.
+    let idle = report["idle_requests_per_waiter_per_second"]
+        .as_f64()
+        .unwrap();
+    assert!(idle < 2.0, "{idle} requests/s per idle waiter");
+    assert!(report["handoff_us"]["p50"].as_f64().unwrap() > 0.0);
+    let listed = Test::new()
+        .store(&store.url)
+        .args(["list", "--json"])
+        .status(0);
+    assert_eq!(
+        listed.stdout.trim(),
+        "[]",
+        "the benchmark leaves no lease behind"
+    );
+}
+
+#[test]
 fn an_interactive_command_reads_from_the_terminal() {
     use std::io::Write;
     use std::process::{Command, Stdio};

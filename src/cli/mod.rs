@@ -117,6 +117,11 @@ enum Command {
         /// of them (latency, and the store requests of all waiters per hand-off).
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
         waiters: Option<u32>,
+        /// Instead, measure the cycle and `list` with N other live leases in the store (taken
+        /// by the benchmark before and given back after; the SQL stores and MongoDB keep their
+        /// free rows, so use a scratch table).
+        #[arg(long, value_name = "N", conflicts_with = "waiters", value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+        names: Option<u32>,
         /// Print one JSON object on stdout.
         #[arg(long)]
         json: bool,
@@ -313,6 +318,25 @@ async fn execute(cli: Cli, out: &Output) -> Result<i32, Error> {
             Ok(0)
         }
         Command::Bench {
+            names: Some(names),
+            iterations,
+            json,
+            ..
+        } => {
+            let name = format!("singleton-bench-{}-names", std::process::id());
+            let report =
+                bench::names::run(&store, &name, names as usize, iterations as usize).await?;
+            if json {
+                let mut value = report.json();
+                value["store"] = store.describe().into();
+                say!("{value}");
+            } else {
+                say!("store: {}", store.describe());
+                report.print();
+            }
+            Ok(0)
+        }
+        Command::Bench {
             waiters: Some(waiters),
             json,
             ..
@@ -341,6 +365,7 @@ async fn execute(cli: Cli, out: &Output) -> Result<i32, Error> {
             contenders,
             json,
             waiters: None,
+            names: None,
         } => {
             let plan = bench::Plan {
                 iterations: iterations as usize,

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use singleton_process::store::mask_password;
 use singleton_process::{Error, FencingToken, Lock, Options, Singleton, Store};
 
+pub mod names;
 pub mod waiters;
 
 /// What to measure.
