@@ -83,13 +83,16 @@ fn regenerate_benchmarks_md() {
         })
         .collect();
 
-    let waiting = waiters_table(&stores, baseline.as_deref());
+    let short = bench_stores(&sqlite);
+    let waiting = waiters_table(&short, baseline.as_deref());
+    let many = names_table(&short);
 
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let chart = root.join("docs/benchmarks.svg");
     std::fs::write(&chart, svg_chart(&measured)).expect("write the chart");
     let mut markdown = benchmarks_md(&measured, &over_tls, &overhead, rss_kb);
     markdown.push_str(&waiting);
+    markdown.push_str(&many);
     if let Some(program) = &baseline {
         markdown.push_str(&against_baseline(program, &measured, &before));
     }
@@ -108,27 +111,7 @@ fn before_and_after() {
     let baseline = std::env::var("SINGLETON_BENCH_BASELINE")
         .expect("SINGLETON_BENCH_BASELINE=/path/to/an/older/singleton");
     let sqlite = SqliteStore::new();
-    let mut stores: Vec<(&'static str, String)> = vec![("SQLite", sqlite.url.clone())];
-    #[cfg(feature = "postgres")]
-    stores.push((
-        "PostgreSQL",
-        crate::support::postgres_server::shared().url(),
-    ));
-    #[cfg(feature = "mysql")]
-    stores.push(("MariaDB", crate::support::mariadb_server::shared().url()));
-    #[cfg(feature = "mongodb")]
-    stores.push((
-        "SecantusDB",
-        crate::support::mongodb_server::shared().url.clone(),
-    ));
-    #[cfg(feature = "redis")]
-    stores.push(("Redis", crate::support::redis_server::shared().url.clone()));
-    #[cfg(feature = "etcd")]
-    stores.push(("etcd", crate::support::etcd_server::shared().url.clone()));
-    // SINGLETON_BENCH_ONLY=PostgreSQL,MariaDB measures only those.
-    if let Ok(only) = std::env::var("SINGLETON_BENCH_ONLY") {
-        stores.retain(|(label, _)| only.split(',').any(|wanted| wanted.trim() == *label));
-    }
+    let stores = bench_stores(&sqlite);
     let median = |mut values: Vec<f64>| {
         values.sort_by(f64::total_cmp);
         values[values.len() / 2]
@@ -169,15 +152,75 @@ fn before_and_after() {
     }
 }
 
-/// How many waiters the waiting curve is measured with.
-const WAITERS: [u32; 4] = [1, 10, 100, 300];
+/// How many other live leases the cycle and `list` are measured with.
+const NAMES: [u32; 3] = [1, 10_000, 100_000];
 
-/// The waiting curve of every store (`singleton bench --waiters N`), and with a baseline build
-/// that has `--waiters`, its idle cost with 10 waiters next to ours.
+/// The cycle and `list` of every store with 1, 10k and 100k other live leases.
 #[test]
 #[ignore = "a benchmark, run by hand in a release build"]
-fn waiters_curve() {
+fn names_curve() {
     let sqlite = SqliteStore::new();
+    let stores = bench_stores(&sqlite);
+    println!("{}", names_table(&stores));
+}
+
+/// The markdown section of the many-names curve.
+fn names_table(stores: &[(&'static str, String)]) -> String {
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "## Many names
+"
+    );
+    let _ = writeln!(
+        md,
+        "`singleton bench --names N`: N other live leases (10-minute leases of a holder of the \
+         benchmark's own) are taken, then the cycle is measured against the floor ({ITERATIONS} \
+         times each) and `list` is timed once; then the N leases are given back.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| store | other leases | taken in | cycle p50 | cycle / floor (p50) | cycle against 1 lease | `list` of all |"
+    );
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|");
+    for (label, url) in stores {
+        let mut first: Option<f64> = None;
+        for names in NAMES {
+            eprintln!("names: {label} at {url}, {names} other leases ...");
+            let done = Test::new()
+                .store(url)
+                .args([
+                    "bench",
+                    "--names",
+                    &names.to_string(),
+                    "--iterations",
+                    ITERATIONS,
+                    "--json",
+                ])
+                .output();
+            if done.code != 0 {
+                let error = done.stderr.lines().last().unwrap_or_default().to_owned();
+                let _ = writeln!(md, "| {label} | {names} | failed: {error} | | | | |");
+                continue;
+            }
+            let r: Value = serde_json::from_str(&done.stdout).expect("bench JSON");
+            let cycle = r["cycle_us"]["p50"].as_f64().unwrap_or(f64::NAN);
+            let against = cycle / *first.get_or_insert(cycle);
+            let _ = writeln!(
+                md,
+                "| {label} | {names} | {:.1} s | {cycle:.0} µs | {:.2}× | **{against:.2}×** | {:.3} s |",
+                r["filled_in_seconds"].as_f64().unwrap_or(f64::NAN),
+                r["ratio_p50"].as_f64().unwrap_or(f64::NAN),
+                r["list_seconds"].as_f64().unwrap_or(f64::NAN),
+            );
+        }
+    }
+    md
+}
+
+/// Every store of this build, on the shared test servers, by short label;
+/// `SINGLETON_BENCH_ONLY=PostgreSQL,Redis` keeps only those.
+fn bench_stores(sqlite: &SqliteStore) -> Vec<(&'static str, String)> {
     let mut stores: Vec<(&'static str, String)> = vec![("SQLite", sqlite.url.clone())];
     #[cfg(feature = "postgres")]
     stores.push((
@@ -198,6 +241,19 @@ fn waiters_curve() {
     if let Ok(only) = std::env::var("SINGLETON_BENCH_ONLY") {
         stores.retain(|(label, _)| only.split(',').any(|wanted| wanted.trim() == *label));
     }
+    stores
+}
+
+/// How many waiters the waiting curve is measured with.
+const WAITERS: [u32; 4] = [1, 10, 100, 300];
+
+/// The waiting curve of every store (`singleton bench --waiters N`), and with a baseline build
+/// that has `--waiters`, its idle cost with 10 waiters next to ours.
+#[test]
+#[ignore = "a benchmark, run by hand in a release build"]
+fn waiters_curve() {
+    let sqlite = SqliteStore::new();
+    let stores = bench_stores(&sqlite);
     let baseline = std::env::var("SINGLETON_BENCH_BASELINE").ok();
     println!("{}", waiters_table(&stores, baseline.as_deref()));
 }
