@@ -306,6 +306,11 @@ impl Singleton {
         let mut outage: Option<Duration> = None;
         let mut polls = Polls::new(self.inner.poll_interval);
         loop {
+            // Word that came before this try is answered by it: without this, every waiter
+            // would wake once more for each commit of a hand-off it already lost.
+            if let Word::Listening(freed) = &mut word {
+                freed.forget_heard();
+            }
             let tried = tokio::select! {
                 tried = self.attempt(&holder) => tried,
                 () = until_give_up() => {

@@ -237,6 +237,12 @@ impl Freed {
     pub async fn next(&mut self) -> bool {
         self.heard.recv().await.is_some()
     }
+
+    /// Forgets word that has come but was not waited for yet: a try about to be sent sees
+    /// what it told of, so a waiter need not wake for it again.
+    pub fn forget_heard(&mut self) {
+        while self.heard.try_recv().is_ok() {}
+    }
 }
 
 impl fmt::Debug for Freed {
