@@ -25,6 +25,7 @@ impl EtcdStore {
             let Some(url) = member.client_urls().first() else {
                 return (
                     name,
+                    String::new(),
                     Err("it has no client URL (not started yet?)".to_owned()),
                 );
             };
@@ -41,7 +42,7 @@ impl EtcdStore {
                     humantime::format_duration(self.connect_timeout)
                 )),
             };
-            (name, answer)
+            (name, super::url::host_of(url).to_owned(), answer)
         });
         let answers = futures_util::future::join_all(asking).await;
         let mut checks = vec![self.versions(&answers), health(&answers)];
@@ -55,12 +56,12 @@ impl EtcdStore {
         const NAME: &str = "version";
         let mut found = Vec::new();
         let mut unfit = None;
-        for (name, answer) in answers {
+        for (name, endpoint, answer) in answers {
             match answer {
                 Ok(status) => {
                     found.push(format!("{} on {name}", status.version()));
                     if unfit.is_none() {
-                        unfit = version::unfit(name, status.version());
+                        unfit = version::unfit(endpoint, status.version());
                     }
                 }
                 Err(_) => found.push(format!("unknown on {name} (no answer)")),
@@ -132,8 +133,8 @@ impl EtcdStore {
     }
 }
 
-/// A member's name and its status, or why it gave none.
-type Member = (String, Result<etcd_client::StatusResponse, String>);
+/// A member's name, its client endpoint and its status, or why it gave none.
+type Member = (String, String, Result<etcd_client::StatusResponse, String>);
 
 /// Whether every member answered, agrees on a leader and reports no alarms.
 fn health(answers: &[Member]) -> Check {
@@ -141,7 +142,7 @@ fn health(answers: &[Member]) -> Check {
     let mut silent = Vec::new();
     let mut troubled = Vec::new();
     let mut leaders = std::collections::BTreeSet::new();
-    for (name, answer) in answers {
+    for (name, _, answer) in answers {
         match answer {
             Ok(status) => {
                 leaders.insert(status.leader());
