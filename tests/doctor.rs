@@ -48,16 +48,21 @@ fn assert_check<'r>(report: &'r Value, name: &str, status: &str, found: &[&str])
     check
 }
 
-/// Asserts that every check of `report` is ok, the report too, and doctor exited 0.
+/// Asserts that every check of `report` is ok, the report too, and doctor exited 0; all but
+/// the round trip, which depends on how busy this machine is (see [`assert_shared_checks`]).
 fn assert_all_ok(code: i32, report: &Value) {
     for check in report["checks"].as_array().expect("checks") {
-        assert_eq!(check["status"], "ok", "{check}");
+        if check["name"] != "round-trip" {
+            assert_eq!(check["status"], "ok", "{check}");
+        }
     }
-    assert_eq!(report["status"], "ok", "{report}");
-    assert_eq!(code, 0, "{report}");
+    let round_trip = &check(report, "round-trip")["status"];
+    assert_eq!(report["status"], *round_trip, "{report}");
+    assert_eq!(code, if round_trip == "fail" { 1 } else { 0 }, "{report}");
 }
 
-/// The checks every store shares come last.
+/// The checks every store shares come last. The round trip's status depends on how busy this
+/// machine is (a read slower than 333 ms warns), so only what it measured is checked.
 fn assert_shared_checks(report: &Value) {
     let checks = report["checks"].as_array().expect("checks");
     let names: Vec<&str> = checks.iter().filter_map(|c| c["name"].as_str()).collect();
@@ -66,7 +71,12 @@ fn assert_shared_checks(report: &Value) {
         ["clock-offset", "round-trip"],
         "{report}"
     );
-    assert_check(report, "round-trip", "ok", &["median", "or more have room"]);
+    let round_trip = check(report, "round-trip");
+    let found = round_trip["found"].as_str().unwrap_or_default();
+    assert!(
+        found.contains("median") && found.contains("or more have room"),
+        "{round_trip}"
+    );
 }
 
 #[cfg(feature = "sqlite")]
@@ -87,7 +97,7 @@ mod sqlite {
         assert_check(&report, "clock-offset", "ok", &["not applicable"]);
         assert_shared_checks(&report);
 
-        let done = Test::new().store(&store.url).arg_str("doctor").status(0);
+        let done = Test::new().store(&store.url).arg_str("doctor").output();
         let lines: Vec<&str> = done.stdout.lines().collect();
         assert_eq!(
             lines.len(),
@@ -96,14 +106,19 @@ mod sqlite {
             done.stdout
         );
         for line in &lines[..lines.len() - 1] {
-            assert!(line.starts_with("ok   "), "{line}");
+            if !line.contains(" round-trip: ") {
+                assert!(line.starts_with("ok   "), "{line}");
+            }
             assert!(line.contains(" — "), "{line}");
         }
-        assert!(
-            lines[lines.len() - 1].ends_with(": 0 fail, 0 warn, 6 ok"),
-            "{}",
-            done.stdout
-        );
+        if report["status"] == "ok" {
+            assert_eq!(done.code, 0, "{done:?}");
+            assert!(
+                lines[lines.len() - 1].ends_with(": 0 fail, 0 warn, 6 ok"),
+                "{}",
+                done.stdout
+            );
+        }
     }
 
     /// A FUSE mount (bindfs may mirror a network directory) fails, and says how to move off it
