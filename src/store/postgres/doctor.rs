@@ -12,8 +12,9 @@ use crate::error::Result;
 /// The oldest major version that still gets fixes (13 ended in November 2025).
 const OLDEST_SUPPORTED: i32 = 14;
 
-/// How long the pooler check waits for its own notification.
-const NOTIFY_WAIT: Duration = Duration::from_secs(2);
+/// How long the pooler check waits for its own notification, which a server delivers within
+/// milliseconds; only a pooler that loses it makes doctor wait this long.
+const NOTIFY_WAIT: Duration = Duration::from_secs(5);
 
 /// The lease table's columns and their types, as `format_type` names them.
 const COLUMNS: [(&str, &str); 16] = [
@@ -166,9 +167,12 @@ impl PostgresStore {
                 format!(
                     "{}{}",
                     if was_heard {
-                        "NOTIFY was heard"
+                        "NOTIFY was heard".to_owned()
                     } else {
-                        "NOTIFY did not come back within 2s"
+                        format!(
+                            "NOTIFY did not come back within {}",
+                            humantime::format_duration(NOTIFY_WAIT)
+                        )
                     },
                     if same_session {
                         ""
