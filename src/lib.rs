@@ -30,6 +30,7 @@
 
 pub mod clock;
 pub mod conformance;
+pub mod doctor;
 mod error;
 mod event;
 mod lease;

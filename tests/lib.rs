@@ -7,6 +7,7 @@ mod support;
 
 mod benchmarks;
 mod cli;
+mod doctor;
 mod edges;
 #[cfg(feature = "etcd")]
 mod failover_etcd;

@@ -9,6 +9,7 @@ macro_rules! say {
 }
 
 mod bench;
+mod doctor;
 mod label;
 mod output;
 mod process;
@@ -30,6 +31,8 @@ use output::Output;
 pub mod exit {
     /// `exists`: no live lease; `release --force`: nothing was held.
     pub const NOT_HELD: i32 = 1;
+    /// `doctor`: at least one check failed.
+    pub const CHECK_FAILED: i32 = 1;
     /// Bad arguments or input: unknown flag, invalid name, duration or URL (like EX_USAGE).
     pub const USAGE: i32 = 64;
     /// The store could not be reached, refused us, or failed (like EX_UNAVAILABLE).
@@ -123,6 +126,16 @@ enum Command {
         #[arg(long, value_name = "N", conflicts_with = "waiters", value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
         names: Option<u32>,
         /// Print one JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the store's own settings (durability, eviction, replication, versions with known
+    /// lease bugs, the file system under SQLite, clock offset, round trip): one line per check,
+    /// ok, warn or fail, with what was found, why it matters and the fix. Reads only (the lease
+    /// table is created if missing, as every subcommand does). Exits 0 when no check fails, 1
+    /// when one does, 69 if the store cannot be reached.
+    Doctor {
+        /// Print one JSON object on stdout: the store, the overall status and the checks.
         #[arg(long)]
         json: bool,
     },
@@ -271,9 +284,10 @@ pub fn main() -> i32 {
 async fn dispatch(cli: Cli) -> i32 {
     let json = match &cli.command {
         Command::Run(args) => args.json,
-        Command::Status { json, .. } | Command::List { json, .. } | Command::Bench { json, .. } => {
-            *json
-        }
+        Command::Status { json, .. }
+        | Command::List { json, .. }
+        | Command::Bench { json, .. }
+        | Command::Doctor { json } => *json,
         _ => false,
     };
     let verbose = matches!(&cli.command, Command::Run(args) if args.verbose);
@@ -297,9 +311,12 @@ async fn execute(cli: Cli, out: &Output) -> Result<i32, Error> {
     if let Command::Run(args) = cli.command {
         return run::run(args, &url, out).await;
     }
+    if let Command::Doctor { json } = cli.command {
+        return doctor::run(&url, json).await;
+    }
     let store = open_store(&url).await?;
     match cli.command {
-        Command::Run(_) => unreachable!("handled above"),
+        Command::Run(_) | Command::Doctor { .. } => unreachable!("handled above"),
         Command::Status { name, json: _ } => {
             singleton_process::store::validate_name(&name)?;
             let lease = read(&*store, "inspect", || store.inspect(&name)).await?;
@@ -434,13 +451,20 @@ async fn read<T, F: Future<Output = Result<T, Error>>>(
 }
 
 async fn open_store(url: &str) -> Result<Arc<dyn Store>, Error> {
+    refuse_memory(url)?;
+    singleton_process::connect(url).await
+}
+
+/// The in-process `memory:` store is no store for a tool whose every run is a process of its
+/// own.
+fn refuse_memory(url: &str) -> Result<(), Error> {
     if url.trim().to_ascii_lowercase().starts_with("memory:") {
         return Err(Error::InvalidUrl {
             url: singleton_process::store::mask_password(url),
             reason: "the in-process memory: store cannot keep separate processes apart; use sqlite:// or a network store".into(),
         });
     }
-    singleton_process::connect(url).await
+    Ok(())
 }
 
 /// `sqlite://` of the per-user state directory, which is created if missing.

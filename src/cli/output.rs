@@ -207,7 +207,7 @@ impl Output {
 }
 
 /// `text` with each control character shown as `\xNN` (its code point), for a terminal.
-fn printable(text: &str) -> Cow<'_, str> {
+pub(super) fn printable(text: &str) -> Cow<'_, str> {
     if !text.chars().any(char::is_control) {
         return Cow::Borrowed(text);
     }

@@ -4,9 +4,10 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use super::{Acquire, Finish, Freed, Holder, LastRun, Lease, Released, Store};
+use crate::doctor::Check;
 use crate::error::Result;
 
 /// Wraps a store; every operation asked of it adds one to a shared counter (setting up
@@ -95,6 +96,16 @@ impl Store for Counted {
 
     fn expiry_on_store_clock(&self) -> bool {
         self.inner.expiry_on_store_clock()
+    }
+
+    async fn doctor(&self) -> Result<Vec<Check>> {
+        self.count();
+        self.inner.doctor().await
+    }
+
+    async fn store_time(&self) -> Result<Option<SystemTime>> {
+        self.count();
+        self.inner.store_time().await
     }
 
     async fn benchmark_floor(&self, scratch_key: &str) -> Result<()> {

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use crate::doctor::Check;
 use crate::error::{Error, Result};
 
 pub use counted::Counted;
@@ -342,6 +343,21 @@ pub trait Store: Send + Sync + fmt::Debug {
         false
     }
 
+    /// For [`crate::doctor`]: the store's own settings that leases depend on (durability,
+    /// eviction, replication, versions with known lease bugs, …), each read and judged. It only
+    /// reads: it never writes lease data. The checks every store shares (clock offset, round
+    /// trip) are [`crate::doctor::examine`]'s. The default has none.
+    async fn doctor(&self) -> Result<Vec<Check>> {
+        Ok(Vec::new())
+    }
+
+    /// For [`crate::doctor`]: the store's own wall clock now, as it reads it (SQL
+    /// `clock_timestamp()`, Redis `TIME`, MongoDB's `hello`), to measure its offset from this
+    /// host's. `None`, the default, for a store that keeps no wall clock of its own.
+    async fn store_time(&self) -> Result<Option<SystemTime>> {
+        Ok(None)
+    }
+
     /// For `singleton bench`: the store's raw equivalent of an acquire+release, the floor we
     /// measure ourselves against. It writes one plain record under `scratch_key` and deletes it
     /// again (e.g. SQL INSERT + DELETE, Redis SET NX + DEL), in two round trips, on the same
@@ -395,6 +411,31 @@ pub async fn bounded<T>(
 /// # Ok(()) }
 /// ```
 pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
+    connect_as(url, Refusals::Refuse).await
+}
+
+/// [`connect`] for [`crate::doctor`]: a store whose setup it would refuse for safety opens
+/// anyway, and its own checks report what it would have refused.
+pub(crate) async fn connect_for_doctor(url: &str) -> Result<Arc<dyn Store>> {
+    connect_as(url, Refusals::Report).await
+}
+
+/// What a store does with a setup it knows to be unsafe (an SQLite file on a shared file
+/// system, an etcd member with known lease bugs) that its URL did not accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(any(feature = "sqlite", feature = "etcd")), allow(dead_code))]
+pub(crate) enum Refusals {
+    /// Refuses to open it: for leases.
+    Refuse,
+    /// Opens it, for `doctor` to report.
+    Report,
+}
+
+#[cfg_attr(
+    not(any(feature = "sqlite", feature = "etcd")),
+    allow(unused_variables)
+)]
+async fn connect_as(url: &str, refusals: Refusals) -> Result<Arc<dyn Store>> {
     let scheme = url.split_once(':').map(|(scheme, _)| scheme).unwrap_or("");
     if !mask::is_scheme(scheme) {
         // Never the text itself: it may be a libpq string with a password in it.
@@ -411,7 +452,9 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
     match scheme.to_ascii_lowercase().as_str() {
         "memory" => Ok(Arc::new(memory::MemoryStore::new())),
         #[cfg(feature = "sqlite")]
-        "sqlite" => Ok(Arc::new(sqlite::SqliteStore::open_url(url).await?)),
+        "sqlite" => Ok(Arc::new(
+            sqlite::SqliteStore::open_url_as(url, refusals).await?,
+        )),
         #[cfg(not(feature = "sqlite"))]
         "sqlite" => Err(disabled("sqlite", "sqlite")),
         #[cfg(feature = "mongodb")]
@@ -433,7 +476,7 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
         #[cfg(not(feature = "redis"))]
         "redis" | "rediss" | "redis+sentinel" => Err(disabled(scheme, "redis")),
         #[cfg(feature = "etcd")]
-        "etcd" | "etcds" => Ok(Arc::new(etcd::EtcdStore::connect(url).await?)),
+        "etcd" | "etcds" => Ok(Arc::new(etcd::EtcdStore::connect_as(url, refusals).await?)),
         #[cfg(not(feature = "etcd"))]
         "etcd" | "etcds" => Err(disabled(scheme, "etcd")),
         _ => Err(Error::InvalidUrl {

@@ -4,6 +4,7 @@ use std::time::Duration;
 use singleton_process::conformance::Suite;
 use singleton_process::{Acquire, Error, Holder, Store};
 
+use crate::support::fuse::FuseMount;
 use crate::support::{SqliteStore, Test};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -150,54 +151,6 @@ async fn a_table_of_another_shape_is_reported() {
         .unwrap_err();
     assert!(matches!(err, Error::Store { .. }), "{err}");
     assert!(err.to_string().contains("no such column"), "{err}");
-}
-
-/// A bindfs (FUSE) mount of a temporary directory over another, unmounted on drop, also when
-/// the test fails.
-struct FuseMount {
-    /// Where the mount is.
-    point: tempfile::TempDir,
-    /// What it mirrors.
-    source: tempfile::TempDir,
-}
-
-impl FuseMount {
-    fn new() -> Self {
-        let bindfs =
-            crate::support::servers::require_binary("bindfs", &[], "apt-get install bindfs");
-        let source = tempfile::tempdir().expect("temp dir");
-        let point = tempfile::tempdir().expect("temp dir");
-        let mounted = std::process::Command::new(bindfs)
-            .arg(source.path())
-            .arg(point.path())
-            .output()
-            .expect("run bindfs");
-        assert!(
-            mounted.status.success(),
-            "bindfs failed (it needs /dev/fuse and root or the fuse group): {}",
-            String::from_utf8_lossy(&mounted.stderr)
-        );
-        FuseMount { point, source }
-    }
-}
-
-impl Drop for FuseMount {
-    fn drop(&mut self) {
-        for unmount in [
-            &["umount"][..],
-            &["fusermount3", "-u"],
-            &["fusermount", "-u"],
-        ] {
-            let done = std::process::Command::new(unmount[0])
-                .args(&unmount[1..])
-                .arg(self.point.path())
-                .output();
-            if done.is_ok_and(|done| done.status.success()) {
-                return;
-            }
-        }
-        eprintln!("could not unmount {}", self.point.path().display());
-    }
 }
 
 /// Other hosts can share a FUSE file system (bindfs may mirror an NFS directory): the real

@@ -84,6 +84,12 @@ pub fn own() -> Mariadb {
     start(None, None)
 }
 
+/// A server of the caller's own with more `mariadbd` options, which override the throwaway
+/// defaults: say `--innodb-flush-log-at-trx-commit=1`.
+pub fn own_with(options: &[&str]) -> Mariadb {
+    start_with(None, None, options)
+}
+
 /// A server of the caller's own on the simulated `host`, listening on the host's address: only
 /// programs on hosts of the same network reach it.
 pub fn start_in(host: &Host) -> Mariadb {
@@ -92,6 +98,12 @@ pub fn start_in(host: &Host) -> Mariadb {
 
 /// Starts a server, with TLS only if `tls` is given, on the simulated `host` if one is.
 fn start(tls: Option<TlsServer>, host: Option<Host>) -> Mariadb {
+    start_with(tls, host, &[])
+}
+
+/// [`start`] with `extra` options after the others, so that they win.
+fn start_with(tls: Option<TlsServer>, host: Option<Host>, extra: &[&str]) -> Mariadb {
+    let extra: Vec<String> = extra.iter().map(|option| (*option).to_owned()).collect();
     let install_db = require_binary("mariadb-install-db", SBIN, INSTALL);
     let mariadbd = require_binary("mariadbd", SBIN, INSTALL);
     let dir = tempfile::tempdir().expect("temp dir");
@@ -167,6 +179,8 @@ fn start(tls: Option<TlsServer>, host: Option<Host>) -> Mariadb {
             .arg(format!("--datadir={}", data.display()))
             .arg(format!("--socket={}", home.join("mysqld.sock").display()))
             .arg(format!("--pid-file={}", home.join("mysqld.pid").display()))
+            // Its own temporary tables (information_schema queries make them) beside its data.
+            .arg(format!("--tmpdir={}", home.display()))
             .arg(format!("--log-error={}", log.display()))
             .arg(format!("--init-file={}", init.display()))
             .arg(format!("--port={port}"))
@@ -178,6 +192,7 @@ fn start(tls: Option<TlsServer>, host: Option<Host>) -> Mariadb {
             .args(["--innodb-buffer-pool-size=16M", "--innodb-log-file-size=8M"])
             .args(["--innodb-flush-log-at-trx-commit=2", "--skip-log-bin"])
             .args(["--performance-schema=OFF", "--max-connections=300"])
+            .args(&extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());

@@ -9,6 +9,7 @@ pub mod etcd_cluster;
 pub mod etcd_server;
 pub mod fenced;
 pub mod freezer;
+pub mod fuse;
 pub mod history;
 pub mod hosts;
 pub mod mariadb_server;

@@ -154,6 +154,12 @@ pub fn own() -> Postgres {
     start(None, None)
 }
 
+/// A server of the caller's own with more settings (`-c NAME=VALUE`), which override the
+/// throwaway defaults: say `fsync=on`.
+pub fn own_with(settings: &[&str]) -> Postgres {
+    start_with(None, None, settings)
+}
+
 /// A server of the caller's own on the simulated `host`, listening on the host's address (and
 /// taking password logins from any address): only programs on hosts of the same network reach
 /// it. Run as the `postgres` user by `setpriv` once on the host.
@@ -196,6 +202,11 @@ pub(super) fn init(dir: &Path, user: Option<(u32, u32)>) -> PathBuf {
 /// Starts a server; with `tls`, a TLS server (see the module docs); with `host`, on that
 /// simulated host.
 fn start(tls: Option<TlsServer>, host: Option<Host>) -> Postgres {
+    start_with(tls, host, &[])
+}
+
+/// [`start`] with `extra` settings after the others, so that they win.
+fn start_with(tls: Option<TlsServer>, host: Option<Host>, extra: &[&str]) -> Postgres {
     let bin = bin_dir();
     let bin_str = bin.to_string_lossy().into_owned();
     let postgres = require_binary("postgres", &[&bin_str], INSTALL);
@@ -225,6 +236,7 @@ fn start(tls: Option<TlsServer>, host: Option<Host>) -> Postgres {
         ]);
         listen = format!("127.0.0.1,{}", certs::MISNAMED_HOST);
     }
+    settings.extend(extra.iter().map(|setting| (*setting).to_owned()));
     if let Some(host) = &host {
         assert!(tls.is_none(), "no TLS server on a simulated host yet");
         listen = host.address().to_string();

@@ -52,6 +52,7 @@ use etcd_client::{
     WatchOptions,
 };
 
+mod doctor;
 mod records;
 mod run;
 mod transport;
@@ -63,7 +64,8 @@ use super::kv;
 use super::reconnect::{Lent, Reconnecting};
 use super::tls::Tls;
 use super::{
-    Acquire, FencingToken, Finish, Freed, Holder, LastRun, Lease, Released, Store, mask_password,
+    Acquire, FencingToken, Finish, Freed, Holder, LastRun, Lease, Refusals, Released, Store,
+    mask_password,
 };
 use crate::error::{Error, Result};
 
@@ -124,6 +126,12 @@ pub struct EtcdStore {
     /// An etcd lease of ours with nothing attached, kept for the next acquisition (see
     /// [`Spare`]).
     spare: std::sync::Mutex<Option<Spare>>,
+    /// Whether the URL accepted members with known lease bugs.
+    allow_unsafe_version: bool,
+    /// [`connect_options`](Self::connect_options) without the URL's login, and whether the
+    /// URL has one: for `doctor`.
+    anonymous_options: ConnectOptions,
+    logs_in: bool,
 }
 
 /// An etcd lease that an earlier acquisition of this store used (and released) or that a
@@ -154,10 +162,22 @@ impl EtcdStore {
     /// linearizable read, which also needs a leader) and that no member named in the URL runs
     /// a version with known lease bugs, all within the connect timeout (default 5 s).
     pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_as(url, Refusals::Refuse).await
+    }
+
+    /// [`connect`](Self::connect); with [`Refusals::Report`], members with known lease bugs
+    /// are accepted, for `doctor` to report.
+    pub(crate) async fn connect_as(url: &str, refusals: Refusals) -> Result<Self> {
         let masked = mask_password(url);
-        let target = self::url::parse(url)?;
+        let mut target = self::url::parse(url)?;
         let connect_options = transport::connect_options(&target)
             .map_err(|e| Error::refused(&masked, "connect", e))?;
+        // For `doctor`, which tells whether the cluster lets clients in without a password.
+        let login = target.user.take();
+        let anonymous_options = transport::connect_options(&target)
+            .map_err(|e| Error::refused(&masked, "connect", e))?;
+        let logs_in = login.is_some();
+        target.user = login;
         let prefix = &target.prefix;
         let single = target.endpoints.len() == 1;
         let probe = async {
@@ -286,6 +306,9 @@ impl EtcdStore {
             let Some(why) = version::unfit(host_of(endpoint), reported) else {
                 continue;
             };
+            if refusals == Refusals::Report {
+                continue;
+            }
             if !target.allow_unsafe_version {
                 return Err(Error::store(&masked, "connect", why));
             }
@@ -300,6 +323,9 @@ impl EtcdStore {
             connect_timeout: target.connect_timeout,
             tls: target.tls,
             spare: std::sync::Mutex::new(None),
+            allow_unsafe_version: target.allow_unsafe_version,
+            anonymous_options,
+            logs_in,
         })
     }
 
@@ -726,16 +752,7 @@ fn driver_error(
     err: etcd_client::Error,
     tls: Option<&Tls>,
 ) -> Error {
-    let refused = match &err {
-        etcd_client::Error::GRpcStatus(status) => match i32::from(status.code()) {
-            grpc::PERMISSION_DENIED => true,
-            grpc::UNAUTHENTICATED => !status.message().contains("invalid auth token"),
-            // etcd's own word for a wrong user or password.
-            grpc::INVALID_ARGUMENT => status.message().contains("authentication failed"),
-            _ => false,
-        },
-        _ => false,
-    };
+    let refused = is_refusal(&err);
     let mut err = EtcdError::from(err);
     if let Some(cause) = transport::explain(&err.message, tls) {
         err.message = cause.to_string();
@@ -745,6 +762,21 @@ fn driver_error(
         Error::refused(store, operation, err)
     } else {
         Error::store(store, operation, err)
+    }
+}
+
+/// Whether the cluster refused our credentials or our access; an expired auth token is not a
+/// refusal: the client logs in again.
+fn is_refusal(err: &etcd_client::Error) -> bool {
+    match err {
+        etcd_client::Error::GRpcStatus(status) => match i32::from(status.code()) {
+            grpc::PERMISSION_DENIED => true,
+            grpc::UNAUTHENTICATED => !status.message().contains("invalid auth token"),
+            // etcd's own word for a wrong user or password.
+            grpc::INVALID_ARGUMENT => status.message().contains("authentication failed"),
+            _ => false,
+        },
+        _ => false,
     }
 }
 
@@ -1196,6 +1228,10 @@ impl Store for EtcdStore {
             }
         });
         Ok(Some(Freed::new(word, listener)))
+    }
+
+    async fn doctor(&self) -> Result<Vec<crate::doctor::Check>> {
+        self.checks().await
     }
 
     async fn benchmark_floor(&self, scratch_key: &str) -> Result<()> {

@@ -51,6 +51,7 @@ use serde::Deserialize;
 
 use super::reconnect::Reconnecting;
 
+mod doctor;
 mod run;
 mod tls;
 mod url;
@@ -779,6 +780,14 @@ impl Store for MongoStore {
             })
             .await?;
         Ok(removed.and_then(LeaseDoc::lease))
+    }
+
+    async fn doctor(&self) -> Result<Vec<crate::doctor::Check>> {
+        self.checks().await
+    }
+
+    async fn store_time(&self) -> Result<Option<SystemTime>> {
+        self.clock().await.map(Some)
     }
 
     async fn benchmark_floor(&self, scratch_key: &str) -> Result<()> {

@@ -23,6 +23,7 @@
 //!
 //! TLS (`ssl-mode`, `ssl-ca`, `ssl-cert`, `ssl-key`, as the mysql client) is in [`tls`].
 
+mod doctor;
 mod statements;
 mod tls;
 
@@ -677,6 +678,14 @@ impl Store for MysqlStore {
             "force-release",
             "the lease changed hands under every attempt; try again",
         ))
+    }
+
+    async fn doctor(&self) -> Result<Vec<crate::doctor::Check>> {
+        self.checks().await
+    }
+
+    async fn store_time(&self) -> Result<Option<SystemTime>> {
+        self.clock().await.map(Some)
     }
 
     async fn benchmark_floor(&self, scratch_key: &str) -> Result<()> {

@@ -24,6 +24,7 @@
 //! (a primary and its standbys) is connected to the first that takes a read-write session, all
 //! tried at once (`postgres/servers.rs`).
 
+mod doctor;
 mod servers;
 mod statements;
 mod tls;
@@ -640,6 +641,14 @@ impl Store for PostgresStore {
             }
         });
         Ok(Some(Freed::new(word, (listener, client, renewer))))
+    }
+
+    async fn doctor(&self) -> Result<Vec<crate::doctor::Check>> {
+        self.checks().await
+    }
+
+    async fn store_time(&self) -> Result<Option<SystemTime>> {
+        self.clock().await.map(Some)
     }
 
     async fn benchmark_floor(&self, scratch_key: &str) -> Result<()> {

@@ -53,6 +53,7 @@ use super::kv::{self, Fields};
 use super::reconnect::{self, Reconnecting};
 use crate::store::tls::{self as shared_tls, Mode, Tls};
 
+mod doctor;
 mod scripts;
 mod sentinel;
 mod tls;
@@ -1044,6 +1045,14 @@ impl Store for RedisStore {
             }
         });
         Ok(Some(Freed::new(word, listener)))
+    }
+
+    async fn doctor(&self) -> Result<Vec<crate::doctor::Check>> {
+        self.checks().await
+    }
+
+    async fn store_time(&self) -> Result<Option<SystemTime>> {
+        self.clock().await.map(Some)
     }
 
     async fn benchmark_floor(&self, scratch_key: &str) -> Result<()> {

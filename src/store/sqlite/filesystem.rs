@@ -52,11 +52,7 @@ const LOCAL_FUSE: &[&str] = &["fuse.fuse-overlayfs", "fuseblk"];
 /// `None` for one that is local to this host. `path` need not exist yet.
 pub(super) fn shared_kind(path: &Path) -> nix::Result<Option<String>> {
     let target = where_files_go(path);
-    let magic = nix::sys::statfs::statfs(&target)?.filesystem_type().0;
-    // `f_type` is a long holding a 32-bit magic number (negative on 32-bit hosts for those
-    // with the top bit set): its low 32 bits are the number.
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    let magic = magic as u32;
+    let magic = magic_of(&target)?;
     if let Some(kind) = shared_by_magic(magic) {
         return Ok(Some(kind.to_owned()));
     }
@@ -77,6 +73,27 @@ pub(super) fn shared_kind(path: &Path) -> nix::Result<Option<String>> {
     })
 }
 
+/// File systems in memory, by their `statfs(2)` `f_type`: gone at the next boot.
+const IN_MEMORY: &[(u32, &str)] = &[(0x0102_1994, "tmpfs"), (0x8584_58F6, "ramfs")];
+
+/// The in-memory file system (tmpfs, ramfs) that would hold `path`'s database, if it is on one.
+pub(super) fn in_memory_kind(path: &Path) -> nix::Result<Option<&'static str>> {
+    let magic = magic_of(&where_files_go(path))?;
+    Ok(IN_MEMORY
+        .iter()
+        .find(|(number, _)| *number == magic)
+        .map(|(_, name)| *name))
+}
+
+/// The `statfs(2)` magic number of the file system holding `target`.
+fn magic_of(target: &Path) -> nix::Result<u32> {
+    let magic = nix::sys::statfs::statfs(target)?.filesystem_type().0;
+    // `f_type` is a long holding a 32-bit magic number (negative on 32-bit hosts for those
+    // with the top bit set): its low 32 bits are the number.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    Ok(magic as u32)
+}
+
 /// The name of a file system that other hosts can share, by its magic number.
 fn shared_by_magic(magic: u32) -> Option<&'static str> {
     SHARED
@@ -88,7 +105,7 @@ fn shared_by_magic(magic: u32) -> Option<&'static str> {
 /// Where SQLite will put the database and its `-wal` and `-shm` files: beside the file itself
 /// (SQLite follows a symbolic link to it), or, for a file not created yet, in its directory
 /// (for a dangling symbolic link, the directory of its target).
-fn where_files_go(path: &Path) -> PathBuf {
+pub(super) fn where_files_go(path: &Path) -> PathBuf {
     if path.exists() {
         return path.to_path_buf();
     }

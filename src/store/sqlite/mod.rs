@@ -24,10 +24,12 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
+mod doctor;
 mod filesystem;
 
 use super::{
-    Acquire, FencingToken, Finish, Freed, Holder, LastRun, Lease, Outcome, Released, Store,
+    Acquire, FencingToken, Finish, Freed, Holder, LastRun, Lease, Outcome, Refusals, Released,
+    Store,
 };
 use crate::error::{BoxError, Error, Result};
 
@@ -104,12 +106,20 @@ pub struct SqliteStore {
     conn: Arc<Mutex<Db>>,
     /// Whether `benchmark_floor`'s scratch table exists.
     scratch_ready: AtomicBool,
+    /// Whether the URL accepted a file system that other hosts can share.
+    allow_network_fs: bool,
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the store named by a `sqlite://PATH[?allow_network_fs=true]`
     /// URL. A `?` always starts the query, so a file name that contains one cannot be named.
     pub async fn open_url(url: &str) -> Result<Self> {
+        Self::open_url_as(url, Refusals::Refuse).await
+    }
+
+    /// [`open_url`](Self::open_url); with [`Refusals::Report`], a file system that other hosts
+    /// can share is opened anyway, for `doctor` to report.
+    pub(crate) async fn open_url_as(url: &str, refusals: Refusals) -> Result<Self> {
         let invalid = |reason: String| Error::InvalidUrl {
             url: super::mask_password(url),
             reason,
@@ -134,7 +144,13 @@ impl SqliteStore {
                 }
             }
         }
-        Self::open_checked(Path::new(path), allow_network_fs).await
+        let mut store = Self::open_checked(
+            Path::new(path),
+            allow_network_fs || refusals == Refusals::Report,
+        )
+        .await?;
+        store.allow_network_fs = allow_network_fs;
+        Ok(store)
     }
 
     /// Opens (creating if needed) the store in the SQLite file at `path`. The directory must
@@ -172,6 +188,7 @@ impl SqliteStore {
             clock,
             conn: Arc::new(Mutex::new(Db { conn, synced: true })),
             scratch_ready: AtomicBool::new(false),
+            allow_network_fs,
         })
     }
 
@@ -840,6 +857,10 @@ impl Store for SqliteStore {
             }
         });
         Ok(Some(Freed::new(word, listener)))
+    }
+
+    async fn doctor(&self) -> Result<Vec<crate::doctor::Check>> {
+        self.checks().await
     }
 
     async fn benchmark_floor(&self, scratch_key: &str) -> Result<()> {
