@@ -138,6 +138,10 @@ Examples:
   # Every event as one JSON object per line on stderr (stdout stays the job's)
   singleton run --name nightly --json -- ./nightly.sh 2>>/var/log/nightly.jsonl
 
+  # The outcome for node_exporter's textfile collector
+  singleton run --name nightly \\
+      --metrics-file /var/lib/prometheus/node-exporter/singleton-nightly.prom -- ./nightly.sh
+
   # Options after the command are the command's own: -v goes to grep
   singleton run --name scan -- grep -v skip /var/log/app.log";
 

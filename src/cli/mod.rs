@@ -11,6 +11,7 @@ macro_rules! say {
 mod bench;
 mod docs;
 mod label;
+mod metrics;
 mod output;
 mod process;
 mod run;
@@ -206,6 +207,14 @@ struct RunArgs {
     /// Print every event, not only conflicts, waits, losses and errors.
     #[arg(long, short)]
     verbose: bool,
+
+    /// Write the run's outcome to PATH in Prometheus' text format, for node_exporter's textfile
+    /// collector: start, end, duration, exit code, whether the lease was acquired, met another
+    /// holder or was lost, labelled with name and host. Replaced atomically at every exit of the
+    /// run; a file that cannot be written then is a warning and leaves the exit code alone, but
+    /// a directory that does not exist or cannot be written is a usage error (64) at start.
+    #[arg(long, value_name = "PATH")]
+    metrics_file: Option<PathBuf>,
 
     /// The command and its arguments, run directly (no shell). Options before it are
     /// singleton's, and everything from it on is the command's; put `--` before a command
