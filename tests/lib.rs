@@ -18,6 +18,7 @@ mod failover_redis;
 mod faults;
 mod hosts;
 mod last_run;
+mod operator_tools;
 mod partitions;
 mod race;
 mod singleton;

@@ -9,8 +9,10 @@ macro_rules! say {
 }
 
 mod bench;
+mod docs;
 mod doctor;
 mod label;
+mod metrics;
 mod output;
 mod process;
 mod run;
@@ -54,11 +56,9 @@ pub mod exit {
 #[derive(Debug, Parser)]
 #[command(
     name = "singleton",
-    version,
+    version = docs::version(),
     about = "Run at most one copy of a named job at a time, across processes and hosts.",
-    after_help = "Exit codes: the command's own code, or 128+N if it died of signal N; \
-                  64 usage, 69 store error, 70 internal error, 75 conflict, 76 lease lost, \
-                  124 wait timed out, 126 cannot execute, 127 command not found."
+    after_help = docs::EXAMPLES
 )]
 struct Cli {
     /// Where leases live: sqlite:///path.db, postgres://..., redis://..., etcd://..., mongodb://...
@@ -80,10 +80,12 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run COMMAND while holding the lease on NAME; exit 75 at once if somebody else holds it.
+    #[command(after_help = docs::RUN_EXAMPLES)]
     Run(RunArgs),
     /// Show who holds NAME (holder, host, pid, since, expiry by the store's clock, token) and
     /// its last run (who, token, start, end, outcome), also when it is free.
     /// Exits 0 whether held or free (use `exists` to test), 69 if the store cannot tell.
+    #[command(after_help = docs::STATUS_EXAMPLES)]
     Status {
         /// The singleton's name.
         name: String,
@@ -92,6 +94,7 @@ enum Command {
         json: bool,
     },
     /// List the live leases.
+    #[command(after_help = docs::LIST_EXAMPLES)]
     List {
         /// Also list the free names that have a last run, and show each name's last run.
         #[arg(long)]
@@ -102,11 +105,13 @@ enum Command {
     },
     /// Exit 0 if a live lease on NAME exists, 1 if not (69 if the store cannot tell). A lease
     /// kept after its run (`run --hold-at-least`) is live until it expires.
+    #[command(after_help = docs::EXISTS_EXAMPLES)]
     Exists {
         /// The singleton's name.
         name: String,
     },
     /// Measure our acquire+release cycle against the store's raw write pair (see BENCHMARKS.md).
+    #[command(after_help = docs::BENCH_EXAMPLES)]
     Bench {
         /// Cycles to measure (after 20 warm-up cycles).
         #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
@@ -134,6 +139,7 @@ enum Command {
     /// ok, warn or fail, with what was found, why it matters and the fix. Reads only (the lease
     /// table is created if missing, as every subcommand does). Exits 0 when no check fails, 1
     /// when one does, 69 if the store cannot be reached.
+    #[command(after_help = docs::DOCTOR_EXAMPLES)]
     Doctor {
         /// Print one JSON object on stdout: the store, the overall status and the checks.
         #[arg(long)]
@@ -141,12 +147,28 @@ enum Command {
     },
     /// Operator override: free NAME whoever holds it (logged). The holder's supervisor notices at
     /// its next renewal and stops its command.
+    #[command(after_help = docs::RELEASE_EXAMPLES)]
     Release {
         /// The singleton's name.
         name: String,
         /// Required: confirms that you mean to take the lease from its holder.
         #[arg(long)]
         force: bool,
+    },
+    /// Print the shell completion script for SHELL on stdout.
+    #[command(after_help = docs::COMPLETIONS_EXAMPLES)]
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page singleton(1) on stdout, or write every page into a directory.
+    #[command(after_help = docs::MAN_EXAMPLES)]
+    Man {
+        /// Write singleton.1 and a page for each command (singleton-run.1, ...) into DIR
+        /// instead, which must exist.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
     },
 }
 
@@ -209,6 +231,14 @@ struct RunArgs {
     /// Print every event, not only conflicts, waits, losses and errors.
     #[arg(long, short)]
     verbose: bool,
+
+    /// Write the run's outcome to PATH in Prometheus' text format, for node_exporter's textfile
+    /// collector: start, end, duration, exit code, whether the lease was acquired, met another
+    /// holder or was lost, labelled with name and host. Replaced atomically at every exit of the
+    /// run; a file that cannot be written then is a warning and leaves the exit code alone, but
+    /// a directory that does not exist or cannot be written is a usage error (64) at start.
+    #[arg(long, value_name = "PATH")]
+    metrics_file: Option<PathBuf>,
 
     /// The command and its arguments, run directly (no shell). Options before it are
     /// singleton's, and everything from it on is the command's; put `--` before a command
@@ -304,6 +334,12 @@ async fn dispatch(cli: Cli) -> i32 {
 }
 
 async fn execute(cli: Cli, out: &Output) -> Result<i32, Error> {
+    // What the tool says about itself needs no store.
+    match &cli.command {
+        Command::Completions { shell } => return Ok(docs::completions(*shell)),
+        Command::Man { dir } => return docs::man(dir.as_deref()).map(|()| 0),
+        _ => {}
+    }
     let url = match cli.store {
         Some(url) => url,
         None => default_store_url()?,
@@ -316,7 +352,10 @@ async fn execute(cli: Cli, out: &Output) -> Result<i32, Error> {
     }
     let store = open_store(&url).await?;
     match cli.command {
-        Command::Run(_) | Command::Doctor { .. } => unreachable!("handled above"),
+        Command::Run(_)
+        | Command::Doctor { .. }
+        | Command::Completions { .. }
+        | Command::Man { .. } => unreachable!("handled above"),
         Command::Status { name, json: _ } => {
             singleton_process::store::validate_name(&name)?;
             let lease = read(&*store, "inspect", || store.inspect(&name)).await?;

@@ -11,12 +11,13 @@ use nix::sys::signal::Signal;
 use serde_json::json;
 use singleton_process::clock::{self, BootInstant};
 use singleton_process::{
-    Error, Event, LeaseGuard, Lock, Loss, Options, Outcome, Released, Singleton, Store,
+    Error, Event, Holder, LeaseGuard, Lock, Loss, Options, Outcome, Released, Singleton, Store,
 };
 use tokio::signal::unix::{Signal as SignalStream, SignalKind, signal};
 use tokio::sync::broadcast;
 
 use super::label::label;
+use super::metrics::{MetricsFile, RunMetrics};
 use super::output::Output;
 use super::process::{self, CgroupPlace, KillMode, Watchdog};
 use super::{RunArgs, exit};
@@ -47,6 +48,46 @@ enum Step<T> {
 }
 
 pub async fn run(args: RunArgs, url: &str, out: &Output) -> Result<i32, Error> {
+    // Checked before anything is held, so that a metrics file that could never be written is
+    // a usage error rather than a warning after the job ran.
+    let metrics_file = args
+        .metrics_file
+        .as_deref()
+        .map(MetricsFile::new)
+        .transpose()?;
+    let name = match &args.name {
+        Some(name) => name.clone(),
+        None => default_name(&args.command),
+    };
+    let mut metrics = RunMetrics::start(name.clone(), Holder::current("").host);
+    let result = acquire_and_run(&args, name, url, &mut metrics, out).await;
+    if let Some(file) = metrics_file {
+        metrics.end(match &result {
+            Ok(code) => *code,
+            Err(err) => super::exit_code(err),
+        });
+        // The job's outcome stands whatever becomes of its report.
+        if let Err(err) = file.write(&metrics) {
+            let path = file.path().display();
+            out.note(
+                "metrics_failed",
+                json!({ "path": path.to_string(), "error": err.to_string() }),
+                &format!("cannot write the metrics file {path}: {err}"),
+                true,
+            );
+        }
+    }
+    result
+}
+
+/// `run` up to its exit code, noting in `metrics` whether it acquired, met a holder or lost.
+async fn acquire_and_run(
+    args: &RunArgs,
+    name: String,
+    url: &str,
+    metrics: &mut RunMetrics,
+    out: &Output,
+) -> Result<i32, Error> {
     // Listen before anything else, so that a signal during the wait is not lost.
     let mut signals = Signals::new()?;
     let give_up =
@@ -61,13 +102,9 @@ pub async fn run(args: RunArgs, url: &str, out: &Output) -> Result<i32, Error> {
     // Made before the lease is taken: if the command cannot be contained as asked, nothing is
     // held meanwhile.
     let place = contain(args.kill_mode, out)?;
-    let store = match connect(&args, url, give_up, &mut signals, out).await? {
+    let store = match connect(args, url, give_up, &mut signals, out).await? {
         Step::Go(store) => store,
         Step::Exit(code) => return Ok(code),
-    };
-    let name = match &args.name {
-        Some(name) => name.clone(),
-        None => default_name(&args.command),
     };
     let mut options = Options::default()
         .lock_expire(args.ttl)
@@ -107,6 +144,7 @@ pub async fn run(args: RunArgs, url: &str, out: &Output) -> Result<i32, Error> {
         Err(err) => return Err(err),
         Ok(outcome) => {
             drain(&mut events, out);
+            metrics.conflict = matches!(outcome, Lock::Conflict(_));
             match outcome {
                 Lock::Locked(guard) => guard,
                 Lock::Conflict(_) if args.wait => return Ok(exit::WAIT_TIMEOUT),
@@ -115,8 +153,9 @@ pub async fn run(args: RunArgs, url: &str, out: &Output) -> Result<i32, Error> {
         }
     };
 
+    metrics.acquired = true;
     let (code, outcome, all_gone) = supervise(
-        &args,
+        args,
         &singleton,
         &guard,
         place.as_ref(),
@@ -125,6 +164,7 @@ pub async fn run(args: RunArgs, url: &str, out: &Output) -> Result<i32, Error> {
         out,
     )
     .await;
+    metrics.lost = outcome == Outcome::Lost || !all_gone;
     if !all_gone {
         // Releasing now could let the next holder start beside what is left of this run.
         drain(&mut events, out);
@@ -145,7 +185,10 @@ pub async fn run(args: RunArgs, url: &str, out: &Output) -> Result<i32, Error> {
         Ok(Released::Released | Released::Kept { .. }) => Ok(code),
         // The lease was no longer ours when we gave it back: another holder may have started
         // while the command ran. The `lost` event said so.
-        Ok(Released::NotHeld) => Ok(exit::LOST),
+        Ok(Released::NotHeld) => {
+            metrics.lost = true;
+            Ok(exit::LOST)
+        }
         // The store that lost the lease is often one that cannot be reached: the failed release
         // was reported as an `error` event, and the exit code still says that the lease was lost.
         Err(_) if code == exit::LOST => Ok(code),

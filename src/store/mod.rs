@@ -391,6 +391,27 @@ pub async fn bounded<T>(
     }
 }
 
+/// The stores compiled into this build, by the name of their cargo feature, e.g. `["sqlite",
+/// "postgres"]`; [`connect`] refuses the schemes of the others with [`Error::FeatureDisabled`].
+///
+/// ```
+/// println!("stores: {}", singleton_process::store::ENABLED.join(", "));
+/// ```
+pub const ENABLED: &[&str] = &[
+    #[cfg(feature = "sqlite")]
+    "sqlite",
+    #[cfg(feature = "postgres")]
+    "postgres",
+    #[cfg(feature = "mysql")]
+    "mysql",
+    #[cfg(feature = "redis")]
+    "redis",
+    #[cfg(feature = "mongodb")]
+    "mongodb",
+    #[cfg(feature = "etcd")]
+    "etcd",
+];
+
 /// Opens the store named by `url`:
 ///
 /// | URL | store |
