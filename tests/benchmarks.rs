@@ -288,7 +288,15 @@ fn waiters_table(stores: &[(&'static str, String)], baseline: Option<&str>) -> S
     );
     let _ = writeln!(
         md,
-        "`singleton bench --waiters N`: N waiters, each with a connection of its own, wait on a          name held by another; their store requests (every operation our code asks of the          store) are counted for 10 s. Then the name is released and handed on 10 times, each          new holder releasing after a second: hand-off is the time from one holder's release          call to the next one's acquisition, and requests per hand-off those of all waiters          from one release to the next. Where the store tells waiters of a release (SQLite,          PostgreSQL, Redis, etcd), an idle waiter asks again only when the holder's lease          could have expired, every 5 s at the latest; MariaDB and MongoDB cannot tell, and          their waiters poll, backing off from 100 ms to 1 s.\n"
+        "`singleton bench --waiters N`: N waiters, each with a connection of its own, wait on a \
+         name held by another; their store requests (every operation our code asks of the \
+         store) are counted for 10 s. Then the name is released and handed on 10 times, each \
+         new holder releasing after a second: hand-off is the time from one holder's release \
+         call to the next one's acquisition, and requests per hand-off those of all waiters \
+         from one release to the next. Where the store tells waiters of a release (SQLite, \
+         PostgreSQL, Redis, etcd), an idle waiter asks again only when the holder's lease \
+         could have expired, every 5 s at the latest; MariaDB and MongoDB cannot tell, and \
+         their waiters poll, backing off from 100 ms to 1 s.\n"
     );
     let _ = writeln!(
         md,
@@ -335,6 +343,10 @@ fn waiters_table(stores: &[(&'static str, String)], baseline: Option<&str>) -> S
         let Some(after) = waiters_bench(Test::new(), label, url, 10) else {
             continue;
         };
+        if let Some(error) = before["error"].as_str().or(after["error"].as_str()) {
+            let _ = writeln!(md, "| {label} | failed: {error} | | | |");
+            continue;
+        }
         let idle = |r: &Value| {
             r["idle_requests_per_waiter_per_second"]
                 .as_f64()

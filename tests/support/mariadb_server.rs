@@ -191,7 +191,7 @@ fn start_with(tls: Option<TlsServer>, host: Option<Host>, extra: &[&str]) -> Mar
             // server loses no committed lease.
             .args(["--innodb-buffer-pool-size=16M", "--innodb-log-file-size=8M"])
             .args(["--innodb-flush-log-at-trx-commit=2", "--skip-log-bin"])
-            .args(["--performance-schema=OFF", "--max-connections=300"])
+            .args(["--performance-schema=OFF", "--max-connections=1000"])
             .args(&extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

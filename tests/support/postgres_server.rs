@@ -294,7 +294,7 @@ fn start_with(tls: Option<TlsServer>, host: Option<Host>, extra: &[&str]) -> Pos
             // A throwaway cluster, small and quick: no fsync, but every commit is written to
             // the WAL before it returns, so a crash of the server loses no committed lease.
             .args(["-c", "fsync=off", "-c", "synchronous_commit=on"])
-            .args(["-c", "full_page_writes=off", "-c", "max_connections=200"])
+            .args(["-c", "full_page_writes=off", "-c", "max_connections=1000"])
             .args(["-c", "shared_buffers=16MB"])
             .args(settings.iter().flat_map(|setting| ["-c", setting.as_str()]))
             .stdin(Stdio::null())
