@@ -603,6 +603,19 @@ fn args<const N: usize>(items: [&str; N]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
 
+/// `singleton list` of `store` shows no lease: a benchmark gave back every one it took.
+fn assert_no_lease_left(store: &SqliteStore) {
+    let listed = Test::new()
+        .store(&store.url)
+        .args(["list", "--json"])
+        .status(0);
+    assert_eq!(
+        listed.stdout.trim(),
+        "[]",
+        "the benchmark leaves no lease behind"
+    );
+}
+
 #[test]
 fn bench_measures_the_cycle_against_the_floor_and_checks_exclusivity() {
     let store = SqliteStore::new();
@@ -619,15 +632,7 @@ fn bench_measures_the_cycle_against_the_floor_and_checks_exclusivity() {
     assert!(report["contended"]["acquisitions"].as_u64().unwrap() > 0);
     assert_eq!(report["contended"]["overlaps"], 0);
     assert!(report["handoff_us"]["p50"].as_f64().unwrap() > 0.0);
-    let listed = Test::new()
-        .store(&store.url)
-        .args(["list", "--json"])
-        .status(0);
-    assert_eq!(
-        listed.stdout.trim(),
-        "[]",
-        "the benchmark leaves no lease behind"
-    );
+    assert_no_lease_left(&store);
 }
 
 #[test]
@@ -641,11 +646,7 @@ fn bench_with_other_leases_measures_the_cycle_and_list_and_gives_them_back() {
     assert_eq!(report["names"], 40);
     assert_eq!(report["listed"], 40, "list sees the other leases");
     assert!(report["cycle_us"]["p50"].as_f64().unwrap() > 0.0);
-    let listed = Test::new()
-        .store(&store.url)
-        .args(["list", "--json"])
-        .status(0);
-    assert_eq!(listed.stdout.trim(), "[]", "the leases are given back");
+    assert_no_lease_left(&store);
 }
 
 #[test]
@@ -664,15 +665,7 @@ fn bench_with_waiters_counts_what_idle_waiters_ask_and_hands_off() {
         .unwrap();
     assert!(idle < 2.0, "{idle} requests/s per idle waiter");
     assert!(report["handoff_us"]["p50"].as_f64().unwrap() > 0.0);
-    let listed = Test::new()
-        .store(&store.url)
-        .args(["list", "--json"])
-        .status(0);
-    assert_eq!(
-        listed.stdout.trim(),
-        "[]",
-        "the benchmark leaves no lease behind"
-    );
+    assert_no_lease_left(&store);
 }
 
 #[test]

@@ -382,14 +382,7 @@ async fn execute(cli: Cli, out: &Output) -> Result<i32, Error> {
             let name = format!("singleton-bench-{}-names", std::process::id());
             let report =
                 bench::names::run(&store, &name, names as usize, iterations as usize).await?;
-            if json {
-                let mut value = report.json();
-                value["store"] = store.describe().into();
-                say!("{value}");
-            } else {
-                say!("store: {}", store.describe());
-                report.print();
-            }
+            bench::show(&*store, json, report.json(), || report.print());
             Ok(0)
         }
         Command::Bench {
@@ -406,14 +399,7 @@ async fn execute(cli: Cli, out: &Output) -> Result<i32, Error> {
             };
             let name = format!("singleton-bench-{}-waiters", std::process::id());
             let report = bench::waiters::run(&url, &name, plan).await?;
-            if json {
-                let mut value = report.json();
-                value["store"] = store.describe().into();
-                say!("{value}");
-            } else {
-                say!("store: {}", store.describe());
-                report.print();
-            }
+            bench::show(&*store, json, report.json(), || report.print());
             Ok(0)
         }
         Command::Bench {

@@ -87,6 +87,17 @@ pub async fn run(url: &str, store: Arc<dyn Store>, plan: Plan) -> Result<Report,
     })
 }
 
+/// Prints a measurement of `store`: its JSON with the store's name added, or its human form.
+pub fn show(store: &dyn Store, json: bool, mut value: Value, human: impl FnOnce()) {
+    if json {
+        value["store"] = store.describe().into();
+        say!("{value}");
+    } else {
+        say!("store: {}", store.describe());
+        human();
+    }
+}
+
 fn conflict(name: &str, lease: &singleton_process::Lease) -> Error {
     Error::InvalidOptions {
         reason: format!("the benchmark's name {name:?} is {lease}; is another benchmark running?"),
