@@ -1,6 +1,7 @@
 //! The benchmark runner behind `scripts/bench`: starts every test server, runs `singleton bench`
-//! against each store, times `singleton run -- true` next to `flock -n` with hyperfine, reads the
-//! supervisor's peak memory, and regenerates BENCHMARKS.md and docs/benchmarks.svg.
+//! against each store (and redlock on the same Redis), times `singleton run -- true` next to
+//! `flock -n` with hyperfine, reads the supervisor's peak memory, and regenerates BENCHMARKS.md
+//! and docs/benchmarks.svg.
 //!
 //! It is `#[ignore]`d so that the test suite never depends on speed; `scripts/bench` runs it in
 //! a release build. Its only assertion is that every contended acquisition was exclusive.
@@ -83,6 +84,14 @@ fn regenerate_benchmarks_md() {
         })
         .collect();
 
+    #[cfg(feature = "redis")]
+    let redlock = redlock_table(
+        &crate::support::redis_server::shared().url,
+        REDLOCK_ROUNDS_IN_REGENERATE,
+    );
+    #[cfg(not(feature = "redis"))]
+    let redlock = String::new();
+
     let short = bench_stores(&sqlite);
     let waiting = waiters_table(&short, baseline.as_deref());
     let many = names_table(&short);
@@ -91,6 +100,7 @@ fn regenerate_benchmarks_md() {
     let chart = root.join("docs/benchmarks.svg");
     std::fs::write(&chart, svg_chart(&measured)).expect("write the chart");
     let mut markdown = benchmarks_md(&measured, &over_tls, &overhead, rss_kb);
+    markdown.push_str(&redlock);
     markdown.push_str(&waiting);
     markdown.push_str(&many);
     if let Some(program) = &baseline {
@@ -98,6 +108,131 @@ fn regenerate_benchmarks_md() {
     }
     std::fs::write(root.join("BENCHMARKS.md"), &markdown).expect("write BENCHMARKS.md");
     println!("{markdown}");
+}
+
+/// Rounds of ours and redlock's, alternately, in a regeneration of BENCHMARKS.md.
+#[cfg(feature = "redis")]
+const REDLOCK_ROUNDS_IN_REGENERATE: usize = 3;
+
+/// Our Redis cycle next to redlock's (with ioredis), on the same server in one run: 5 rounds of
+/// each, alternately, printing every round and the section of BENCHMARKS.md with the medians.
+/// Needs Node.js; `bench/peers/install` puts the peers into `target/peers`.
+#[test]
+#[ignore = "a benchmark, run by hand in a release build"]
+#[cfg(feature = "redis")]
+fn redis_against_redlock() {
+    println!(
+        "{}",
+        redlock_table(&crate::support::redis_server::shared().url, 5)
+    );
+}
+
+/// The section "Redis: ours next to redlock": `rounds` of `singleton bench` and of
+/// `bench/peers/redlock.js` against the Redis at `url`, alternately, with the medians of their
+/// cycles and raw pairs. Each measures its cycle interleaved with its own client's raw pair
+/// (`SET NX PX` + `DEL`), the same number of times, each after its warm-up.
+#[cfg(feature = "redis")]
+fn redlock_table(url: &str, rounds: usize) -> String {
+    let modules = peer_modules();
+    let versions = ["redlock", "ioredis"].map(|package| {
+        let manifest = modules.join(package).join("package.json");
+        let manifest: Value = serde_json::from_str(
+            &std::fs::read_to_string(&manifest)
+                .unwrap_or_else(|e| panic!("{}: {e}", manifest.display())),
+        )
+        .expect("package.json");
+        let version = manifest["version"].as_str().unwrap_or("?");
+        format!("{package} {}", version.trim_start_matches('v'))
+    });
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        let measured = bench("Redis", url);
+        let peer = redlock_bench(&modules, url);
+        eprintln!(
+            "round {round}: ours cycle p50 {:.0} µs (floor {:.0} µs), redlock cycle p50 {:.0} µs (floor {:.0} µs)",
+            measured.us("cycle_us", "p50"),
+            measured.us("floor_us", "p50"),
+            peer.us("cycle_us", "p50"),
+            peer.us("floor_us", "p50"),
+        );
+        ours.push(measured);
+        theirs.push(peer);
+    }
+    let median = |runs: &[Measured], what: &str, quantile: &str| {
+        let mut values: Vec<f64> = runs.iter().map(|m| m.us(what, quantile)).collect();
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "\n## Redis: ours next to redlock\n\nThe same Redis server, one client each, sequential: \
+         our acquire+release (`singleton bench`) and {} with {} (`redlock.acquire([key], 15s)` then \
+         `lock.release()`, `bench/peers/redlock.js`), each interleaved with its own client's raw \
+         pair `SET NX PX` + `DEL`, {ITERATIONS} times after a warm-up (20 cycles for ours, 200 \
+         for redlock: V8 compiles its hot path only after some hundred calls); {rounds} rounds \
+         of each, alternately, medians. Both cycles are two round trips, each one script. Ours also \
+         mints the fencing token, checks the owner on release, keeps the copy that reports a \
+         taken-over lease, records the last run and tells waiters; redlock's only sets and \
+         deletes its key.\n",
+        versions[0], versions[1]
+    );
+    let _ = writeln!(
+        md,
+        "| client | cycle p50 | cycle p99 | raw pair p50 | cycle / raw pair (p50) |"
+    );
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|");
+    for (client, runs) in [
+        ("singleton (this build)".to_owned(), &ours),
+        (versions.join(" + "), &theirs),
+    ] {
+        let cycle = median(runs, "cycle_us", "p50");
+        let floor = median(runs, "floor_us", "p50");
+        let _ = writeln!(
+            md,
+            "| {client} | {cycle:.0} µs | {:.0} µs | {floor:.0} µs | {:.2}× |",
+            median(runs, "cycle_us", "p99"),
+            cycle / floor
+        );
+    }
+    md
+}
+
+/// Where `bench/peers/install` put the peers' modules (it installs them if they are missing).
+#[cfg(feature = "redis")]
+fn peer_modules() -> std::path::PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let status = Command::new(root.join("bench/peers/install"))
+        .status()
+        .expect("run bench/peers/install");
+    assert!(
+        status.success(),
+        "bench/peers/install failed (see above): the redlock benchmark needs Node.js and npm"
+    );
+    root.join("target/peers/node_modules")
+}
+
+/// One run of `bench/peers/redlock.js` against the Redis at `url`.
+#[cfg(feature = "redis")]
+fn redlock_bench(modules: &Path, url: &str) -> Measured {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/peers/redlock.js");
+    let done = Command::new("node")
+        .arg(&script)
+        .arg(url)
+        .arg(ITERATIONS)
+        .env("NODE_PATH", modules)
+        .output()
+        .expect("run node");
+    assert!(
+        done.status.success(),
+        "{} failed: {}",
+        script.display(),
+        String::from_utf8_lossy(&done.stderr)
+    );
+    Measured {
+        label: "redlock",
+        report: serde_json::from_slice(&done.stdout).expect("redlock JSON"),
+    }
 }
 
 /// Before/after on the same servers: `SINGLETON_BENCH_BASELINE=/path/to/an/older/singleton`,

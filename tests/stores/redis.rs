@@ -479,3 +479,102 @@ async fn a_last_run_that_does_not_parse_is_a_store_error() {
         Error::Store { .. }
     ));
 }
+
+/// A finish leaves the `last` copy equal to the run it records (the version before deleted
+/// it): the name reads as that finished run, the next acquire takes it over from nobody and
+/// counts on, and a name finished by the version before (no copy) reads and acquires the
+/// same way.
+#[tokio::test]
+async fn a_finished_name_reads_the_same_with_its_copy_left_or_deleted() {
+    let (store, prefix, mut raw) = store_with_own_keys("finished").await;
+    let holder = Holder::current("t");
+    let lease = match store
+        .acquire("ours", &holder, Some(Duration::from_secs(60)))
+        .await
+        .expect("acquire")
+    {
+        Acquire::Acquired { lease, took_over } => {
+            assert_eq!(took_over, None);
+            lease
+        }
+        other => panic!("ours should be free, got {other:?}"),
+    };
+    assert_eq!(
+        store
+            .finish(&lease, &Finish::release(Outcome::Exit(3)))
+            .await
+            .expect("finish"),
+        Released::Released
+    );
+    let (last, run, token): (Option<String>, Option<String>, String) = redis::cmd("HMGET")
+        .arg(format!("{prefix}fence:ours"))
+        .arg(&["last", "run", "token"])
+        .query_async(&mut raw)
+        .await
+        .expect("HMGET");
+    assert_eq!(last, run, "the copy is the run on record");
+    assert_eq!(token, lease.token.0.to_string());
+    assert_eq!(
+        store
+            .finish(&lease, &Finish::release(Outcome::Exit(3)))
+            .await
+            .expect("finish"),
+        Released::NotHeld,
+        "a finished lease is not finished twice"
+    );
+
+    // The version before: the copy deleted, the run on record.
+    let now_ms = unix_ms(SystemTime::now());
+    let before = lease_record(5, &holder, now_ms - 1_000);
+    let _: () = redis::cmd("HSET")
+        .arg(format!("{prefix}fence:theirs"))
+        .arg("token")
+        .arg(5)
+        .arg("run")
+        .arg(&before)
+        .arg("ended")
+        .arg(now_ms)
+        .arg("outcome")
+        .arg("exit 3")
+        .query_async(&mut raw)
+        .await
+        .expect("write the layout of the version before");
+
+    for (name, token) in [("ours", lease.token.0), ("theirs", 5)] {
+        let run = store.last_run(name).await.expect("last_run").expect("run");
+        assert_eq!(
+            (run.token.0, run.outcome),
+            (token, Outcome::Exit(3)),
+            "{name}"
+        );
+        assert_eq!(
+            store.last_runs().await.expect("last_runs").len(),
+            2,
+            "{name}: no unknown runs"
+        );
+        match store
+            .acquire(
+                name,
+                &Holder::current("next"),
+                Some(Duration::from_secs(60)),
+            )
+            .await
+            .expect("acquire")
+        {
+            Acquire::Acquired {
+                lease: next,
+                took_over,
+            } => {
+                assert_eq!(
+                    took_over, None,
+                    "{name}: a finished lease is not taken over"
+                );
+                assert_eq!(next.token.0, token + 1, "{name}: the counter goes on");
+                store.release(&next).await.expect("release");
+            }
+            other => panic!("{name} should be free, got {other:?}"),
+        }
+        let run = store.last_run(name).await.expect("last_run").expect("run");
+        assert_eq!((run.token.0, run.outcome), (token + 1, Outcome::Released));
+    }
+}

@@ -5,11 +5,13 @@
 //!   Redis's own clock decides expiry. Its value is the record `token, holder id, pid, host,
 //!   label, created (server ms)`, length-prefixed (see `kv.rs`).
 //! - `{prefix}fence:{name}`: a hash that never expires, with
-//!   - `token`: the fencing counter (`HINCRBY`);
-//!   - `last`/`expires`: a copy of the newest lease and its expiry (server ms), so that the
-//!     acquire that takes over an expired lease (whose key Redis has already dropped) can report
-//!     it and record its run. Finish and force-release clear them when they free the name, so
-//!     only an expiry leaves them behind;
+//!   - `token`: the fencing counter, a decimal integer that only ever grows: acquire reads it
+//!     and writes it back one higher in the same script, once it has taken the name;
+//!   - `last`/`expires`: a copy of the newest lease and its expiry (server ms; empty for a
+//!     lease without TTL), so that the acquire that takes over an expired lease (whose key
+//!     Redis has already dropped) can report it and record its run. A finish leaves the copy
+//!     equal to `run` (versions before this one deleted it; a force-release still does), so a
+//!     copy that is not `run` and has no lease key is an expired lease nobody finished;
 //!   - `run`/`ended`/`outcome`: the name's last run ([`LastRun`]): its lease record, its end
 //!     (server ms; empty when unknown) and its outcome as text (`exit 3`, `unknown`, ...).
 //!     Finish writes it; an acquire that replaces an expired lease, and a force-release, write
@@ -857,12 +859,29 @@ impl Store for RedisStore {
         ) = self
             .run_script("acquire", &self.scripts.acquire, eval, wait)
             .await?;
-        let lease = self
-            .decode(name, &value, pttl, &now)
-            .ok_or_else(|| self.malformed("acquire", name))?;
         if acquired == 0 {
-            return Ok(Acquire::Held(lease));
+            return self
+                .decode(name, &value, pttl, &now)
+                .map(Acquire::Held)
+                .ok_or_else(|| self.malformed("acquire", name));
         }
+        // Our own record: the script answers with the token and the time it wrote into it.
+        let lease = std::str::from_utf8(&value)
+            .ok()
+            .and_then(|token| token.parse().ok())
+            .zip(now.parse().ok())
+            .map(|(token, created)| {
+                let created = kv::from_unix_ms(created);
+                Lease {
+                    name: name.to_owned(),
+                    holder: holder.clone(),
+                    token: FencingToken(token),
+                    created,
+                    expires: (pttl >= 0)
+                        .then(|| created + Duration::from_millis(pttl.unsigned_abs())),
+                }
+            })
+            .ok_or_else(|| self.malformed("acquire", name))?;
         if let (Some(count), Some(wait)) = (replicated, wait) {
             if count < self.min_replicas {
                 // A failover now could lose this lease: it must never be used. Giving it back

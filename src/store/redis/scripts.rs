@@ -5,8 +5,14 @@
 //! lease value and the fence hash's `last` and `run` fields are the same record: token, holder
 //! id, pid, host, label, created (server ms), each length-prefixed; its encoding is prefix-free,
 //! so "starts with the encoded (token, holder id)" means "is that holder's lease", and two
-//! copies of one lease are equal strings. Every call a script makes counts, as acquire and
-//! finish run on every cycle: the common paths make as few as they can.
+//! copies of one lease are equal strings.
+//!
+//! Acquire and finish run on every cycle, and what a script costs the server is mostly its
+//! `redis.call`s (each goes through Redis's whole command path: about 1 µs warm, several on a
+//! busy host) and the values it builds, not the `EVALSHA` itself: their common paths make four
+//! and five calls (acquire: `TIME`, one `HMGET` for the counter and the copy, `SET NX`, one
+//! `HSET`; finish: `TIME`, `GET`, `DEL`, one `HSET`, `PUBLISH`) and acquire answers with the
+//! token alone, not the record the client already knows.
 
 use redis::Script;
 
@@ -14,42 +20,48 @@ use redis::Script;
 /// writes in Redis ≥ 5, which replicates a script's effects, not the script).
 const NOW: &str = "
 local t = redis.call('TIME')
-local now = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
+local now = t[1] .. string.format('%03d', math.floor(t[2] / 1000))
 ";
 
 /// KEYS: lease, fence. ARGV: TTL in ms (0: never expires), the holder's encoded fields.
-/// Returns {acquired (0/1), value, pttl (-1: never), previous value, previous expiry ms, now}.
+/// Returns {acquired (0/1), the token if acquired else the lease's value, pttl (-1: never),
+/// previous value, previous expiry ms, now}: the client knows the rest of its own record.
 ///
-/// A `last` copy left behind means that lease expired (finish and force-release clear it);
-/// unless its run was finished already (kept by a hold: `run` is the same record), it becomes
-/// the last run, with outcome unknown and its expiry as its end, and is returned as the
-/// previous lease. A kept lease ended as planned and is not returned.
+/// The counter is read with the copy in one `HMGET` and written back with the new copy in one
+/// `HSET`, only once the `SET NX` has taken the name (a conflict writes nothing), so it counts
+/// exactly as `HINCRBY` did; a counter that is not a number fails the script. A `last` copy
+/// that is not `run` means that lease expired unfinished (a finish makes `run` the copy, a
+/// force-release clears it): it becomes the last run, with outcome unknown and its expiry as
+/// its end, in the same `HSET`, and is returned as the previous lease. A lease without TTL
+/// gets an empty `expires`, which reads as an unknown expiry, as a missing one did.
 const ACQUIRE: &str = "
-local current = redis.call('GET', KEYS[1])
-if current then
-  return {0, current, redis.call('PTTL', KEYS[1]), false, false, now}
+local f = redis.call('HMGET', KEYS[2], 'token', 'last', 'run', 'expires')
+local token = 1
+if f[1] then
+  token = tonumber(f[1]) + 1
 end
-local previous = redis.call('HMGET', KEYS[2], 'last', 'expires')
-if previous[1] then
-  if redis.call('HGET', KEYS[2], 'run') ~= previous[1] then
-    redis.call('HSET', KEYS[2], 'run', previous[1], 'ended', previous[2] or '', 'outcome', 'unknown')
-  else
-    previous = {false, false}
-  end
-end
-local token = string.format('%d', redis.call('HINCRBY', KEYS[2], 'token', 1))
+token = string.format('%d', token)
 local value = #token .. ':' .. token .. ARGV[2] .. #now .. ':' .. now
 local ttl = tonumber(ARGV[1])
+local taken, expires
 if ttl > 0 then
-  redis.call('SET', KEYS[1], value, 'NX', 'PX', ttl)
-  redis.call('HSET', KEYS[2], 'last', value, 'expires', string.format('%d', tonumber(now) + ttl))
+  taken = redis.call('SET', KEYS[1], value, 'NX', 'PX', ttl)
+  expires = string.format('%d', now + ttl)
 else
-  redis.call('SET', KEYS[1], value, 'NX')
-  redis.call('HSET', KEYS[2], 'last', value)
-  redis.call('HDEL', KEYS[2], 'expires')
+  taken = redis.call('SET', KEYS[1], value, 'NX')
+  expires = ''
   ttl = -1
 end
-return {1, value, ttl, previous[1], previous[2], now}
+if not taken then
+  return {0, redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1]), false, false, now}
+end
+if f[2] and f[2] ~= f[3] then
+  redis.call('HSET', KEYS[2], 'token', token, 'last', value, 'expires', expires,
+    'run', f[2], 'ended', f[4] or '', 'outcome', 'unknown')
+  return {1, token, ttl, f[2], f[4], now}
+end
+redis.call('HSET', KEYS[2], 'token', token, 'last', value, 'expires', expires)
+return {1, token, ttl, false, false, now}
 ";
 
 /// KEYS: lease, fence. ARGV: the encoded (token, holder id), TTL in ms.
@@ -73,10 +85,12 @@ return {pttl, now}
 /// Returns 2 if kept, 1 if given back, 0 if not ours.
 ///
 /// Our live lease: the run is recorded (`run`, `ended` = now, `outcome`); then the lease is
-/// kept until that time by `PEXPIREAT` if it is still ahead, else deleted. Our lease expired
-/// but not taken over (its `last` copy is ours): recorded and cleared. Neither, but the last
-/// run on record is ours: only its end and outcome are set. Tells the waiters with `pcall`: a
-/// user whom an ACL forbids to publish can still release.
+/// kept until that time by `PEXPIREAT` if it is still ahead, else deleted. The `last` copy is
+/// left as it is: it equals `run` now, which says that its run is on record (versions before
+/// this one deleted it instead; both read the same). Our lease expired but not taken over
+/// (its `last` copy is ours and not on record yet): recorded. Neither, but the last run on
+/// record is ours (also a finish tried again): only its end and outcome are set. Tells the
+/// waiters with `pcall`: a user whom an ACL forbids to publish can still release.
 const FINISH: &str = "
 local current = redis.call('GET', KEYS[1])
 if current and string.sub(current, 1, #ARGV[1]) == ARGV[1] then
@@ -91,7 +105,7 @@ else
   local function ours(record)
     return record and string.sub(record, 1, #ARGV[1]) == ARGV[1]
   end
-  if current or not ours(last[1]) then
+  if current or not ours(last[1]) or last[1] == last[2] then
     if ours(last[2]) then
       redis.call('HSET', KEYS[2], 'ended', now, 'outcome', ARGV[2])
     end
@@ -100,7 +114,6 @@ else
   current = last[1]
 end
 redis.call('HSET', KEYS[2], 'run', current, 'ended', now, 'outcome', ARGV[2])
-redis.call('HDEL', KEYS[2], 'last', 'expires')
 redis.pcall('PUBLISH', ARGV[3], '')
 return 1
 ";
@@ -166,7 +179,8 @@ redis.pcall('PUBLISH', ARGV[2], '')
 return 1
 ";
 
-/// ACQUIRE's reply.
+/// ACQUIRE's reply: acquired (0/1), the token if acquired else the holder's lease value, pttl,
+/// the previous lease's value and expiry, now.
 pub(super) type AcquireReply = (i64, Vec<u8>, i64, Option<Vec<u8>>, Option<String>, String);
 /// READ's reply: the server time and (value, pttl) per key.
 pub(super) type ReadReply = (String, Vec<(Option<Vec<u8>>, i64)>);
