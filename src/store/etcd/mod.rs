@@ -76,6 +76,13 @@ pub const DEFAULT_PREFIX: &str = "singleton/";
 pub const MIN_TTL: Duration = Duration::from_secs(2);
 
 /// etcd's longest lease (`MaxLeaseTTL`).
+/// The largest reply of the transaction that reads every name's keys (`list`, `list --all`):
+/// about 280 bytes a name, so room for some 900 000 names.
+const READ_ALL_LIMIT: usize = 256 * 1024 * 1024;
+
+/// How many lease expiries `list` asks etcd for at once.
+const EXPIRIES_AT_ONCE: usize = 64;
+
 const MAX_TTL_SECS: u64 = 9_000_000_000;
 
 const LEASE: &str = "lease/";
@@ -393,6 +400,24 @@ impl EtcdStore {
             [LEASE, INFO, LAST]
                 .map(|kind| TxnOp::get(self.key(kind, ""), Some(GetOptions::new().with_prefix()))),
         )
+    }
+
+    /// Runs [`read_all`](Self::read_all): its reply holds every name's keys, which passes
+    /// gRPC's default 4 MiB limit for a reply at about 15 000 names, so this one takes up to
+    /// [`READ_ALL_LIMIT`].
+    async fn read_everything(&self, operation: &'static str) -> Result<TxnResponse> {
+        let txn = self.read_all();
+        self.call(operation, |client| {
+            let txn = txn.clone();
+            async move {
+                client
+                    .kv_client()
+                    .max_decoding_message_size(READ_ALL_LIMIT)
+                    .txn(txn)
+                    .await
+            }
+        })
+        .await
     }
 
     /// The results of [`read_all`](Self::read_all) by name, one map per kind; keys that are
@@ -1124,7 +1149,7 @@ impl Store for EtcdStore {
     }
 
     async fn last_runs(&self) -> Result<Vec<LastRun>> {
-        let found = results(&self.txn("last-runs", self.read_all()).await?);
+        let found = results(&self.read_everything("last-runs").await?);
         let [leases, infos, lasts] = self.by_name(&found);
         // Every name with a run on record has an info key or a last key; keys (and so these
         // maps) are ordered by the names' bytes, which is the names' order.
@@ -1163,20 +1188,34 @@ impl Store for EtcdStore {
     async fn list(&self) -> Result<Vec<Lease>> {
         // One snapshot of every kind of key; a range over "{prefix}lease/" can only hold lease
         // keys, and every key is parsed strictly.
-        let found = results(&self.txn("list", self.read_all()).await?);
+        let found = results(&self.read_everything("list").await?);
         let [leases, infos, lasts] = self.by_name(&found);
         let mut listed = Vec::with_capacity(leases.len());
         // In name order, as the keys are.
-        for (name, lease_kv) in leases {
-            let mut lease = records::lease_of(
-                name,
-                lease_kv,
-                infos.get(name).copied(),
-                lasts.get(name).copied(),
-            )
-            .ok_or_else(|| self.malformed("list", name))?;
-            lease.expires = self.expiry("list", lease_kv.lease()).await?;
-            listed.push(lease);
+        for (name, lease_kv) in &leases {
+            listed.push(
+                records::lease_of(
+                    name,
+                    lease_kv,
+                    infos.get(name).copied(),
+                    lasts.get(name).copied(),
+                )
+                .ok_or_else(|| self.malformed("list", name))?,
+            );
+        }
+        // Each expiry is a request of its own (etcd keeps the TTL with the lease, not the key):
+        // many at once over the one connection, or a long list takes a round trip per name.
+        use futures_util::StreamExt as _;
+        let asking: Vec<_> = leases
+            .values()
+            .map(|kv| self.expiry("list", kv.lease()))
+            .collect();
+        let expiries: Vec<Result<Option<SystemTime>>> = futures_util::stream::iter(asking)
+            .buffered(EXPIRIES_AT_ONCE)
+            .collect()
+            .await;
+        for (lease, expires) in listed.iter_mut().zip(expiries) {
+            lease.expires = expires?;
         }
         Ok(listed)
     }
