@@ -81,6 +81,9 @@ const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(1);
 /// Names read per `list` or `last_runs` script call.
 const LIST_BATCH: usize = 256;
 
+/// How many of `list`'s batches are in flight at once.
+const BATCHES_AT_ONCE: usize = 8;
+
 /// The most replicas `?min_replicas=` may ask for.
 const MAX_MIN_REPLICAS: u32 = 100;
 
@@ -676,7 +679,7 @@ impl RedisStore {
                 .arg("MATCH")
                 .arg(&pattern)
                 .arg("COUNT")
-                .arg(1000);
+                .arg(10_000);
             let (next, keys): (u64, Vec<Vec<u8>>) = self.query(operation, &scan).await?;
             names.extend(
                 keys.iter()
@@ -1017,9 +1020,19 @@ impl Store for RedisStore {
     async fn list(&self) -> Result<Vec<Lease>> {
         let names = self.scan_names("list", LEASE).await?;
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        // A few batches at once: each is a round trip, and a long list has hundreds.
+        use futures_util::StreamExt as _;
+        let asking: Vec<_> = names
+            .chunks(LIST_BATCH)
+            .map(|batch| self.read("list", batch))
+            .collect();
+        let batches: Vec<Result<Vec<Lease>>> = futures_util::stream::iter(asking)
+            .buffered(BATCHES_AT_ONCE)
+            .collect()
+            .await;
         let mut leases = Vec::with_capacity(names.len());
-        for batch in names.chunks(LIST_BATCH) {
-            leases.extend(self.read("list", batch).await?);
+        for batch in batches {
+            leases.extend(batch?);
         }
         Ok(leases)
     }
