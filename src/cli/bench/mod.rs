@@ -65,6 +65,31 @@ impl Percentiles {
     }
 }
 
+/// The cycle's p50 over the floor's.
+fn ratio(floor: &Percentiles, cycle: &Percentiles) -> f64 {
+    cycle.p50.as_secs_f64() / floor.p50.as_secs_f64().max(f64::MIN_POSITIVE)
+}
+
+/// One line of p50 and p99.
+fn print_row(label: &str, p: &Percentiles) {
+    say!(
+        "{label:<28} p50 {:>10.1} µs   p99 {:>10.1} µs",
+        micros(p.p50),
+        micros(p.p99)
+    );
+}
+
+/// The floor, the cycle and their ratio, as `singleton bench` prints them.
+fn print_cycle(floor: &Percentiles, cycle: &Percentiles) {
+    print_row("raw write pair (floor)", floor);
+    print_row("acquire+release cycle", cycle);
+    say!(
+        "{:<28} {:.2}× the floor (p50)",
+        "cycle",
+        ratio(floor, cycle)
+    );
+}
+
 fn micros(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
@@ -221,7 +246,7 @@ async fn handoff(store: &Arc<dyn Store>, name: &str, rounds: usize) -> Result<Pe
 
 impl Report {
     fn ratio(&self) -> f64 {
-        self.cycle.p50.as_secs_f64() / self.floor.p50.as_secs_f64().max(f64::MIN_POSITIVE)
+        ratio(&self.floor, &self.cycle)
     }
 
     pub fn print(&self, json: bool) {
@@ -245,17 +270,8 @@ impl Report {
             say!("{value}");
             return;
         }
-        let row = |label: &str, p: &Percentiles| {
-            say!(
-                "{label:<28} p50 {:>10.1} µs   p99 {:>10.1} µs",
-                micros(p.p50),
-                micros(p.p99)
-            );
-        };
         say!("store: {}", self.store);
-        row("raw write pair (floor)", &self.floor);
-        row("acquire+release cycle", &self.cycle);
-        say!("{:<28} {:.2}× the floor (p50)", "cycle", self.ratio());
+        print_cycle(&self.floor, &self.cycle);
         let t = &self.throughput;
         say!(
             "{:<28} {:.0} acquisitions/s by {} contenders ({} of {} attempts won), {} overlaps",
@@ -266,7 +282,7 @@ impl Report {
             t.attempts,
             t.overlaps
         );
-        row("hand-off (release→acquire)", &self.handoff);
+        print_row("hand-off (release→acquire)", &self.handoff);
     }
 
     /// Whether every contended acquisition was exclusive.

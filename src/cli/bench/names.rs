@@ -14,7 +14,7 @@ use singleton_process::store::{Acquire, Holder, Lease};
 use singleton_process::{Error, Store};
 use tokio::task::JoinSet;
 
-use super::{Percentiles, cycle_vs_floor, micros};
+use super::{Percentiles, cycle_vs_floor, print_cycle, ratio};
 
 /// How many of the N leases are taken or given back at once.
 const AT_ONCE: usize = 32;
@@ -130,17 +130,13 @@ where
 }
 
 impl Report {
-    fn ratio(&self) -> f64 {
-        self.cycle.p50.as_secs_f64() / self.floor.p50.as_secs_f64().max(f64::MIN_POSITIVE)
-    }
-
     pub fn json(&self) -> Value {
         json!({
             "names": self.names,
             "filled_in_seconds": self.filled_in.as_secs_f64(),
             "floor_us": self.floor.json(),
             "cycle_us": self.cycle.json(),
-            "ratio_p50": self.ratio(),
+            "ratio_p50": ratio(&self.floor, &self.cycle),
             "listed": self.listed,
             "list_seconds": self.list_took.as_secs_f64(),
         })
@@ -153,16 +149,7 @@ impl Report {
             self.names,
             self.filled_in.as_secs_f64()
         );
-        let row = |label: &str, p: &Percentiles| {
-            say!(
-                "{label:<28} p50 {:>10.1} µs   p99 {:>10.1} µs",
-                micros(p.p50),
-                micros(p.p99)
-            );
-        };
-        row("raw write pair (floor)", &self.floor);
-        row("acquire+release cycle", &self.cycle);
-        say!("{:<28} {:.2}× the floor (p50)", "cycle", self.ratio());
+        print_cycle(&self.floor, &self.cycle);
         say!(
             "{:<28} {} leases in {:.3} s",
             "list",
