@@ -193,3 +193,113 @@ async fn a_bad_stored_outcome_is_a_store_error() {
     .await;
     super::sql::a_bad_stored_outcome_is_a_store_error(&*store, &name).await;
 }
+
+/// Rows as the statements of the previous release left them, which copied every detail of a
+/// run into the `run_*` columns (today's leave the host, pid, label and start in the lease and
+/// `prev_*` columns): a live lease whose acquire recorded the lease it took over as unknown,
+/// and a released one. Both read the same, and the late finish of the lease taken over still
+/// sets its outcome.
+#[tokio::test]
+async fn runs_recorded_by_the_previous_statements_read_the_same() {
+    use singleton_process::{FencingToken, Finish, Lease, Outcome, Released};
+    use std::time::SystemTime;
+
+    let table = unique("recorded").replace('-', "_");
+    let store = singleton_process::connect(&format!("{}&table={table}", shared().url()))
+        .await
+        .expect("connect");
+    let (taken, freed) = (unique("recorded-taken"), unique("recorded-freed"));
+    let old = super::sql::OLD_HOLDER;
+    run_sql(&[format!(
+        "INSERT INTO `{table}` (name, token, holder_id, host, pid, label, created, expires_at,
+             prev_holder_id, prev_host, prev_pid, prev_label, prev_created, prev_expires_at,
+             run_token, run_holder_id, run_host, run_pid, run_label, run_started, run_ended,
+             run_outcome)
+         VALUES ('{taken}', 5, 'new-holder', 'new-host', 2, 'new job',
+                 UTC_TIMESTAMP(6) - INTERVAL 1 MINUTE, UTC_TIMESTAMP(6) + INTERVAL 1 HOUR,
+                 '{old}', 'old-host', 41, 'old job', '2026-01-02 03:04:05', '2026-01-02 03:05:05',
+                 4, '{old}', 'old-host', 41, 'old job', '2026-01-02 03:04:05',
+                 '2026-01-02 03:05:05', 'unknown'),
+                ('{freed}', 3, NULL, 'old-host', 43, 'old job',
+                 '2026-01-02 03:04:05', '1970-01-01 00:00:00',
+                 NULL, NULL, NULL, NULL, NULL, NULL,
+                 3, '{old}', 'old-host', 43, 'old job', '2026-01-02 03:04:05',
+                 '2026-01-02 03:06:05', 'exit 0')"
+    )])
+    .await;
+    let at = |text: &str| humantime::parse_rfc3339(text).expect("a time");
+
+    let run = store
+        .last_run(&taken)
+        .await
+        .unwrap()
+        .expect("the run taken over");
+    assert_eq!(
+        (
+            run.token.0,
+            run.holder.id.as_str(),
+            run.holder.host.as_str()
+        ),
+        (4, old, "old-host")
+    );
+    assert_eq!((run.holder.pid, run.holder.label.as_str()), (41, "old job"));
+    assert_eq!(
+        (run.started, run.ended, run.outcome),
+        (
+            at("2026-01-02T03:04:05Z"),
+            Some(at("2026-01-02T03:05:05Z")),
+            Outcome::Unknown
+        )
+    );
+    let late = Lease {
+        name: taken.clone(),
+        holder: run.holder.clone(),
+        token: FencingToken(4),
+        created: SystemTime::now(),
+        expires: None,
+    };
+    assert_eq!(
+        store
+            .finish(&late, &Finish::release(Outcome::Lost))
+            .await
+            .unwrap(),
+        Released::NotHeld
+    );
+    let run = store
+        .last_run(&taken)
+        .await
+        .unwrap()
+        .expect("the run taken over");
+    assert_eq!((run.token.0, run.outcome), (4, Outcome::Lost));
+    let live = store
+        .inspect(&taken)
+        .await
+        .unwrap()
+        .expect("the live lease");
+    assert_eq!((live.token.0, live.holder.id.as_str()), (5, "new-holder"));
+
+    let run = store
+        .last_run(&freed)
+        .await
+        .unwrap()
+        .expect("the released run");
+    assert_eq!(
+        (
+            run.token.0,
+            run.holder.id.as_str(),
+            run.holder.pid,
+            run.outcome
+        ),
+        (3, old, 43, Outcome::Exit(0))
+    );
+    assert_eq!(run.ended, Some(at("2026-01-02T03:06:05Z")));
+    let next = must_acquire(&*store, &freed).await;
+    assert_eq!(next.token.0, 4, "the fencing counter carries on");
+    let run = store
+        .last_run(&freed)
+        .await
+        .unwrap()
+        .expect("the released run");
+    assert_eq!((run.token.0, run.holder.pid), (3, 43));
+    store.release(&next).await.unwrap();
+}

@@ -2,7 +2,7 @@
 //!
 //! One row per name holds the fencing counter, the holder and `expires_at`, all times by the
 //! server's `UTC_TIMESTAMP(6)`, and the name's last run that ended (`run_*`: its token, holder,
-//! start, end and outcome). A row is free for the taking when `expires_at` is past; release
+//! end and outcome; the rest in the lease or `prev_*` columns). A row is free for the taking when `expires_at` is past; release
 //! sets it to the Unix epoch instead of deleting the row, so the counter and the last run
 //! survive. Every operation is one prepared statement in autocommit mode, so it works through
 //! a transaction-mode proxy; nothing is session-bound (no `GET_LOCK`).
@@ -10,14 +10,16 @@
 //! Acquire is one `INSERT … ON DUPLICATE KEY UPDATE` whose assignments each keep the old value
 //! unless the row was free, so the server reports 1 affected row for a new row, 2 for a row
 //! taken over and 0 when it is held. It hands the new token back in the OK packet through
-//! `LAST_INSERT_ID(expr)`, with one bit that says whether the row had an (expired) holder, and
-//! records an expired lease it takes over as an unknown run unless that was finished already.
+//! `LAST_INSERT_ID(expr)`, with one bit that says whether the row had an (expired) holder whose
+//! run is not on record; it copies the lease it takes over to `prev_*`, where the last run
+//! reads it as unknown until a run is recorded.
 //! Only a conflict or a take-over of an expired lease costs a second, read-only statement that
 //! fetches the holder to report; it never changes the outcome. Finish is one owner-checked
-//! `UPDATE` that records the run and gives the lease back or keeps it to the hold's end (or,
-//! when the lease was taken over or force-released meanwhile but the run on record is still
-//! ours, sets its outcome), and says which in the OK packet, through `LAST_INSERT_ID(expr)`
-//! too. See docs/mysql.md.
+//! `UPDATE` that records the run's end and outcome (its host, pid, label and start stay in the
+//! lease columns) and gives the lease back, or, with a hold, keeps it to the hold's end, and
+//! says which in the OK packet, through `LAST_INSERT_ID(expr)` too. Only a finish that finds
+//! the lease not ours costs a second `UPDATE`, which records the run's end and outcome where
+//! it is still ours to record (taken over or force-released meanwhile). See docs/mysql.md.
 //!
 //! Tables of the previous version, without the `run_*` columns, get them at connect.
 //!
@@ -581,30 +583,73 @@ impl Store for MysqlStore {
             .map(|hold| sql::micros(hold.after_acquisition))
             .transpose()
             .map_err(|e| Error::store(&self.url.masked, "release", e))?;
-        let outcome = self
-            .execute(
+        let outcome_text = finish.outcome.to_string();
+        let (name, id, token) = (lease.name.as_str(), lease.holder.id.as_str(), lease.token.0);
+        // What happened, from the OK packet: see the statements.
+        let released = match hold_us {
+            None => {
+                let done = self
+                    .execute(
+                        "release",
+                        &self.sql.release,
+                        Params::Positional(vec![
+                            outcome_text.as_str().into(),
+                            name.into(),
+                            id.into(),
+                            token.into(),
+                        ]),
+                    )
+                    .await?;
+                if done.last_insert_id == Some(token) {
+                    Released::Released
+                } else {
+                    Released::NotHeld
+                }
+            }
+            Some(hold_us) => {
+                let done = self
+                    .execute(
+                        "release",
+                        &self.sql.finish_kept,
+                        Params::Positional(vec![
+                            outcome_text.as_str().into(),
+                            hold_us.into(),
+                            hold_us.into(),
+                            hold_us.into(),
+                            name.into(),
+                            id.into(),
+                            token.into(),
+                        ]),
+                    )
+                    .await?
+                    .last_insert_id
+                    .unwrap_or(0);
+                match done % 4 {
+                    1 => Released::Released,
+                    2 => Released::Kept {
+                        expires: Some(from_unix_micros(
+                            i64::try_from(done / 4).unwrap_or(i64::MAX),
+                        )),
+                    },
+                    _ => Released::NotHeld,
+                }
+            }
+        };
+        if released == Released::NotHeld {
+            // Not our lease any more: record our run's outcome where it is still ours to record.
+            self.execute(
                 "release",
-                &self.sql.finish,
+                &self.sql.record_late,
                 named([
-                    ("name", lease.name.as_str().into()),
-                    ("holder_id", lease.holder.id.as_str().into()),
-                    ("token", lease.token.0.into()),
-                    ("outcome", finish.outcome.to_string().into()),
-                    ("hold_us", hold_us.into()),
+                    ("name", name.into()),
+                    ("holder_id", id.into()),
+                    ("token", token.into()),
+                    ("outcome", outcome_text.into()),
                 ]),
             )
             .await?;
-        // What happened, from the OK packet: see the statement.
-        let done = outcome.last_insert_id.unwrap_or(0);
-        Ok(match done % 4 {
-            1 => Released::Released,
-            2 => Released::Kept {
-                expires: Some(from_unix_micros(
-                    i64::try_from(done / 4).unwrap_or(i64::MAX),
-                )),
-            },
-            _ => Released::NotHeld,
-        })
+        }
+        Ok(released)
     }
 
     async fn last_run(&self, name: &str) -> Result<Option<LastRun>> {

@@ -13,9 +13,9 @@ const LIVE: &str =
     "holder_id IS NOT NULL AND (expires_at IS NULL OR expires_at > UTC_TIMESTAMP(6))";
 
 /// True when the row holds a lease whose run is not on record: a run still going, or one that
-/// ended without a word (expired), rather than one kept after its finish.
-const UNRECORDED: &str =
-    "holder_id IS NOT NULL AND NOT (run_token <=> token AND run_holder_id <=> holder_id)";
+/// ended without a word (expired), rather than one kept after its finish. A row's tokens are
+/// unique, so the token alone tells whether the run on record is this lease's.
+const UNRECORDED: &str = "holder_id IS NOT NULL AND NOT (run_token <=> token)";
 
 /// The columns of the last run on record, added to tables of the previous version at connect.
 const RUN_COLUMNS: [(&str, &str); 8] = [
@@ -35,16 +35,11 @@ fn unix_micros(column: &str) -> String {
 }
 
 /// The assignments that record the row's lease as its last run, ended at `ended` with an
-/// unknown outcome, when `record` is true, and keep the record otherwise. `record` may read
-/// the run columns: `run_holder_id` and `run_token` are assigned last, so that it sees them as
-/// they were for all of them under MySQL's left-to-right assignments (after `run_holder_id`,
-/// the condition on `run_token` can only change when that is equal to `token` already).
+/// unknown outcome, when `record` is true, and keep the record otherwise; `run_token` is
+/// assigned last, as `record` may read it. The lease's host, pid, label and start stay in its
+/// own columns, where the last run reads them while `run_token` is the row's token.
 fn record_unknown(record: &str, ended: &str) -> String {
     [
-        ("run_host", "host"),
-        ("run_pid", "pid"),
-        ("run_label", "label"),
-        ("run_started", "created"),
         ("run_ended", ended),
         ("run_outcome", "'unknown'"),
         ("run_holder_id", "holder_id"),
@@ -66,7 +61,9 @@ pub(super) struct Statements {
     pub acquire: String,
     pub taken_over: String,
     pub renew: String,
-    pub finish: String,
+    pub release: String,
+    pub finish_kept: String,
+    pub record_late: String,
     pub inspect: String,
     pub list: String,
     pub last_run: String,
@@ -89,10 +86,9 @@ impl Statements {
         // left to right and later ones see earlier results, so the previous holder is saved
         // first and `expires_at`, which TAKEABLE reads, is assigned last.
         let take = |column: &str, new: &str| format!("{column} = IF({TAKEABLE}, {new}, {column})");
+        // The lease taken over is copied to `prev_*`, where the last run reads it while the
+        // next lease is live: as unknown, ended at its expiry, unless its run is on record.
         let update = [
-            // An expired lease taken over is the last run, unknown how it ended, unless it was
-            // finished and kept.
-            record_unknown(&format!("{TAKEABLE} AND {UNRECORDED}"), "expires_at"),
             take("prev_holder_id", "holder_id"),
             take("prev_host", "host"),
             take("prev_pid", "pid"),
@@ -100,10 +96,11 @@ impl Statements {
             take("prev_created", "created"),
             take("prev_expires_at", "expires_at"),
             // LAST_INSERT_ID(expr) puts the new token, and whether the row had an (expired)
-            // holder, into the OK packet: no second round trip to learn them.
+            // holder whose run is not on record, into the OK packet: no second round trip to
+            // learn them.
             take(
                 "token",
-                "LAST_INSERT_ID((token + 1) * 2 + (holder_id IS NOT NULL)) DIV 2",
+                &format!("LAST_INSERT_ID((token + 1) * 2 + ({UNRECORDED})) DIV 2"),
             ),
             take("holder_id", "?"),
             take("host", "?"),
@@ -113,29 +110,52 @@ impl Statements {
             take("expires_at", "UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND"),
         ]
         .join(",\n    ");
-        // Finish names its parameters, which it reads in several places: our `:holder_id` and
-        // `:token`, the `:outcome`, and `:hold_us`, the hold after the acquisition in
-        // microseconds (NULL: none).
-        let ours = "(holder_id <=> :holder_id AND token = :token)";
-        let kept_until = "created + INTERVAL :hold_us MICROSECOND";
-        let keep = format!("(:hold_us IS NOT NULL AND {LIVE} AND {kept_until} > UTC_TIMESTAMP(6))");
-        let run = |column: &str, value: &str| format!("{column} = IF({ours}, {value}, {column})");
-        let lease_or_run = |lease: &str, run: &str| format!("IF(u, {lease}, {run})");
-        // An expired lease nobody replaced yet reads as a run that ended, unknown how, when it
-        // expired; unless it was kept after its run, which is on record then.
+        // A finish sets the run's holder, token, end and outcome; its host, pid, label and
+        // start stay where they are, in the lease columns (in `prev_*` once the next lease took
+        // over): every column a statement assigns costs the server time, changed or not.
+        let record = "run_ended = UTC_TIMESTAMP(6), run_outcome = ?, run_holder_id = holder_id";
+        // Kept: live, and the hold (the second parameter) ends ahead. It reads only `created`
+        // and `expires_at`, which `finish_kept` assigns last.
+        let keep = "(expires_at IS NULL OR expires_at > UTC_TIMESTAMP(6))
+                    AND created + INTERVAL ? MICROSECOND > UTC_TIMESTAMP(6)";
+        // The last run, by where the row keeps it (`k`):
+        // - 'a': the row's lease is on record (released, kept or force-released): `run_*` has
+        //   its holder, end and outcome, and the lease columns the rest;
+        // - 'u': the row's lease expired, its run not on record: unknown, ended at its expiry;
+        // - 'p': the lease the row's lease took over (token - 1, in `prev_*`) had expired and
+        //   its run is not on record: unknown, ended at its expiry;
+        // - 'r': that lease's run is on record: `run_*` has its holder, end and outcome, and
+        //   `prev_*` the rest;
+        // - 'o': an older run on record, all of it in `run_*` (written by earlier versions).
+        // A run still going is no last run: the row shows the one before meanwhile.
+        let kind = format!(
+            "CASE WHEN run_token <=> token THEN 'a'
+                  WHEN holder_id IS NOT NULL AND {TAKEABLE} THEN 'u'
+                  WHEN prev_holder_id IS NOT NULL AND NOT (run_token <=> token - 1) THEN 'p'
+                  WHEN run_token <=> token - 1 THEN 'r'
+                  WHEN run_token IS NOT NULL THEN 'o'
+             END"
+        );
+        let by_kind = |lease: &str, previous: &str, older: &str| {
+            format!(
+                "CASE WHEN k IN ('a', 'u') THEN {lease} WHEN k = 'o' THEN {older} ELSE {previous} END"
+            )
+        };
         let last_run = |condition: &str| {
             format!(
                 "SELECT name, {}, {}, {}, {}, {}, {}, {}, {} FROM (
-                     SELECT *, {TAKEABLE} AND {UNRECORDED} AS u FROM {t}{condition}
-                 ) AS r WHERE u OR run_token IS NOT NULL",
-                lease_or_run("token", "run_token"),
-                lease_or_run("holder_id", "run_holder_id"),
-                lease_or_run("host", "run_host"),
-                lease_or_run("pid", "run_pid"),
-                lease_or_run("label", "run_label"),
-                unix_micros(&lease_or_run("created", "run_started")),
-                unix_micros(&lease_or_run("expires_at", "run_ended")),
-                lease_or_run("'unknown'", "run_outcome"),
+                     SELECT *, {kind} AS k FROM {t}{condition}
+                 ) AS r WHERE k IS NOT NULL",
+                by_kind("token", "token - 1", "run_token"),
+                "CASE k WHEN 'u' THEN holder_id WHEN 'p' THEN prev_holder_id ELSE run_holder_id END",
+                by_kind("host", "prev_host", "run_host"),
+                by_kind("pid", "prev_pid", "run_pid"),
+                by_kind("label", "prev_label", "run_label"),
+                unix_micros(&by_kind("created", "prev_created", "run_started")),
+                unix_micros(
+                    "CASE k WHEN 'u' THEN expires_at WHEN 'p' THEN prev_expires_at ELSE run_ended END"
+                ),
+                "CASE WHEN k IN ('u', 'p') THEN 'unknown' ELSE run_outcome END",
             )
         };
         let run_columns = RUN_COLUMNS
@@ -187,11 +207,12 @@ impl Statements {
                          UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND)
                  ON DUPLICATE KEY UPDATE\n    {update}"
             ),
-            // A lease kept after its finished run ended as planned and is not reported: the
-            // acquire recorded the run of the lease it took over as unknown, not so that one.
+            // Read only when the acquire's OK packet says that the lease it took over had a
+            // holder and no run on record (a lease kept after its finished run ended as planned
+            // and is not reported).
             taken_over: format!(
                 "SELECT prev_holder_id, prev_host, prev_pid, prev_label, {}, {}
-                 FROM {t} WHERE name = ? AND token = ? AND run_outcome = 'unknown'",
+                 FROM {t} WHERE name = ? AND token = ?",
                 unix_micros("prev_created"),
                 unix_micros("prev_expires_at")
             ),
@@ -203,29 +224,43 @@ impl Statements {
                  WHERE name = ? AND holder_id = ? AND token = ?
                    AND (expires_at IS NULL OR expires_at > UTC_TIMESTAMP(6))"
             ),
-            // Each assignment reads only columns not assigned before it, or reads the same
-            // under MySQL's left-to-right assignments as under MariaDB's SIMULTANEOUS_ASSIGNMENT:
-            // `holder_id`'s keep condition sees `expires_at` kept (live, the hold ahead) or
-            // freed (1970: not live) as it decided. `expires_at`'s LAST_INSERT_ID(expr) hands
-            // back what happened in the OK packet, `expiry * 4 + 2` for a kept lease and 1 for
-            // one given back; on a lease not ours it is not evaluated and the packet says 0.
-            finish: format!(
+            // Our lease (live, or expired but not taken over) given back: LAST_INSERT_ID(token)
+            // in the OK packet says that it matched. Parameters: outcome, name, holder, token.
+            release: format!(
                 "UPDATE {t} SET
-                     {}, {}, {}, {},
+                     {record}, run_token = LAST_INSERT_ID(token),
+                     holder_id = NULL, expires_at = {FREE}
+                 WHERE name = ? AND holder_id = ? AND token = ?"
+            ),
+            // A finish with a hold (`run --hold-at-least`): our lease kept to its acquisition
+            // plus the hold when that is ahead and the lease live, else given back. `holder_id`
+            // and `expires_at` each decide from the row as it was (`expires_at` is assigned
+            // last), so MySQL's left-to-right assignments and MariaDB's SIMULTANEOUS_ASSIGNMENT
+            // read them alike. `expires_at`'s LAST_INSERT_ID(expr) hands back what happened in
+            // the OK packet: `expiry * 4 + 2` for a kept lease, 1 for one given back, 0 (not
+            // evaluated) for a lease not ours. Parameters: outcome, hold, hold, hold, name,
+            // holder, token.
+            finish_kept: format!(
+                "UPDATE {t} SET
+                     {record}, run_token = token,
+                     holder_id = IF({keep}, holder_id, NULL),
+                     expires_at = {FREE} + INTERVAL (LAST_INSERT_ID(IF({keep},
+                         {} * 4 + 2, 1)) DIV 4) MICROSECOND
+                 WHERE name = ? AND holder_id = ? AND token = ?",
+                unix_micros("created + INTERVAL ? MICROSECOND"),
+            ),
+            // After a finish that found the lease not ours: records the run's end and outcome,
+            // touching nothing else, where the run on record is ours (a force-release recorded
+            // it as unknown, or this finish was sent before) or where the next lease took ours
+            // over, expired, and neither run is on record (ours is in `prev_*`).
+            record_late: format!(
+                "UPDATE {t} SET
                      run_ended = UTC_TIMESTAMP(6), run_outcome = :outcome,
-                     run_holder_id = :holder_id, run_token = :token,
-                     expires_at = IF({ours},
-                                     {FREE} + INTERVAL (LAST_INSERT_ID(
-                                         IF({keep}, {} * 4 + 2, 1)) DIV 4) MICROSECOND,
-                                     expires_at),
-                     holder_id = IF({ours} AND NOT {keep}, NULL, holder_id)
+                     run_holder_id = :holder_id, run_token = :token
                  WHERE name = :name
-                   AND ({ours} OR (run_holder_id = :holder_id AND run_token = :token))",
-                run("run_host", "host"),
-                run("run_pid", "pid"),
-                run("run_label", "label"),
-                run("run_started", "created"),
-                unix_micros(kept_until),
+                   AND ((run_holder_id = :holder_id AND run_token = :token)
+                        OR (token = :token + 1 AND prev_holder_id = :holder_id
+                            AND NOT (run_token <=> token)))"
             ),
             inspect: format!("SELECT {lease_columns} FROM {t} WHERE name = ? AND {LIVE}"),
             list: format!("SELECT name, {lease_columns} FROM {t} WHERE {LIVE} ORDER BY name"),
@@ -263,11 +298,13 @@ impl Statements {
     }
 
     /// The statements that read the run columns too, prepared at connect after those.
-    pub fn of_the_run_columns(&self) -> [&str; 6] {
+    pub fn of_the_run_columns(&self) -> [&str; 8] {
         [
             &self.acquire,
             &self.taken_over,
-            &self.finish,
+            &self.release,
+            &self.finish_kept,
+            &self.record_late,
             &self.last_run,
             &self.last_runs,
             &self.force_release,

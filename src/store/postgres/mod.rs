@@ -15,8 +15,10 @@
 //! statements that lock nothing: an `UPDATE` that takes a released row, else a read that
 //! reports a live lease. Finish is one `UPDATE`, owner-checked, that records the run and gives
 //! the lease back or keeps it to the hold's end; or, when the lease was taken over or
-//! force-released meanwhile but the run on record is still ours, sets its outcome. See
-//! docs/postgres.md.
+//! force-released meanwhile but the run on record is still ours, sets its outcome. A finish
+//! without a hold tries a plainer owner-checked `UPDATE` first, which writes the row the same
+//! way with no conditions; only when that finds the lease not ours does the general one run.
+//! See docs/postgres.md.
 //!
 //! Tables of the previous version, without the `run_*` columns, get them at connect.
 //!
@@ -513,6 +515,20 @@ impl Store for PostgresStore {
             .map_err(|e| Error::store(&self.url.masked, "release", e))?;
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
             [&lease.name, &lease.holder.id, &token, &outcome, &hold_us];
+        if hold_us.is_none() {
+            let released = self
+                .telling_waiters(
+                    "release",
+                    &self.sql.release,
+                    &self.sql.release_quietly,
+                    &params[..4],
+                )
+                .await?;
+            if !released.is_empty() {
+                return Ok(Released::Released);
+            }
+        }
+        // With a hold, or a lease not ours: `finish` keeps it, or records a late outcome.
         let rows = self
             .telling_waiters(
                 "release",

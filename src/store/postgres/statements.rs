@@ -56,6 +56,8 @@ pub(super) struct Statements {
     pub acquire_free: String,
     pub acquire: String,
     pub renew: String,
+    pub release: String,
+    pub release_quietly: String,
     pub finish: String,
     pub finish_quietly: String,
     pub inspect: String,
@@ -111,6 +113,21 @@ impl Statements {
                 run("run_pid", "pid"),
                 run("run_label", "label"),
                 run("run_started", "created"),
+            )
+        };
+        // A finish without a hold of our lease (live, or expired but not taken over), the
+        // common case: plain column copies and no conditions, so that it costs the server
+        // little more than the release before the last run was recorded. It writes the row as
+        // `finish` would. No row back: not ours, and `finish` runs to record a late outcome.
+        let release = |and_notify: &str| {
+            format!(
+                "UPDATE {t} SET
+                     run_token = token, run_holder_id = holder_id, run_host = host,
+                     run_pid = pid, run_label = label, run_started = created,
+                     run_ended = now(), run_outcome = $4,
+                     holder_id = NULL, expires_at = now()
+                 WHERE name = $1 AND holder_id = $2 AND token = $3
+                 RETURNING 'released'{and_notify}"
             )
         };
         let force_release = |and_returning: &str| {
@@ -272,6 +289,8 @@ impl Statements {
                 notify("$1")
             )),
             finish_quietly: finish(""),
+            release: release(&format!(", {}", notify("$1"))),
+            release_quietly: release(""),
             inspect: format!("SELECT {LEASE_COLUMNS} FROM {t} WHERE name = $1 AND {LIVE}"),
             list: format!("SELECT {LEASE_COLUMNS}, name FROM {t} WHERE {LIVE} ORDER BY name"),
             last_run: last_run("name = $1 AND "),
@@ -291,11 +310,13 @@ impl Statements {
 
     /// Every statement an operation runs, prepared at connect so that a table of another shape
     /// is reported at once.
-    pub fn all(&self) -> [&str; 14] {
+    pub fn all(&self) -> [&str; 16] {
         [
             &self.acquire_free,
             &self.acquire,
             &self.renew,
+            &self.release,
+            &self.release_quietly,
             &self.finish,
             &self.finish_quietly,
             &self.inspect,
