@@ -93,7 +93,7 @@ fn regenerate_benchmarks_md() {
     let redlock = String::new();
 
     let short = bench_stores(&sqlite);
-    let waiting = waiters_table(&short, baseline.as_deref());
+    let waiting = waiters_table(&short, waiters_baseline().as_deref());
     let many = names_table(&short);
 
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -127,8 +127,9 @@ fn redis_against_redlock() {
     );
 }
 
-/// The section "Redis: ours next to redlock": `rounds` of `singleton bench` and of
-/// `bench/peers/redlock.js` against the Redis at `url`, alternately, with the medians of their
+/// The section "Redis: ours next to redlock, python-redis-lock and tooz": `rounds` of
+/// `singleton bench`, of `bench/peers/redlock.js` and of `bench/peers/python_locks.py` for each
+/// Python library against the Redis at `url`, alternately, with the medians of their
 /// cycles and raw pairs. Each measures its cycle interleaved with its own client's raw pair
 /// (`SET NX PX` + `DEL`), the same number of times, each after its warm-up.
 #[cfg(feature = "redis")]
@@ -145,6 +146,7 @@ fn redlock_table(url: &str, rounds: usize) -> String {
         format!("{package} {}", version.trim_start_matches('v'))
     });
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    let mut pythons: Vec<Vec<Measured>> = PYTHON_PEERS.iter().map(|_| Vec::new()).collect();
     for round in 1..=rounds {
         let measured = bench("Redis", url);
         let peer = redlock_bench(&modules, url);
@@ -157,6 +159,9 @@ fn redlock_table(url: &str, rounds: usize) -> String {
         );
         ours.push(measured);
         theirs.push(peer);
+        for (library, runs) in PYTHON_PEERS.iter().zip(&mut pythons) {
+            runs.push(python_peer_bench(library, url));
+        }
     }
     let median = |runs: &[Measured], what: &str, quantile: &str| {
         let mut values: Vec<f64> = runs.iter().map(|m| m.us(what, quantile)).collect();
@@ -166,15 +171,20 @@ fn redlock_table(url: &str, rounds: usize) -> String {
     let mut md = String::new();
     let _ = writeln!(
         md,
-        "\n## Redis: ours next to redlock\n\nThe same Redis server, one client each, sequential: \
-         our acquire+release (`singleton bench`) and {} with {} (`redlock.acquire([key], 15s)` then \
-         `lock.release()`, `bench/peers/redlock.js`), each interleaved with its own client's raw \
+        "\n## Redis: ours next to redlock, python-redis-lock and tooz\n\nThe same Redis server, one client each, sequential: \
+         our acquire+release (`singleton bench`), {} with {} (`redlock.acquire([key], 15s)` then \
+         `lock.release()`, `bench/peers/redlock.js`), and python-redis-lock's `Lock(…, \
+         expire=15).acquire(blocking=False)` + `release()` and tooz's Redis coordinator \
+         `get_lock(…).acquire(blocking=False)` + `release()` (`bench/peers/python_locks.py`, \
+         versions in the table), each interleaved with its own client's raw \
          pair `SET NX PX` + `DEL`, {ITERATIONS} times after a warm-up (20 cycles for ours, 200 \
-         for redlock: V8 compiles its hot path only after some hundred calls); {rounds} rounds \
-         of each, alternately, medians. Both cycles are two round trips, each one script. Ours also \
+         for the others: V8 compiles its hot path only after some hundred calls); {rounds} rounds \
+         of each, alternately, medians. Compare each client's cycle with its own raw pair: the \
+         languages' clients differ more than the protocols. Ours and redlock's cycles are two \
+         round trips, each one script. Ours also \
          mints the fencing token, checks the owner on release, keeps the copy that reports a \
-         taken-over lease, records the last run and tells waiters; redlock's only sets and \
-         deletes its key.\n",
+         taken-over lease, records the last run and tells waiters; the others only set and \
+         delete their key (python-redis-lock also signals its waiters on release).\n",
         versions[0], versions[1]
     );
     let _ = writeln!(
@@ -182,10 +192,15 @@ fn redlock_table(url: &str, rounds: usize) -> String {
         "| client | cycle p50 | cycle p99 | raw pair p50 | cycle / raw pair (p50) |"
     );
     let _ = writeln!(md, "|---|---:|---:|---:|---:|");
-    for (client, runs) in [
+    let mut clients = vec![
         ("singleton (this build)".to_owned(), &ours),
         (versions.join(" + "), &theirs),
-    ] {
+    ];
+    for runs in &pythons {
+        let version = runs[0].report["version"].as_str().unwrap_or("?").to_owned();
+        clients.push((version, runs));
+    }
+    for (client, runs) in clients {
         let cycle = median(runs, "cycle_us", "p50");
         let floor = median(runs, "floor_us", "p50");
         let _ = writeln!(
@@ -210,6 +225,33 @@ fn peer_modules() -> std::path::PathBuf {
         "bench/peers/install failed (see above): the redlock benchmark needs Node.js and npm"
     );
     root.join("target/peers/node_modules")
+}
+
+/// The Python lock libraries measured next to ours (`bench/peers/python_locks.py`).
+#[cfg(feature = "redis")]
+const PYTHON_PEERS: [&str; 2] = ["python-redis-lock", "tooz"];
+
+/// One run of `bench/peers/python_locks.py` for `library` against the Redis at `url`, with the
+/// virtual environment that `bench/peers/install` made.
+#[cfg(feature = "redis")]
+fn python_peer_bench(library: &'static str, url: &str) -> Measured {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let script = root.join("bench/peers/python_locks.py");
+    let done = Command::new(root.join("target/peers/venv/bin/python"))
+        .arg(&script)
+        .args([library, url, ITERATIONS])
+        .output()
+        .expect("run the peers' Python (bench/peers/install makes it)");
+    assert!(
+        done.status.success(),
+        "{} {library} failed: {}",
+        script.display(),
+        String::from_utf8_lossy(&done.stderr)
+    );
+    Measured {
+        label: library,
+        report: serde_json::from_slice(&done.stdout).expect("python peer JSON"),
+    }
 }
 
 /// One run of `bench/peers/redlock.js` against the Redis at `url`.
@@ -289,6 +331,8 @@ fn before_and_after() {
 
 /// How many other live leases the cycle and `list` are measured with.
 const NAMES: [u32; 3] = [1, 10_000, 100_000];
+/// The most other leases measured on SecantusDB.
+const SECANTUS_NAMES_AT_MOST: u32 = 1;
 
 /// The cycle and `list` of every store with 1, 10k and 100k other live leases.
 #[test]
@@ -321,6 +365,14 @@ fn names_table(stores: &[(&'static str, String)]) -> String {
     for (label, url) in stores {
         let mut first: Option<f64> = None;
         for names in NAMES {
+            // The Python test server takes minutes per thousand leases.
+            if *label == "SecantusDB" && names > SECANTUS_NAMES_AT_MOST {
+                let _ = writeln!(
+                    md,
+                    "| {label} | {names} | not measured: the test server (Python) takes minutes per thousand leases | | | | |"
+                );
+                continue;
+            }
             eprintln!("names: {label} at {url}, {names} other leases ...");
             let done = Test::new()
                 .store(url)
@@ -389,8 +441,15 @@ const WAITERS: [u32; 4] = [1, 10, 100, 300];
 fn waiters_curve() {
     let sqlite = SqliteStore::new();
     let stores = bench_stores(&sqlite);
-    let baseline = std::env::var("SINGLETON_BENCH_BASELINE").ok();
-    println!("{}", waiters_table(&stores, baseline.as_deref()));
+    println!("{}", waiters_table(&stores, waiters_baseline().as_deref()));
+}
+
+/// The build whose waiters are measured next to ours: `SINGLETON_BENCH_WAITERS_BASELINE`, else
+/// `SINGLETON_BENCH_BASELINE` (a build without `bench --waiters` is skipped).
+fn waiters_baseline() -> Option<String> {
+    std::env::var("SINGLETON_BENCH_WAITERS_BASELINE")
+        .or_else(|_| std::env::var("SINGLETON_BENCH_BASELINE"))
+        .ok()
 }
 
 /// `singleton bench --waiters N --json` against `url` with `program`, or `None` if that build
