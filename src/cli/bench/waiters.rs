@@ -99,8 +99,16 @@ pub async fn run(url: &str, name: &str, plan: Plan) -> Result<Report, Error> {
             return Err(err);
         }
     }
-    // A waiter stopped while holding leaves its lease to expire: free it for the next run.
-    let _ = holder.store().force_release(name).await;
+    // A waiter stopped while holding leaves its lease to expire, and one stopped mid-acquire
+    // may still get it (a store call in flight, such as SQLite's on its blocking thread, runs
+    // to its end): free the name until it stays free, for the next run.
+    for _ in 0..20 {
+        let _ = holder.store().force_release(name).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if matches!(holder.store().inspect(name).await, Ok(None)) {
+            break;
+        }
+    }
     Ok(Report {
         plan,
         idle_per_waiter,
