@@ -110,6 +110,66 @@ fn regenerate_benchmarks_md() {
     println!("{markdown}");
 }
 
+/// Measures the sections of BENCHMARKS.md named in `SINGLETON_BENCH_SECTIONS` (`cli`,
+/// `waiters`, `names`, comma-separated) and puts each in place of its old one, with a line
+/// saying that it comes from a later run than the rest of the file (`scripts/bench SECTION…`).
+#[test]
+#[ignore = "a benchmark, run by scripts/bench in a release build"]
+fn regenerate_sections() {
+    let wanted = std::env::var("SINGLETON_BENCH_SECTIONS").unwrap_or_default();
+    let sqlite = SqliteStore::new();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let path = root.join("BENCHMARKS.md");
+    let mut markdown = std::fs::read_to_string(&path).expect("BENCHMARKS.md");
+    for section in wanted.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let measured = match section {
+            "cli" => {
+                let overhead = run_vs_flock(&sqlite);
+                cli_section(&overhead, supervisor_peak_rss_kb(&sqlite.url))
+            }
+            "waiters" => waiters_table(&bench_stores(&sqlite), waiters_baseline().as_deref()),
+            "names" => names_table(&bench_stores(&sqlite)),
+            other => panic!("no section {other:?}: cli, waiters or names"),
+        };
+        println!("{measured}");
+        markdown = replace_section(&markdown, &measured);
+    }
+    std::fs::write(&path, &markdown).expect("write BENCHMARKS.md");
+}
+
+/// `markdown` with the section that starts with `section`'s first line (its `## ` heading)
+/// replaced by `section`, marked as measured in a later run; appended if there is none.
+fn replace_section(markdown: &str, section: &str) -> String {
+    let (heading, body) = section.split_once('\n').unwrap_or((section, ""));
+    let note = "_This section was measured in a later run than the sections around it \
+                (`scripts/bench` with the section's name), on the same machine; its ratios \
+                and counts come from that one run._\n";
+    let section = format!("{heading}\n\n{note}{body}");
+    let Some(start) = markdown.find(&format!("{heading}\n")) else {
+        return format!("{markdown}\n{section}");
+    };
+    let rest = &markdown[start + heading.len()..];
+    let end = rest
+        .find("\n## ")
+        .map_or(markdown.len(), |at| start + heading.len() + at + 1);
+    format!("{}{section}{}", &markdown[..start], &markdown[end..])
+}
+
+#[test]
+fn a_section_is_replaced_in_place_and_marked() {
+    let old = "# B\n\n## One\n\nold one\n\n## Two\n\nold two\n";
+    let new = replace_section(old, "## One\n\nnew one\n\n");
+    assert!(new.starts_with("# B\n\n## One\n\n_This section was measured in a later run"));
+    assert!(new.contains("\nnew one\n\n## Two\n\nold two\n"), "{new}");
+    assert!(!new.contains("old one"), "{new}");
+    let last = replace_section(old, "## Two\n\nnew two\n");
+    assert!(
+        last.ends_with("_\n\nnew two\n") && !last.contains("old two"),
+        "{last}"
+    );
+    assert!(last.contains("old one"), "{last}");
+}
+
 /// Rounds of ours and redlock's, alternately, in a regeneration of BENCHMARKS.md.
 #[cfg(feature = "redis")]
 const REDLOCK_ROUNDS_IN_REGENERATE: usize = 3;
@@ -633,22 +693,36 @@ fn tls_stores() -> Vec<(&'static str, String)> {
     stores
 }
 
-/// hyperfine's mean, standard deviation and median for each command, in milliseconds.
+/// hyperfine's mean, standard deviation and median for each command, in milliseconds:
+/// `run -- true` on the store on disk, the same on tmpfs (no flush reaches a disk), on tmpfs
+/// with `--kill-mode group` (no cgroup), `--version` (starting the binary), and `flock -n`.
 struct Overhead {
-    singleton_ms: (f64, f64, f64),
-    flock_ms: (f64, f64, f64),
+    on_disk: (f64, f64, f64),
+    on_tmpfs: (f64, f64, f64),
+    without_cgroup: (f64, f64, f64),
+    version: (f64, f64, f64),
+    flock: (f64, f64, f64),
 }
 
 fn run_vs_flock(store: &SqliteStore) -> Overhead {
     let lock_file = store.path("flock");
     std::fs::write(&lock_file, "").expect("lock file");
     let export = store.path("hyperfine.json");
-    let singleton = format!(
-        "{} run --store {} --name overhead -- true",
-        bin(),
-        store.url
-    );
-    let flock = format!("flock -n {} true", lock_file.display());
+    let tmpfs = tempfile::Builder::new()
+        .prefix("singleton-bench-")
+        .tempdir_in("/dev/shm")
+        .expect("a directory on /dev/shm (tmpfs)");
+    let on_tmpfs = format!("sqlite://{}", tmpfs.path().join("leases.db").display());
+    let run = |url: &str, extra: &str| {
+        format!("{} run --store {url}{extra} --name overhead -- true", bin())
+    };
+    let commands = [
+        run(&store.url, ""),
+        run(&on_tmpfs, ""),
+        run(&on_tmpfs, " --kill-mode group"),
+        format!("{} --version", bin()),
+        format!("flock -n {} true", lock_file.display()),
+    ];
     let status = Command::new("hyperfine")
         .args([
             "--shell=none",
@@ -659,7 +733,7 @@ fn run_vs_flock(store: &SqliteStore) -> Overhead {
             "--export-json",
         ])
         .arg(&export)
-        .args([&singleton, &flock])
+        .args(&commands)
         .status()
         .expect("hyperfine (apt-get install hyperfine)");
     assert!(status.success(), "hyperfine failed");
@@ -675,8 +749,11 @@ fn run_vs_flock(store: &SqliteStore) -> Overhead {
         )
     };
     Overhead {
-        singleton_ms: stats(0),
-        flock_ms: stats(1),
+        on_disk: stats(0),
+        on_tmpfs: stats(1),
+        without_cgroup: stats(2),
+        version: stats(3),
+        flock: stats(4),
     }
 }
 
@@ -814,26 +891,56 @@ fn benchmarks_md(
         );
     }
     let _ = writeln!(md);
+    md.push_str(&cli_section(overhead, rss_kb));
+    md
+}
+
+/// The section "The command-line tool".
+fn cli_section(overhead: &Overhead, rss_kb: u64) -> String {
+    let mut md = String::new();
     let _ = writeln!(md, "## The command-line tool\n");
-    let (s_mean, s_sd, s_median) = overhead.singleton_ms;
-    let (f_mean, f_sd, f_median) = overhead.flock_ms;
     let _ = writeln!(
         md,
-        "| command (hyperfine, 300 runs) | mean | σ | median |\n|---|---:|---:|---:|\n\
-         | `singleton run --store sqlite://… -- true` | {s_mean:.2} ms | {s_sd:.2} ms | {s_median:.2} ms |\n\
-         | `flock -n FILE true` | {f_mean:.2} ms | {f_sd:.2} ms | {f_median:.2} ms |\n\
-         | difference | {:.2} ms | | {:.2} ms |\n",
-        s_mean - f_mean,
-        s_median - f_median
+        "| command (hyperfine, 300 runs) | mean | σ | median | mean / `flock -n` |\n|---|---:|---:|---:|---:|"
     );
+    let flock_mean = overhead.flock.0;
+    for (label, (mean, sd, median)) in [
+        (
+            "`singleton run --store sqlite://… -- true`",
+            overhead.on_disk,
+        ),
+        (
+            "the same, the store on tmpfs (`/dev/shm`)",
+            overhead.on_tmpfs,
+        ),
+        (
+            "the same on tmpfs, `--kill-mode group` (no cgroup)",
+            overhead.without_cgroup,
+        ),
+        ("`singleton --version`", overhead.version),
+        ("`flock -n FILE true`", overhead.flock),
+    ] {
+        let _ = writeln!(
+            md,
+            "| {label} | {mean:.2} ms | {sd:.2} ms | {median:.2} ms | {:.2}× |",
+            mean / flock_mean
+        );
+    }
     let _ = writeln!(
         md,
-        "Most of the difference is the two fsyncs of the lease's commit (the WAL, and its \
-         directory, which SQLite syncs once per process) that make a handed-out fencing token \
-         survive a power cut; `flock` writes nothing. Their latency depends on the disk, which \
-         is why the difference moves between runs. About a millisecond more is the containment \
-         of the command: the kernel moving it into its own cgroup (about half a millisecond; \
-         `--kill-mode group` saves it) and the watchdog, forked before the command starts.\n"
+        "\nWhere the difference goes, from the means above: {:.2} ms is the disk (the fsyncs of \
+         the lease's commit that make a handed-out fencing token survive a power cut; `flock` \
+         writes nothing, and this part moves with the disk's latency), {:.2} ms the command's \
+         cgroup (made, the command started inside it with `clone3(CLONE_INTO_CGROUP)` so that \
+         nothing moves it, and removed; `--kill-mode group` goes without). Of the remaining \
+         {:.2} ms, starting the binary takes {:.2} ms, and the rest is the lease (opening the \
+         store, the acquire and the release), the watchdog, forked before the command starts, \
+         and running `true` (`flock -n` starts, locks and runs `true` in {:.2} ms).\n",
+        overhead.on_disk.0 - overhead.on_tmpfs.0,
+        overhead.on_tmpfs.0 - overhead.without_cgroup.0,
+        overhead.without_cgroup.0,
+        overhead.version.0,
+        flock_mean,
     );
     let _ = writeln!(
         md,
@@ -844,7 +951,8 @@ fn benchmarks_md(
     let _ = writeln!(
         md,
         "Rerun: `scripts/bench` (it installs the servers if missing, builds in release mode and \
-         rewrites this file and the chart)."
+         rewrites this file and the chart); `scripts/bench cli waiters names` measures those \
+         sections alone and puts them in place of the old ones.\n"
     );
     md
 }

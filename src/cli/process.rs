@@ -94,7 +94,8 @@ impl CgroupPlace {
 #[derive(Debug)]
 pub struct Cgroup {
     dir: PathBuf,
-    /// `cgroup.procs`, open for writing: the command moves itself in between fork and exec.
+    /// `cgroup.procs`, open for writing: where the kernel cannot start the command inside the
+    /// cgroup, the command moves itself in between fork and exec.
     procs: OwnedFd,
     /// `cgroup.kill` (Linux 5.14+), open for writing.
     kill: Option<OwnedFd>,
@@ -347,16 +348,41 @@ fn group_alive(group: Pid) -> bool {
 }
 
 /// Spawns `command` directly (no shell) as the leader of a new process group, inside `cgroup`
-/// if given (it moves itself in before it executes anything, so nothing it starts is outside).
-/// On Linux the command is killed by the kernel if the supervisor dies. With `terminal`, the
-/// new group becomes the terminal's foreground group, so that an interactive command can read
-/// from it (and gets Ctrl-C directly), as a shell would do for it.
+/// if given: born there where the kernel can do that (Linux 5.7+), else moved in before it
+/// executes anything; either way nothing it starts is outside. On Linux the command is killed
+/// by the kernel if the supervisor dies. With `terminal`, the new group becomes the terminal's
+/// foreground group, so that an interactive command can read from it (and gets Ctrl-C
+/// directly), as a shell would do for it.
 pub fn spawn(
     command: &[OsString],
     env: &[(&str, String)],
     terminal: bool,
     cgroup: Option<Cgroup>,
-) -> std::io::Result<(Child, Job)> {
+) -> std::io::Result<(Spawned, Job)> {
+    if command.is_empty() {
+        return Err(std::io::Error::other("no command given"));
+    }
+    #[cfg(target_os = "linux")]
+    {
+        let born = match &cgroup {
+            Some(cgroup) => born::spawn(command, env, terminal, cgroup.dir())?,
+            None => None,
+        };
+        if let Some(born) = born {
+            let group = Pid::from_raw(born.pid());
+            return Ok((Spawned::Born(born), Job { group, cgroup }));
+        }
+    }
+    spawn_moving_in(command, env, terminal, cgroup)
+}
+
+/// [`spawn`] by tokio: the command moves itself into `cgroup` between fork and exec.
+fn spawn_moving_in(
+    command: &[OsString],
+    env: &[(&str, String)],
+    terminal: bool,
+    cgroup: Option<Cgroup>,
+) -> std::io::Result<(Spawned, Job)> {
     let (program, args) = command
         .split_first()
         .ok_or_else(|| std::io::Error::other("no command given"))?;
@@ -410,7 +436,7 @@ pub fn spawn(
             });
         }
     }
-    let child = cmd.spawn()?;
+    let child = Spawned::Tokio(cmd.spawn()?);
     let group = child
         .id()
         .and_then(|pid| i32::try_from(pid).ok())
@@ -418,6 +444,291 @@ pub fn spawn(
         .map(Pid::from_raw)
         .ok_or_else(|| std::io::Error::other("the command has no process id"))?;
     Ok((child, Job { group, cgroup }))
+}
+
+/// The command's process as spawned: by tokio, or, where the kernel can start it inside its
+/// cgroup, by us, with a pidfd to wait on.
+#[derive(Debug)]
+pub enum Spawned {
+    Tokio(Child),
+    #[cfg(target_os = "linux")]
+    Born(born::Born),
+}
+
+impl Spawned {
+    fn id(&self) -> Option<u32> {
+        match self {
+            Spawned::Tokio(child) => child.id(),
+            #[cfg(target_os = "linux")]
+            Spawned::Born(born) => u32::try_from(born.pid()).ok(),
+        }
+    }
+
+    /// Waits for the command to exit and reaps it. Cancel-safe.
+    pub async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        match self {
+            Spawned::Tokio(child) => child.wait().await,
+            #[cfg(target_os = "linux")]
+            Spawned::Born(born) => born.wait().await,
+        }
+    }
+}
+
+/// Starting the command inside its cgroup with `clone3(CLONE_INTO_CGROUP)` (Linux 5.7+): the
+/// kernel creates it there, so it never has to move. Moving a process (writing to
+/// `cgroup.procs`) waits for every CPU to pass a quiescent point, which made up most of the
+/// cost of starting a contained command, and its long tail on a busy host.
+#[cfg(target_os = "linux")]
+mod born {
+    use std::ffi::{CString, OsString};
+    use std::io;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::process::ExitStatusExt;
+    use std::path::Path;
+    use std::process::ExitStatus;
+
+    use nix::fcntl::OFlag;
+    use nix::libc;
+    use tokio::io::unix::AsyncFd;
+
+    /// From <linux/sched.h>: libc's constant is a `c_int`, which this value overflows.
+    const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+    /// A command we started ourselves: its pid and a pidfd, readable once it has exited.
+    #[derive(Debug)]
+    pub struct Born {
+        pid: libc::pid_t,
+        pidfd: AsyncFd<OwnedFd>,
+        status: Option<ExitStatus>,
+    }
+
+    impl Born {
+        pub fn pid(&self) -> libc::pid_t {
+            self.pid
+        }
+
+        pub async fn wait(&mut self) -> io::Result<ExitStatus> {
+            loop {
+                if let Some(status) = self.status {
+                    return Ok(status);
+                }
+                let mut ready = self.pidfd.readable().await?;
+                let mut raw = 0;
+                // SAFETY: waitpid only writes the status; the pid is our unreaped child.
+                match unsafe { libc::waitpid(self.pid, &mut raw, libc::WNOHANG) } {
+                    0 => ready.clear_ready(),
+                    -1 if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => {}
+                    -1 => return Err(io::Error::last_os_error()),
+                    _ => self.status = Some(ExitStatus::from_raw(raw)),
+                }
+            }
+        }
+    }
+
+    /// What the child needs, made before the clone: it may not allocate.
+    struct Prepared {
+        program: CString,
+        argv: Vec<CString>,
+        envp: Vec<CString>,
+    }
+
+    fn c_string(bytes: &[u8]) -> io::Result<CString> {
+        CString::new(bytes).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "an argument contains a NUL byte",
+            )
+        })
+    }
+
+    fn prepare(command: &[OsString], env: &[(&str, String)]) -> io::Result<Prepared> {
+        let program = c_string(command[0].as_bytes())?;
+        let argv = command
+            .iter()
+            .map(|arg| c_string(arg.as_bytes()))
+            .collect::<io::Result<Vec<_>>>()?;
+        let mut envp = Vec::new();
+        for (key, value) in std::env::vars_os() {
+            if env
+                .iter()
+                .any(|(ours, _)| key.as_bytes() == ours.as_bytes())
+            {
+                continue;
+            }
+            let mut pair = key.as_bytes().to_vec();
+            pair.push(b'=');
+            pair.extend_from_slice(value.as_bytes());
+            envp.push(c_string(&pair)?);
+        }
+        for (key, value) in env {
+            envp.push(c_string(format!("{key}={value}").as_bytes())?);
+        }
+        Ok(Prepared {
+            program,
+            argv,
+            envp,
+        })
+    }
+
+    /// A NULL-terminated array of pointers to `strings`, as `execvpe` takes them.
+    fn pointers(strings: &[CString]) -> Vec<*const libc::c_char> {
+        strings
+            .iter()
+            .map(|string| string.as_ptr())
+            .chain([std::ptr::null()])
+            .collect()
+    }
+
+    /// Starts `command` in `cgroup` (its directory), as the leader of a new process group, as
+    /// `super::spawn` does; `Ok(None)` where this kernel (or a seccomp filter) does not let us,
+    /// and the caller moves the command in instead.
+    pub fn spawn(
+        command: &[OsString],
+        env: &[(&str, String)],
+        terminal: bool,
+        cgroup: &Path,
+    ) -> io::Result<Option<Born>> {
+        let prepared = prepare(command, env)?;
+        let Ok(dir) = nix::fcntl::open(
+            cgroup,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        ) else {
+            return Ok(None);
+        };
+        let (argv, envp) = (pointers(&prepared.argv), pointers(&prepared.envp));
+        // Tells us why the exec failed; closed by a successful one.
+        let (failed_read, failed_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+        let supervisor = nix::unistd::getpid().as_raw();
+        let mut pidfd: libc::c_int = -1;
+        // SAFETY: an all-zero clone_args is valid (no flags, no stack: fork-like).
+        let mut args: libc::clone_args = unsafe { std::mem::zeroed() };
+        args.flags = CLONE_INTO_CGROUP | libc::CLONE_PIDFD as u64;
+        args.pidfd = std::ptr::from_mut(&mut pidfd) as u64;
+        args.exit_signal = libc::SIGCHLD as u64;
+        args.cgroup = dir.as_raw_fd() as u64;
+        // SAFETY: clone3 without CLONE_VM gives the child a copy of this thread and memory, as
+        // fork does; the child only makes async-signal-safe system calls on memory prepared
+        // above and then executes or exits (`child` never returns).
+        let pid = unsafe {
+            libc::syscall(
+                libc::SYS_clone3,
+                std::ptr::from_mut(&mut args),
+                std::mem::size_of::<libc::clone_args>(),
+            )
+        };
+        if pid == 0 {
+            // SAFETY: in the child, see above.
+            unsafe {
+                child(
+                    &prepared.program,
+                    &argv,
+                    &envp,
+                    terminal,
+                    supervisor,
+                    failed_write.as_raw_fd(),
+                )
+            }
+        }
+        drop(failed_write);
+        drop(dir);
+        if pid < 0 {
+            // No clone3, no CLONE_INTO_CGROUP (ENOSYS, E2BIG, EINVAL on kernels before 5.7,
+            // or a seccomp filter), or the cgroup refuses us: the way that moves the command
+            // in is tried next, and reports what is wrong with the cgroup.
+            return Ok(None);
+        }
+        // A pid always fits; the child's own number.
+        let pid = pid as libc::pid_t;
+        // SAFETY: the kernel gave us this new descriptor for the child.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+        // Stops and reaps the child, started but not to be run (the caller runs nothing).
+        let stop = |err: io::Error| {
+            let mut raw = 0;
+            // SAFETY: signals and reaps our own unreaped child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, &mut raw, 0);
+            }
+            err
+        };
+        let mut errno = [0u8; 4];
+        let read = loop {
+            match nix::unistd::read(&failed_read, &mut errno) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                other => break other,
+            }
+        };
+        if let Ok(4) = read {
+            return Err(stop(io::Error::from_raw_os_error(i32::from_ne_bytes(
+                errno,
+            ))));
+        }
+        // SAFETY: Born owns the descriptor and neither closes nor replaces it while registered.
+        let pidfd =
+            unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }
+                .map_err(|err| stop(err.into()))?;
+        Ok(Some(Born {
+            pid,
+            pidfd,
+            status: None,
+        }))
+    }
+
+    /// The child's side: the same steps as the `pre_exec` closures of `super::spawn`, then the
+    /// exec; any failure is written to `failed` as an errno, and the child exits with 127.
+    ///
+    /// # Safety
+    /// Only in the child of a fork-like clone: it makes raw system calls and never returns.
+    unsafe fn child(
+        program: &CString,
+        argv: &[*const libc::c_char],
+        envp: &[*const libc::c_char],
+        terminal: bool,
+        supervisor: libc::pid_t,
+        failed: RawFd,
+    ) -> ! {
+        // SAFETY: raw, async-signal-safe system calls on memory that stays valid; no locks,
+        // no allocation (glibc's caches of this thread are the parent's, so none of its
+        // wrappers that use them: `kill(getpid())`, not `raise`).
+        unsafe {
+            let fail = || -> ! {
+                let errno = *libc::__errno_location();
+                let bytes = errno.to_ne_bytes();
+                libc::write(failed, bytes.as_ptr().cast(), bytes.len());
+                libc::_exit(127)
+            };
+            if libc::setpgid(0, 0) != 0 {
+                fail();
+            }
+            let mut empty: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut empty);
+            if terminal {
+                // A background group may take the terminal only with SIGTTOU blocked.
+                let mut ttou: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut ttou);
+                libc::sigaddset(&mut ttou, libc::SIGTTOU);
+                libc::sigprocmask(libc::SIG_BLOCK, &ttou, std::ptr::null_mut());
+                if libc::tcsetpgrp(0, libc::getpid()) != 0 {
+                    fail();
+                }
+            }
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                fail();
+            }
+            // The supervisor may have died before the line above took effect.
+            if libc::getppid() != supervisor {
+                libc::kill(libc::getpid(), libc::SIGKILL);
+            }
+            // What the command gets from a Rust spawn: SIGPIPE as the default (Rust ignores
+            // it) and no signal blocked.
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+            libc::execvpe(program.as_ptr(), argv.as_ptr(), envp.as_ptr());
+            fail()
+        }
+    }
 }
 
 /// Whether we run in the foreground of the terminal on stdin, and should hand it to the command.
@@ -816,6 +1127,94 @@ unsafe fn kill_listed(procs: &CString) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Runs `sh -c script` into a new cgroup by `spawn` and by `spawn_moving_in`, and hands back
+    /// what each wrote to the file `$OUT`, and the cgroup and group of each run.
+    async fn both_ways(script: &str) -> Vec<(String, PathBuf, Pid, std::process::ExitStatus)> {
+        let place = CgroupPlace::find()
+            .unwrap_or_else(|reason| panic!("these tests need a cgroup v2 to write to: {reason}"));
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut seen = Vec::new();
+        for (way, born) in [("spawn", true), ("moving_in", false)] {
+            let out = dir.path().join(way);
+            let command: Vec<OsString> = ["sh", "-c", script].map(OsString::from).into();
+            let env = [("OUT", out.display().to_string())];
+            let cgroup = place.create().expect("a cgroup");
+            let (mut child, job) = if born {
+                spawn(&command, &env, false, Some(cgroup)).expect("spawned")
+            } else {
+                spawn_moving_in(&command, &env, false, Some(cgroup)).expect("spawned")
+            };
+            assert_eq!(matches!(child, Spawned::Born(_)), born, "{way}");
+            let status = child.wait().await.expect("waited");
+            let written = std::fs::read_to_string(&out).unwrap_or_default();
+            let cgroup = job.cgroup().expect("its cgroup").dir().to_owned();
+            seen.push((written, cgroup, job.group(), status));
+        }
+        seen
+    }
+
+    #[tokio::test]
+    async fn the_command_runs_in_its_cgroup_and_group_whichever_way_it_is_started() {
+        use std::os::unix::process::ExitStatusExt;
+        let script = "cat /proc/self/cgroup > \"$OUT\"; \
+                      echo \"pid $$ group $(cut -d' ' -f5 /proc/$$/stat)\" >> \"$OUT\"; \
+                      grep -E '^Sig(Blk|Ign)' /proc/$$/status >> \"$OUT\"; \
+                      exit 7";
+        for (written, cgroup, group, status) in both_ways(script).await {
+            let name = cgroup.file_name().unwrap().to_string_lossy().into_owned();
+            assert!(
+                written
+                    .lines()
+                    .any(|line| line.starts_with("0::") && line.ends_with(&*name)),
+                "not in {name}: {written}"
+            );
+            let pid = group.as_raw();
+            assert!(
+                written.contains(&format!("pid {pid} group {pid}\n")),
+                "{written}"
+            );
+            assert!(written.contains("SigBlk:\t0000000000000000"), "{written}");
+            // Rust ignores SIGPIPE; the command gets the default back.
+            let ignored = written
+                .lines()
+                .find_map(|line| line.strip_prefix("SigIgn:\t"))
+                .and_then(|mask| u64::from_str_radix(mask, 16).ok())
+                .expect("SigIgn");
+            assert_eq!(ignored & (1 << (nix::libc::SIGPIPE - 1)), 0, "{written}");
+            assert_eq!(status.code(), Some(7));
+        }
+        // Killed by a signal, each reports it.
+        for (_, _, _, status) in both_ways("kill -9 $$").await {
+            assert_eq!(status.signal(), Some(9));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_command_that_cannot_be_executed_is_reported_whichever_way_it_is_started() {
+        let place = CgroupPlace::find().expect("a cgroup v2 to write to");
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let not_executable = dir.path().join("not-executable");
+        std::fs::write(&not_executable, "#!/bin/sh\n").expect("a file");
+        let not_executable = not_executable.display().to_string();
+        for born in [true, false] {
+            for (program, kind) in [
+                ("/nonexistent/program", std::io::ErrorKind::NotFound),
+                ("no-such-program-on-the-path", std::io::ErrorKind::NotFound),
+                (&*not_executable, std::io::ErrorKind::PermissionDenied),
+            ] {
+                let command = [OsString::from(program)];
+                let cgroup = place.create().expect("a cgroup");
+                let spawned = if born {
+                    spawn(&command, &[], false, Some(cgroup))
+                } else {
+                    spawn_moving_in(&command, &[], false, Some(cgroup))
+                };
+                let err = spawned.err().unwrap_or_else(|| panic!("{program} ran"));
+                assert_eq!(err.kind(), kind, "{program}: {err}");
+            }
+        }
+    }
 
     #[test]
     fn the_cgroup2_mount_is_found_beside_v1_hierarchies_and_alone() {
