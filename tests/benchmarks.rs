@@ -111,7 +111,7 @@ fn regenerate_benchmarks_md() {
 }
 
 /// Measures the sections of BENCHMARKS.md named in `SINGLETON_BENCH_SECTIONS` (`cli`,
-/// `waiters`, `names`, comma-separated) and puts each in place of its old one, with a line
+/// `waiters`, `names`, `redis`: ours next to the peers; comma-separated) and puts each in place of its old one, with a line
 /// saying that it comes from a later run than the rest of the file (`scripts/bench SECTION…`).
 #[test]
 #[ignore = "a benchmark, run by scripts/bench in a release build"]
@@ -129,7 +129,12 @@ fn regenerate_sections() {
             }
             "waiters" => waiters_table(&bench_stores(&sqlite), waiters_baseline().as_deref()),
             "names" => names_table(&bench_stores(&sqlite)),
-            other => panic!("no section {other:?}: cli, waiters or names"),
+            #[cfg(feature = "redis")]
+            "redis" => redlock_table(
+                &crate::support::redis_server::shared().url,
+                REDLOCK_ROUNDS_IN_REGENERATE,
+            ),
+            other => panic!("no section {other:?}: cli, waiters, names or redis"),
         };
         println!("{measured}");
         markdown = replace_section(&markdown, &measured);
@@ -140,6 +145,7 @@ fn regenerate_sections() {
 /// `markdown` with the section that starts with `section`'s first line (its `## ` heading)
 /// replaced by `section`, marked as measured in a later run; appended if there is none.
 fn replace_section(markdown: &str, section: &str) -> String {
+    let section = section.trim_start_matches('\n');
     let (heading, body) = section.split_once('\n').unwrap_or((section, ""));
     let note = "_This section was measured in a later run than the sections around it \
                 (`scripts/bench` with the section's name), on the same machine; its ratios \
@@ -158,7 +164,7 @@ fn replace_section(markdown: &str, section: &str) -> String {
 #[test]
 fn a_section_is_replaced_in_place_and_marked() {
     let old = "# B\n\n## One\n\nold one\n\n## Two\n\nold two\n";
-    let new = replace_section(old, "## One\n\nnew one\n\n");
+    let new = replace_section(old, "\n## One\n\nnew one\n\n");
     assert!(new.starts_with("# B\n\n## One\n\n_This section was measured in a later run"));
     assert!(new.contains("\nnew one\n\n## Two\n\nold two\n"), "{new}");
     assert!(!new.contains("old one"), "{new}");
@@ -955,8 +961,8 @@ fn cli_section(overhead: &Overhead, rss_kb: u64) -> String {
     let _ = writeln!(
         md,
         "Rerun: `scripts/bench` (it installs the servers if missing, builds in release mode and \
-         rewrites this file and the chart); `scripts/bench cli waiters names` measures those \
-         sections alone and puts them in place of the old ones.\n"
+         rewrites this file and the chart); `scripts/bench cli waiters names redis` measures \
+         those sections alone and puts them in place of the old ones.\n"
     );
     md
 }
