@@ -150,7 +150,11 @@ fn replace_section(markdown: &str, section: &str) -> String {
     let note = "_This section was measured in a later run than the sections around it \
                 (`scripts/bench` with the section's name), on the same machine; its ratios \
                 and counts come from that one run._\n";
-    let section = format!("{heading}\n\n{note}{body}");
+    let mut section = format!("{heading}\n\n{note}{body}");
+    // A blank line before the next heading.
+    while !section.ends_with("\n\n") {
+        section.push('\n');
+    }
     let Some(start) = markdown.find(&format!("{heading}\n")) else {
         return format!("{markdown}\n{section}");
     };
@@ -170,7 +174,7 @@ fn a_section_is_replaced_in_place_and_marked() {
     assert!(!new.contains("old one"), "{new}");
     let last = replace_section(old, "## Two\n\nnew two\n");
     assert!(
-        last.ends_with("_\n\nnew two\n") && !last.contains("old two"),
+        last.ends_with("_\n\nnew two\n\n") && !last.contains("old two"),
         "{last}"
     );
     assert!(last.contains("old one"), "{last}");
