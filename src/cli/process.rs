@@ -511,12 +511,22 @@ mod born {
     /// From <linux/sched.h>: libc's constant is a `c_int`, which this value overflows.
     const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
-    /// A command we started ourselves: its pid and a pidfd, readable once it has exited.
+    /// A command we started ourselves: its pid, how we learn that it exited, and its status
+    /// once it has.
     #[derive(Debug)]
     pub struct Born {
         pid: libc::pid_t,
-        pidfd: AsyncFd<OwnedFd>,
+        exit: Exit,
         status: Option<ExitStatus>,
+    }
+
+    #[derive(Debug)]
+    enum Exit {
+        /// Its pidfd, readable once it has exited.
+        Pidfd(AsyncFd<OwnedFd>),
+        /// A blocking wait on a thread of its own, where the pidfd could not be registered
+        /// (the command runs by then, and must be waited for like any other).
+        Blocking(Option<tokio::task::JoinHandle<io::Result<ExitStatus>>>),
     }
 
     impl Born {
@@ -524,20 +534,57 @@ mod born {
             self.pid
         }
 
+        /// Our child `pid`, waited for as where its pidfd could not be registered.
+        #[cfg(test)]
+        pub fn waited_on_a_thread(pid: libc::pid_t) -> Born {
+            Born {
+                pid,
+                exit: Exit::Blocking(None),
+                status: None,
+            }
+        }
+
         pub async fn wait(&mut self) -> io::Result<ExitStatus> {
             loop {
                 if let Some(status) = self.status {
                     return Ok(status);
                 }
-                let mut ready = self.pidfd.readable().await?;
-                let mut raw = 0;
-                // SAFETY: waitpid only writes the status; the pid is our unreaped child.
-                match unsafe { libc::waitpid(self.pid, &mut raw, libc::WNOHANG) } {
-                    0 => ready.clear_ready(),
-                    -1 if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => {}
-                    -1 => return Err(io::Error::last_os_error()),
-                    _ => self.status = Some(ExitStatus::from_raw(raw)),
+                let pid = self.pid;
+                match &mut self.exit {
+                    Exit::Pidfd(pidfd) => {
+                        let mut ready = pidfd.readable().await?;
+                        let mut raw = 0;
+                        // SAFETY: waitpid only writes the status; the pid is our unreaped child.
+                        match unsafe { libc::waitpid(pid, &mut raw, libc::WNOHANG) } {
+                            0 => ready.clear_ready(),
+                            -1 if io::Error::last_os_error().kind()
+                                == io::ErrorKind::Interrupted => {}
+                            -1 => return Err(io::Error::last_os_error()),
+                            _ => self.status = Some(ExitStatus::from_raw(raw)),
+                        }
+                    }
+                    Exit::Blocking(waiting) => {
+                        let waiting = waiting.get_or_insert_with(|| {
+                            tokio::task::spawn_blocking(move || wait_blocking(pid))
+                        });
+                        self.status = Some(waiting.await.map_err(io::Error::other)??);
+                    }
                 }
+            }
+        }
+    }
+
+    /// Waits for our child `pid` to exit, and reaps it.
+    fn wait_blocking(pid: libc::pid_t) -> io::Result<ExitStatus> {
+        loop {
+            let mut raw = 0;
+            // SAFETY: waitpid only writes the status; the pid is our unreaped child.
+            if unsafe { libc::waitpid(pid, &mut raw, 0) } == pid {
+                return Ok(ExitStatus::from_raw(raw));
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(err);
             }
         }
     }
@@ -659,16 +706,6 @@ mod born {
         let pid = pid as libc::pid_t;
         // SAFETY: the kernel gave us this new descriptor for the child.
         let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
-        // Stops and reaps the child, started but not to be run (the caller runs nothing).
-        let stop = |err: io::Error| {
-            let mut raw = 0;
-            // SAFETY: signals and reaps our own unreaped child.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-                libc::waitpid(pid, &mut raw, 0);
-            }
-            err
-        };
         let mut errno = [0u8; 4];
         let read = loop {
             match nix::unistd::read(&failed_read, &mut errno) {
@@ -677,17 +714,21 @@ mod born {
             }
         };
         if let Ok(4) = read {
-            return Err(stop(io::Error::from_raw_os_error(i32::from_ne_bytes(
-                errno,
-            ))));
+            // The child exits without executing anything: reaped, and the error reported.
+            wait_blocking(pid)?;
+            return Err(io::Error::from_raw_os_error(i32::from_ne_bytes(errno)));
         }
         // SAFETY: Born owns the descriptor and neither closes nor replaces it while registered.
-        let pidfd =
-            unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }
-                .map_err(|err| stop(err.into()))?;
+        let exit = match unsafe {
+            AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE)
+        } {
+            Ok(pidfd) => Exit::Pidfd(pidfd),
+            // The command runs, and may have started others: it is supervised all the same.
+            Err(_) => Exit::Blocking(None),
+        };
         Ok(Some(Born {
             pid,
-            pidfd,
+            exit,
             status: None,
         }))
     }
@@ -730,7 +771,7 @@ mod born {
                     fail();
                 }
             }
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
                 fail();
             }
             // The supervisor may have died before the line above took effect.
@@ -1182,7 +1223,8 @@ mod tests {
         use std::os::unix::process::ExitStatusExt;
         let script = "cat /proc/self/cgroup > \"$OUT\"; \
                       echo \"pid $$ group $(cut -d' ' -f5 /proc/$$/stat)\" >> \"$OUT\"; \
-                      grep -E '^Sig(Blk|Ign)' /proc/$$/status >> \"$OUT\"; \
+                      while read -r l; do case $l in Sig*) echo \"$l\";; esac; done \
+                      < /proc/$$/status >> \"$OUT\"; \
                       exit 7";
         for (written, cgroup, group, status) in both_ways(script).await {
             let name = cgroup.file_name().unwrap().to_string_lossy().into_owned();
@@ -1211,6 +1253,27 @@ mod tests {
         for (_, _, _, status) in both_ways("kill -9 $$").await {
             assert_eq!(status.signal(), Some(9));
         }
+    }
+
+    /// Where the pidfd cannot be registered, the command is waited for on a thread instead.
+    #[cfg(all(
+        target_os = "linux",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    ))]
+    #[tokio::test]
+    // Born reaps it, not std.
+    #[allow(clippy::zombie_processes)]
+    async fn a_command_whose_pidfd_is_not_registered_is_waited_for_all_the_same() {
+        let child = std::process::Command::new("sh")
+            .args(["-c", "sleep 0.2; exit 5"])
+            .spawn()
+            .expect("spawned");
+        let mut born = born::Born::waited_on_a_thread(child.id() as i32);
+        // Cancelled waits lose nothing.
+        let early = tokio::time::timeout(std::time::Duration::from_millis(20), born.wait()).await;
+        assert!(early.is_err(), "{early:?}");
+        assert_eq!(born.wait().await.expect("waited").code(), Some(5));
+        assert_eq!(born.wait().await.expect("again").code(), Some(5));
     }
 
     #[tokio::test]
