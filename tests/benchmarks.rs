@@ -111,8 +111,9 @@ fn regenerate_benchmarks_md() {
 }
 
 /// Measures the sections of BENCHMARKS.md named in `SINGLETON_BENCH_SECTIONS` (`cli`,
-/// `waiters`, `names`, `redis`: ours next to the peers; comma-separated) and puts each in place of its old one, with a line
-/// saying that it comes from a later run than the rest of the file (`scripts/bench SECTION…`).
+/// `waiters`, `names`, `redis`: ours next to the peers; comma-separated) and puts each in
+/// place of its old one, with a line saying that it comes from a later run than the rest of
+/// the file (`scripts/bench SECTION…`).
 #[test]
 #[ignore = "a benchmark, run by scripts/bench in a release build"]
 fn regenerate_sections() {

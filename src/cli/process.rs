@@ -414,13 +414,7 @@ fn spawn_moving_in(
         // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
         // system calls (sigprocmask, tcsetpgrp, getpid).
         unsafe {
-            cmd.pre_exec(|| {
-                // Descriptor 0 stays open while this runs. (Not `std::io::stdin()`, which may
-                // allocate on first use.)
-                let stdin = std::os::fd::BorrowedFd::borrow_raw(0);
-                with_sigttou_blocked(|| nix::unistd::tcsetpgrp(stdin, nix::unistd::getpid()))?;
-                Ok(())
-            });
+            cmd.pre_exec(|| Ok(take_the_terminal()?));
         }
     }
     #[cfg(target_os = "linux")]
@@ -429,24 +423,40 @@ fn spawn_moving_in(
         // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
         // system calls (prctl, getppid, kill).
         unsafe {
-            cmd.pre_exec(move || {
-                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
-                // The supervisor may have died before the line above took effect.
-                if nix::unistd::getppid() != supervisor {
-                    nix::sys::signal::raise(Signal::SIGKILL)?;
-                }
-                Ok(())
-            });
+            cmd.pre_exec(move || Ok(die_with(supervisor)?));
         }
     }
-    let child = Spawned::Tokio(cmd.spawn()?);
+    let child = cmd.spawn()?;
     let group = child
         .id()
         .and_then(|pid| i32::try_from(pid).ok())
         .filter(|&pid| pid > 1)
         .map(Pid::from_raw)
         .ok_or_else(|| std::io::Error::other("the command has no process id"))?;
-    Ok((child, Job { group, cgroup }))
+    Ok((Spawned::Tokio(child), Job { group, cgroup }))
+}
+
+/// Between fork and exec: makes the new process group the terminal's foreground group.
+/// Async-signal-safe (sigprocmask, tcsetpgrp, getpid).
+fn take_the_terminal() -> nix::Result<()> {
+    // SAFETY: descriptor 0 stays open while this runs. (Not `std::io::stdin()`, which may
+    // allocate on first use.)
+    let stdin = unsafe { std::os::fd::BorrowedFd::borrow_raw(0) };
+    with_sigttou_blocked(|| nix::unistd::tcsetpgrp(stdin, nix::unistd::getpid()))
+}
+
+/// Between fork and exec, on Linux: has the kernel SIGKILL the command when `supervisor`
+/// dies, and kills it now if the supervisor is gone already. Async-signal-safe (prctl,
+/// getppid, getpid, kill; not `raise`, which uses glibc's cache of the thread id, stale in a
+/// child of a raw clone).
+#[cfg(target_os = "linux")]
+fn die_with(supervisor: Pid) -> nix::Result<()> {
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+    // The supervisor may have died before the line above took effect.
+    if nix::unistd::getppid() != supervisor {
+        kill(nix::unistd::getpid(), Signal::SIGKILL)?;
+    }
+    Ok(())
 }
 
 /// The command's process as spawned: by tokio, or, where the kernel can start it inside its
@@ -462,17 +472,6 @@ pub enum Spawned {
 }
 
 impl Spawned {
-    fn id(&self) -> Option<u32> {
-        match self {
-            Spawned::Tokio(child) => child.id(),
-            #[cfg(all(
-                target_os = "linux",
-                any(target_arch = "x86_64", target_arch = "aarch64")
-            ))]
-            Spawned::Born(born) => u32::try_from(born.pid()).ok(),
-        }
-    }
-
     /// Waits for the command to exit and reaps it. Cancel-safe.
     pub async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
         match self {
@@ -506,6 +505,7 @@ mod born {
 
     use nix::fcntl::OFlag;
     use nix::libc;
+    use nix::unistd::Pid;
     use tokio::io::unix::AsyncFd;
 
     /// From <linux/sched.h>: libc's constant is a `c_int`, which this value overflows.
@@ -526,7 +526,7 @@ mod born {
         Pidfd(AsyncFd<OwnedFd>),
         /// A blocking wait on a thread of its own, where the pidfd could not be registered
         /// (the command runs by then, and must be waited for like any other).
-        Blocking(Option<tokio::task::JoinHandle<io::Result<ExitStatus>>>),
+        Blocking(Option<tokio::task::JoinHandle<io::Result<Option<ExitStatus>>>>),
     }
 
     impl Born {
@@ -553,45 +553,40 @@ mod born {
                 match &mut self.exit {
                     Exit::Pidfd(pidfd) => {
                         let mut ready = pidfd.readable().await?;
-                        let mut raw = 0;
-                        // SAFETY: waitpid only writes the status; the pid is our unreaped child.
-                        match unsafe { libc::waitpid(pid, &mut raw, libc::WNOHANG) } {
-                            0 => ready.clear_ready(),
-                            -1 if io::Error::last_os_error().kind()
-                                == io::ErrorKind::Interrupted => {}
-                            -1 => return Err(io::Error::last_os_error()),
-                            _ => self.status = Some(ExitStatus::from_raw(raw)),
+                        match reap(pid, libc::WNOHANG)? {
+                            None => ready.clear_ready(),
+                            status => self.status = status,
                         }
                     }
                     Exit::Blocking(waiting) => {
                         let waiting = waiting.get_or_insert_with(|| {
-                            tokio::task::spawn_blocking(move || wait_blocking(pid))
+                            tokio::task::spawn_blocking(move || reap(pid, 0))
                         });
-                        self.status = Some(waiting.await.map_err(io::Error::other)??);
+                        self.status = waiting.await.map_err(io::Error::other)??;
                     }
                 }
             }
         }
     }
 
-    /// Waits for our child `pid` to exit, and reaps it.
-    fn wait_blocking(pid: libc::pid_t) -> io::Result<ExitStatus> {
+    /// Reaps our child `pid` with `waitpid(options)`: its status, or `None` while it runs
+    /// (with `WNOHANG`). Without `WNOHANG`, waits for it to exit.
+    fn reap(pid: libc::pid_t, options: libc::c_int) -> io::Result<Option<ExitStatus>> {
         loop {
             let mut raw = 0;
             // SAFETY: waitpid only writes the status; the pid is our unreaped child.
-            if unsafe { libc::waitpid(pid, &mut raw, 0) } == pid {
-                return Ok(ExitStatus::from_raw(raw));
-            }
-            let err = io::Error::last_os_error();
-            if err.kind() != io::ErrorKind::Interrupted {
-                return Err(err);
+            match unsafe { libc::waitpid(pid, &mut raw, options) } {
+                0 => return Ok(None),
+                -1 if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => {}
+                -1 => return Err(io::Error::last_os_error()),
+                _ => return Ok(Some(ExitStatus::from_raw(raw))),
             }
         }
     }
 
     /// What the child needs, made before the clone: it may not allocate.
     struct Prepared {
-        program: CString,
+        /// The program is the first.
         argv: Vec<CString>,
         envp: Vec<CString>,
     }
@@ -606,7 +601,6 @@ mod born {
     }
 
     fn prepare(command: &[OsString], env: &[(&str, String)]) -> io::Result<Prepared> {
-        let program = c_string(command[0].as_bytes())?;
         let argv = command
             .iter()
             .map(|arg| c_string(arg.as_bytes()))
@@ -627,11 +621,7 @@ mod born {
         for (key, value) in env {
             envp.push(c_string(format!("{key}={value}").as_bytes())?);
         }
-        Ok(Prepared {
-            program,
-            argv,
-            envp,
-        })
+        Ok(Prepared { argv, envp })
     }
 
     /// A NULL-terminated array of pointers to `strings`, as `execvpe` takes them.
@@ -685,7 +675,7 @@ mod born {
             // SAFETY: in the child, see above.
             unsafe {
                 child(
-                    &prepared.program,
+                    &prepared.argv[0],
                     &argv,
                     &envp,
                     terminal,
@@ -715,7 +705,7 @@ mod born {
         };
         if let Ok(4) = read {
             // The child exits without executing anything: reaped, and the error reported.
-            wait_blocking(pid)?;
+            reap(pid, 0)?;
             return Err(io::Error::from_raw_os_error(i32::from_ne_bytes(errno)));
         }
         // SAFETY: Born owns the descriptor and neither closes nor replaces it while registered.
@@ -733,8 +723,8 @@ mod born {
         }))
     }
 
-    /// The child's side: the same steps as the `pre_exec` closures of `super::spawn`, then the
-    /// exec; any failure is written to `failed` as an errno, and the child exits with 127.
+    /// The child's side: the steps of `spawn_moving_in`'s `pre_exec` closures (a new group,
+    /// `take_the_terminal`, `die_with`), then the exec; any failure is written to `failed` as an errno, and the child exits with 127.
     ///
     /// # Safety
     /// Only in the child of a fork-like clone: it makes raw system calls and never returns.
@@ -750,40 +740,29 @@ mod born {
         // no allocation (glibc's caches of this thread are the parent's, so none of its
         // wrappers that use them: `kill(getpid())`, not `raise`).
         unsafe {
-            let fail = || -> ! {
-                let errno = *libc::__errno_location();
+            let report = |errno: i32| -> ! {
                 let bytes = errno.to_ne_bytes();
                 libc::write(failed, bytes.as_ptr().cast(), bytes.len());
                 libc::_exit(127)
             };
-            if libc::setpgid(0, 0) != 0 {
-                fail();
-            }
-            let mut empty: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut empty);
-            if terminal {
-                // A background group may take the terminal only with SIGTTOU blocked.
-                let mut ttou: libc::sigset_t = std::mem::zeroed();
-                libc::sigemptyset(&mut ttou);
-                libc::sigaddset(&mut ttou, libc::SIGTTOU);
-                libc::sigprocmask(libc::SIG_BLOCK, &ttou, std::ptr::null_mut());
-                if libc::tcsetpgrp(0, libc::getpid()) != 0 {
-                    fail();
+            let steps = || -> nix::Result<()> {
+                nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0))?;
+                if terminal {
+                    super::take_the_terminal()?;
                 }
-            }
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
-                fail();
-            }
-            // The supervisor may have died before the line above took effect.
-            if libc::getppid() != supervisor {
-                libc::kill(libc::getpid(), libc::SIGKILL);
+                super::die_with(Pid::from_raw(supervisor))
+            };
+            if let Err(errno) = steps() {
+                report(errno as i32);
             }
             // What the command gets from a Rust spawn: SIGPIPE as the default (Rust ignores
             // it) and no signal blocked.
+            let mut empty: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut empty);
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
             libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
             libc::execvpe(program.as_ptr(), argv.as_ptr(), envp.as_ptr());
-            fail()
+            report(*libc::__errno_location())
         }
     }
 }
