@@ -17,16 +17,35 @@ use std::time::Duration;
 
 use crate::error::Error;
 use crate::store::{
-    Acquire, Finish, Freed, Hold, Holder, LastRun, Lease, MAX_NAME_LEN, Outcome, Released, Store,
+    Acquire, Finish, Freed, Heard, Hold, Holder, LastRun, Lease, MAX_NAME_LEN, Outcome, Released,
+    Store,
 };
 
-/// Whether word comes within 10 s. Word is a hint that may come late or twice: this waits long
-/// enough that only a store that does not send it fails.
-async fn heard(freed: &mut Freed) -> bool {
-    matches!(
-        tokio::time::timeout(Duration::from_secs(10), freed.next()).await,
-        Ok(true)
-    )
+/// The first word within 10 s that `wanted` accepts, passing over others. Word is a hint that
+/// may come late or twice: this waits long enough that only a store that does not send it
+/// fails.
+async fn heard(freed: &mut Freed, wanted: impl Fn(&Heard) -> bool) -> Option<Heard> {
+    let waiting = async {
+        while let Some(heard) = freed.next().await {
+            if wanted(&heard) {
+                return Some(heard);
+            }
+        }
+        None
+    };
+    tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Whether word that the name may have been freed comes within 10 s.
+async fn heard_freed(freed: &mut Freed) -> bool {
+    heard(freed, |heard| {
+        matches!(heard, Heard::Freed | Heard::Changed)
+    })
+    .await
+    .is_some()
 }
 
 /// The suite, bound to one store.
@@ -674,21 +693,25 @@ impl Suite {
         self.release(&lz).await;
     }
 
+    /// Starts watching `name`; panics if the store cannot.
+    async fn watch(&self, name: &str) -> Freed {
+        self.store()
+            .watch(name)
+            .await
+            .unwrap_or_else(|e| panic!("watch {name:?}: {e}"))
+            .unwrap_or_else(|| panic!("{} cannot tell waiters", self.store().describe()))
+    }
+
     /// For a store whose [`Store::watch`] tells waiters (not every store can): a watcher hears
     /// a release and a force-release of its name. Not part of [`Suite::run_all`]; panics if the
     /// store cannot watch.
     pub async fn watchers_hear_releases(&self) {
         let name = unique("watch");
-        let mut freed = self
-            .store()
-            .watch(&name)
-            .await
-            .unwrap_or_else(|e| panic!("watch {name:?}: {e}"))
-            .unwrap_or_else(|| panic!("{} cannot tell waiters", self.store().describe()));
+        let mut freed = self.watch(&name).await;
         let lease = self.must_acquire(&name, &holder("a"), Some(LONG_TTL)).await;
         assert_eq!(self.release(&lease).await, Released::Released);
         assert!(
-            heard(&mut freed).await,
+            heard_freed(&mut freed).await,
             "the watcher of {name:?} did not hear its release"
         );
         let lease = self.must_acquire(&name, &holder("b"), Some(LONG_TTL)).await;
@@ -698,8 +721,38 @@ impl Suite {
             .unwrap_or_else(|e| panic!("force_release {name:?}: {e}"))
             .expect("force_release returns the lease it removed");
         assert!(
-            heard(&mut freed).await,
+            heard_freed(&mut freed).await,
             "the watcher of {name:?} did not hear the force-release of {lease}"
+        );
+    }
+
+    /// For a store whose [`Store::watch`] also tells of acquires (not every store can): a
+    /// watcher hears that somebody took its name, with an expiry no later than the lease's
+    /// where the store tells one, and then that it was freed. Not part of
+    /// [`Suite::run_all`]; panics if the store cannot watch.
+    pub async fn watchers_hear_acquires(&self) {
+        let name = unique("taken");
+        let mut freed = self.watch(&name).await;
+        let lease = self.must_acquire(&name, &holder("a"), Some(LONG_TTL)).await;
+        let taken = heard(&mut freed, |heard| matches!(heard, Heard::Taken { .. })).await;
+        let Some(Heard::Taken { expires }) = taken else {
+            panic!("the watcher of {name:?} did not hear that {lease} took it");
+        };
+        if let (Some(told), Some(expires)) = (expires, lease.expires) {
+            // Both come from the store's record of the lease, but may be rounded differently
+            // (milliseconds, microseconds); a wrong unit is off by far more than a second.
+            let apart = told
+                .duration_since(expires)
+                .unwrap_or_else(|e| e.duration());
+            assert!(
+                apart < Duration::from_secs(1),
+                "the watcher of {name:?} was told the lease expires at {told:?}, and it expires at {expires:?}"
+            );
+        }
+        assert_eq!(self.release(&lease).await, Released::Released);
+        assert!(
+            heard_freed(&mut freed).await,
+            "the watcher of {name:?} did not hear its release after its acquire"
         );
     }
 

@@ -43,6 +43,6 @@ pub use event::{Event, Loss};
 pub use lease::{CLOCK_RATE_TOLERANCE, LeaseGuard, MAX_DURATION, MAX_REQUEST_TIMEOUT};
 pub use singleton::{Lock, Options, Singleton};
 pub use store::{
-    Acquire, FencingToken, Finish, Freed, Hold, Holder, LastRun, Lease, Outcome, Released, Store,
-    connect,
+    Acquire, FencingToken, Finish, Freed, FreedReceiver, Heard, Hold, Holder, LastRun, Lease,
+    Outcome, Released, Store, Teller, connect,
 };

@@ -93,7 +93,11 @@ fn regenerate_benchmarks_md() {
     let redlock = String::new();
 
     let short = bench_stores(&sqlite);
-    let waiting = waiters_table(&short, waiters_baseline().as_deref());
+    let waiting = waiters_table(
+        &short,
+        waiters_baseline().as_deref(),
+        herd_baseline().as_deref(),
+    );
     let many = names_table(&short);
 
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -128,7 +132,11 @@ fn regenerate_sections() {
                 let overhead = run_vs_flock(&sqlite);
                 cli_section(&overhead, supervisor_peak_rss_kb(&sqlite.url))
             }
-            "waiters" => waiters_table(&bench_stores(&sqlite), waiters_baseline().as_deref()),
+            "waiters" => waiters_table(
+                &bench_stores(&sqlite),
+                waiters_baseline().as_deref(),
+                herd_baseline().as_deref(),
+            ),
             "names" => names_table(&bench_stores(&sqlite)),
             #[cfg(feature = "redis")]
             "redis" => redlock_table(
@@ -516,7 +524,14 @@ const WAITERS: [u32; 4] = [1, 10, 100, 300];
 fn waiters_curve() {
     let sqlite = SqliteStore::new();
     let stores = bench_stores(&sqlite);
-    println!("{}", waiters_table(&stores, waiters_baseline().as_deref()));
+    println!(
+        "{}",
+        waiters_table(
+            &stores,
+            waiters_baseline().as_deref(),
+            herd_baseline().as_deref()
+        )
+    );
 }
 
 /// The build whose waiters are measured next to ours: `SINGLETON_BENCH_WAITERS_BASELINE`, else
@@ -526,6 +541,15 @@ fn waiters_baseline() -> Option<String> {
         .or_else(|_| std::env::var("SINGLETON_BENCH_BASELINE"))
         .ok()
 }
+
+/// The build whose hand-offs to 100 waiters are measured next to ours:
+/// `SINGLETON_BENCH_HERD_BASELINE`, if set.
+fn herd_baseline() -> Option<String> {
+    std::env::var("SINGLETON_BENCH_HERD_BASELINE").ok()
+}
+
+/// How many waiters the hand-off is compared with a baseline build at.
+const HERD: u32 = 100;
 
 /// `singleton bench --waiters N --json` against `url` with `program`, or `None` if that build
 /// has no `--waiters`.
@@ -547,8 +571,13 @@ fn waiters_bench(program: Test, label: &str, url: &str, waiters: u32) -> Option<
     Some(serde_json::from_str(&done.stdout).expect("bench JSON"))
 }
 
-/// The markdown section of the waiting curve.
-fn waiters_table(stores: &[(&'static str, String)], baseline: Option<&str>) -> String {
+/// The markdown section of the waiting curve, with the idle cost against `baseline` and the
+/// hand-off to 100 waiters against `herd`, where given.
+fn waiters_table(
+    stores: &[(&'static str, String)],
+    baseline: Option<&str>,
+    herd: Option<&str>,
+) -> String {
     let mut md = String::new();
     let _ = writeln!(
         md,
@@ -559,13 +588,20 @@ fn waiters_table(stores: &[(&'static str, String)], baseline: Option<&str>) -> S
         md,
         "`singleton bench --waiters N`: N waiters, each with a connection of its own, wait on a \
          name held by another; their store requests (every operation our code asks of the \
-         store) are counted for 10 s. Then the name is released and handed on 10 times, each \
-         new holder releasing after a second: hand-off is the time from one holder's release \
-         call to the next one's acquisition, and requests per hand-off those of all waiters \
-         from one release to the next. Where the store tells waiters of a release (SQLite, \
-         PostgreSQL, Redis, etcd), an idle waiter asks again only when the holder's lease \
-         could have expired, every 5 s at the latest; MariaDB and MongoDB cannot tell, and \
-         their waiters poll, backing off from 100 ms to 1 s.\n"
+         store) are counted for 10 s. Then one more waiter joins, and the name is released and \
+         handed on 10 times, each new holder releasing after a second and waiting again half a \
+         second later, so that N others wait at every release: hand-off is the time from one \
+         holder's release call to the next one's acquisition, and requests per hand-off those \
+         of all waiters from one release to the next. Where the store tells waiters of a \
+         release (SQLite, PostgreSQL, Redis, etcd), an idle waiter asks again only when the \
+         holder's lease could have expired, every 5 s at the latest; MariaDB and MongoDB \
+         cannot tell, and their waiters poll, backing off from 100 ms to 1 s. PostgreSQL, \
+         Redis and etcd also tell of acquires: a waiter that has seen a rival take the name \
+         holds back its try after a release for a random pause (its longest pause, from 4 ms, \
+         grows when its try loses or the name goes within a few round trips, and shrinks \
+         when it wins or the name goes late), and does not try if told \
+         meanwhile that the name was taken. SQLite's word (a commit to the database file) cannot tell an acquire from a \
+         release, so all its waiters try.\n"
     );
     let _ = writeln!(
         md,
@@ -592,6 +628,9 @@ fn waiters_table(stores: &[(&'static str, String)], baseline: Option<&str>) -> S
                 r["handoff_us"]["p99"].as_f64().unwrap_or(f64::NAN) / 1e3,
             );
         }
+    }
+    if let Some(program) = herd {
+        herd_table(&mut md, stores, program);
     }
     let Some(program) = baseline else {
         return md;
@@ -632,6 +671,44 @@ fn waiters_table(stores: &[(&'static str, String)], baseline: Option<&str>) -> S
         );
     }
     md
+}
+
+/// Hand-offs to [`HERD`] waiters with the baseline build `program` and with this one, each
+/// pair measured one after the other on the same server.
+fn herd_table(md: &mut String, stores: &[(&'static str, String)], program: &str) {
+    let _ = writeln!(
+        md,
+        "\nWith {HERD} waiters, against the baseline build `{program}` on the same servers:\n"
+    );
+    let _ = writeln!(
+        md,
+        "| store | baseline requests per hand-off | this build | baseline hand-off p50 / p99 | this build |"
+    );
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|");
+    for (label, url) in stores {
+        let Some(before) = waiters_bench(Test::program(program), label, url, HERD) else {
+            continue;
+        };
+        let Some(after) = waiters_bench(Test::new(), label, url, HERD) else {
+            continue;
+        };
+        if let Some(error) = before["error"].as_str().or(after["error"].as_str()) {
+            let _ = writeln!(md, "| {label} | failed: {error} | | | |");
+            continue;
+        }
+        let per = |r: &Value| r["requests_per_handoff"].as_f64().unwrap_or(f64::NAN);
+        let at = |r: &Value, p: &str| r["handoff_us"][p].as_f64().unwrap_or(f64::NAN) / 1e3;
+        let _ = writeln!(
+            md,
+            "| {label} | {:.1} | **{:.1}** | {:.2} / {:.2} ms | {:.2} / {:.2} ms |",
+            per(&before),
+            per(&after),
+            at(&before, "p50"),
+            at(&before, "p99"),
+            at(&after, "p50"),
+            at(&after, "p99"),
+        );
+    }
 }
 
 /// Runs `singleton bench --json` against `url`, checking that no two holders overlapped.

@@ -223,6 +223,68 @@ async fn requests_of_a_waiter(store: Arc<dyn Store>, window: Duration) -> u64 {
     made
 }
 
+/// Twenty waiters on one name, whose acquires take 2 ms to reach the store, each new holder
+/// releasing after 100 ms and waiting again 50 ms later (so that the others wait at every
+/// release): once they have seen each other, a release costs a few tries, not one per
+/// waiter, since they hold back their tries at random and those told meanwhile that the name
+/// was taken do not try.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_to_many_waiters_costs_a_few_tries_not_one_each() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    const WAITERS: u64 = 20;
+    let store = memory().await;
+    let name = unique("herd");
+    let travelling = || Faulty {
+        inner: Some(store.clone()),
+        acquires_travel: Some(Duration::from_millis(2)),
+        ..Faulty::default()
+    };
+    let requests = Arc::new(AtomicU64::new(0));
+    let first = Singleton::new(&name, store.clone(), Options::default()).unwrap();
+    let first = locked(first.lock().await.unwrap());
+    let (handed, mut handoffs) = tokio::sync::mpsc::unbounded_channel();
+    let mut waiters = tokio::task::JoinSet::new();
+    for _ in 0..WAITERS {
+        let counted = Arc::new(singleton_process::store::Counted::new(
+            Arc::new(travelling()),
+            Arc::clone(&requests),
+        ));
+        let waiter = Singleton::new(&name, counted, Options::default()).unwrap();
+        let handed = handed.clone();
+        waiters.spawn(async move {
+            loop {
+                let guard = locked(waiter.lock_wait(None).await.unwrap());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                guard.release().await.unwrap();
+                if handed.send(()).is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    first.release().await.unwrap();
+    // The first releases teach the waiters that they have rivals.
+    for _ in 0..10 {
+        handoffs.recv().await.unwrap();
+    }
+    let before = requests.load(Ordering::Relaxed);
+    const MEASURED: u64 = 20;
+    for _ in 0..MEASURED {
+        handoffs.recv().await.unwrap();
+    }
+    let per_handoff = (requests.load(Ordering::Relaxed) - before) as f64 / MEASURED as f64;
+    waiters.abort_all();
+    // Each hand-off: the winner's try; the rejoining holder's try, listening and the try once
+    // it listens; and the few tries that came before word of the acquire. Trying on every
+    // release would be 20 more than the rejoining holder's.
+    assert!(
+        per_handoff < WAITERS as f64 / 2.0,
+        "{per_handoff:.1} requests per hand-off among {WAITERS} waiters"
+    );
+}
+
 /// A waiter that will hear of the release asks the store again only when the holder's lease
 /// could have expired, or every 5 s for word that got lost: not every poll interval.
 #[tokio::test]
@@ -266,6 +328,8 @@ struct Faulty {
     swallow_next_acquire: std::sync::atomic::AtomicBool,
     /// How long acquires take to answer once they took effect.
     slow_acquires: Option<Duration>,
+    /// How long acquires take to reach the store.
+    acquires_travel: Option<Duration>,
     /// From the n-th renewal on, replies report the store's clock this far ahead.
     clock_jump: Option<(usize, Duration)>,
     renewals: std::sync::atomic::AtomicUsize,
@@ -304,6 +368,9 @@ impl Store for Faulty {
                 "acquire",
                 "connection refused (a test outage)",
             ));
+        }
+        if let Some(travel) = self.acquires_travel {
+            tokio::time::sleep(travel).await;
         }
         let acquired = self.store().acquire(name, holder, ttl).await;
         if self.swallow_next_acquire.swap(false, Ordering::SeqCst) {

@@ -122,7 +122,8 @@ enum Command {
         contenders: u32,
         /// Instead, measure what N waiters on one held name cost the store while they wait
         /// (requests per second per waiter), and the hand-off of a release every second to one
-        /// of them (latency, and the store requests of all waiters per hand-off).
+        /// of them (latency, and the store requests of all waiters per hand-off; each holder
+        /// waits again half a second after its release, so N others wait at every release).
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
         waiters: Option<u32>,
         /// Instead, measure the cycle and `list` with N other live leases in the store (taken

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use tokio::sync::broadcast;
 
 use super::{
-    Acquire, FencingToken, Finish, Freed, Holder, LastRun, Lease, Outcome, Released, Store,
+    Acquire, FencingToken, Finish, Freed, Heard, Holder, LastRun, Lease, Outcome, Released, Store,
 };
 use crate::error::{Error, Result};
 
@@ -19,8 +19,9 @@ use crate::error::{Error, Result};
 pub struct MemoryStore {
     names: Mutex<BTreeMap<String, Slot>>,
     scratch: Mutex<BTreeMap<String, ()>>,
-    /// The names released or force-released, for [`Store::watch`].
-    freed: broadcast::Sender<String>,
+    /// What happened to which name (released or force-released, acquired), for
+    /// [`Store::watch`].
+    freed: broadcast::Sender<(String, Heard)>,
 }
 
 impl Default for MemoryStore {
@@ -150,6 +151,13 @@ impl Store for MemoryStore {
         };
         let lease = held.snapshot(now);
         slot.held = Some(held);
+        drop(names);
+        let _ = self.freed.send((
+            name.to_owned(),
+            Heard::Taken {
+                expires: lease.expires,
+            },
+        ));
         Ok(Acquire::Acquired { lease, took_over })
     }
 
@@ -200,7 +208,7 @@ impl Store for MemoryStore {
         slot.held = None;
         drop(names);
         // Nobody listening is no error.
-        let _ = self.freed.send(lease.name.clone());
+        let _ = self.freed.send((lease.name.clone(), Heard::Freed));
         Ok(Released::Released)
     }
 
@@ -261,7 +269,7 @@ impl Store for MemoryStore {
                 slot.remove_unfinished(now).or(kept)
             });
         if removed.is_some() {
-            let _ = self.freed.send(name.to_owned());
+            let _ = self.freed.send((name.to_owned(), Heard::Freed));
         }
         Ok(removed)
     }
@@ -273,11 +281,10 @@ impl Store for MemoryStore {
         let listener = Freed::listen(async move {
             loop {
                 match freed.recv().await {
-                    Ok(released) if released != name => continue,
+                    Ok((changed, _)) if changed != name => continue,
+                    Ok((_, word)) => heard.tell(word),
                     // Missed words may have named ours.
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                        let _ = heard.try_send(());
-                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => heard.changed(),
                     Err(broadcast::error::RecvError::Closed) => return,
                 }
             }

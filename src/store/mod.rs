@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
-use tokio::sync::mpsc;
 
 use crate::doctor::Check;
 use crate::error::{Error, Result};
@@ -196,26 +195,61 @@ pub enum Released {
     NotHeld,
 }
 
-/// Word from a store that a name may have just been freed, from [`Store::watch`]: a waiter that
-/// hears it tries to acquire at once instead of at its next poll.
+/// What a waiter hears from the store ([`Freed::next`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heard {
+    /// The name was just freed (released, force-released or, where the store says so,
+    /// expired), and every waiter was told: try to acquire, but others will too.
+    Freed,
+    /// Something changed that may have freed the name (a store that cannot tell what, such as
+    /// SQLite's commits): try to acquire.
+    Changed,
+    /// Somebody has just acquired the name, and their lease expires at `expires` (by the
+    /// store's clock, `None`: not told): trying now would find it held.
+    Taken {
+        /// When the new lease expires, if the store said.
+        expires: Option<SystemTime>,
+    },
+}
+
+/// The sending end of a [`Freed`] feed, held by the store's listener task. Only the newest
+/// word counts: one that was not waited for yet is replaced by the next (a release and then an
+/// acquire mean "taken", an acquire and then a release "freed").
+#[derive(Debug)]
+pub struct Teller(tokio::sync::watch::Sender<Heard>);
+
+impl Teller {
+    /// Tells the waiter `heard`.
+    pub fn tell(&self, heard: Heard) {
+        self.0.send_replace(heard);
+    }
+
+    /// Tells the waiter that something changed that may have freed the name.
+    pub fn changed(&self) {
+        self.tell(Heard::Changed);
+    }
+}
+
+/// Word from a store of what just happened to a name, from [`Store::watch`]: a waiter that
+/// hears it was freed tries to acquire at once instead of at its next poll, and one that
+/// hears it was taken need not ask until the new lease could expire.
 ///
 /// It is only a hint, and it never grants anything: the waiter still has to win an acquire. Word
 /// may come late, twice, for a release somebody else then won, or not at all (a dropped
 /// connection ends it), so waiters keep polling too. Dropping it stops listening.
 pub struct Freed {
-    heard: mpsc::Receiver<()>,
+    heard: tokio::sync::watch::Receiver<Heard>,
     _listening: Box<dyn std::any::Any + Send + Sync>,
 }
 
 impl Freed {
-    /// Word that arrives on `heard` (one `()` per word: a sender's `try_send(())` is enough,
-    /// as several in a row mean the same); the feed ends when every sender is gone.
-    /// `listening` is kept as long as this is and dropped with it, to stop listening: say, a
-    /// `tokio_util::task::AbortOnDropHandle` of the task that sends, and the connection it
-    /// listens on. A store that implements [`Store::watch`] builds one.
-    pub fn new(heard: mpsc::Receiver<()>, listening: impl std::any::Any + Send + Sync) -> Self {
+    /// Word that `heard` is told ([`Freed::channel`] makes the pair); the feed ends when the
+    /// [`Teller`] is dropped. `listening` is kept as long as this is and dropped with it, to
+    /// stop listening: say, a `tokio_util::task::AbortOnDropHandle` of the task that tells,
+    /// and the connection it listens on. A store that implements [`Store::watch`] builds one.
+    pub fn new(heard: FreedReceiver, listening: impl std::any::Any + Send + Sync) -> Self {
         Freed {
-            heard,
+            heard: heard.0,
             _listening: Box::new(listening),
         }
     }
@@ -228,23 +262,33 @@ impl Freed {
         tokio_util::task::AbortOnDropHandle::new(tokio::spawn(task))
     }
 
-    /// The channel a listener reports on: room for one word, as several in a row mean the same.
-    pub(crate) fn channel() -> (mpsc::Sender<()>, mpsc::Receiver<()>) {
-        mpsc::channel(1)
+    /// The pair a listener tells on and a [`Freed`] hears from.
+    pub fn channel() -> (Teller, FreedReceiver) {
+        let (teller, mut heard) = tokio::sync::watch::channel(Heard::Freed);
+        heard.mark_unchanged();
+        (Teller(teller), FreedReceiver(heard))
     }
 
-    /// Waits for the next word: `true` when it comes, `false` once the store's feed has ended
-    /// (say, its connection dropped), after which nothing more will come. Cancel-safe.
-    pub async fn next(&mut self) -> bool {
-        self.heard.recv().await.is_some()
+    /// Waits for the next word: `Some` when it comes (the newest, if several came since the
+    /// last), `None` once the store's feed has ended (say, its connection dropped), after
+    /// which nothing more will come. Cancel-safe.
+    pub async fn next(&mut self) -> Option<Heard> {
+        match self.heard.changed().await {
+            Ok(()) => Some(*self.heard.borrow_and_update()),
+            Err(_) => None,
+        }
     }
 
     /// Forgets word that has come but was not waited for yet: a try about to be sent sees
     /// what it told of, so a waiter need not wake for it again.
     pub fn forget_heard(&mut self) {
-        while self.heard.try_recv().is_ok() {}
+        self.heard.mark_unchanged();
     }
 }
+
+/// The receiving end of [`Freed::channel`], handed to [`Freed::new`].
+#[derive(Debug)]
+pub struct FreedReceiver(tokio::sync::watch::Receiver<Heard>);
 
 impl fmt::Debug for Freed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -31,7 +31,9 @@ async fn etcd_store_tells_waiters() {
     let store = singleton_process::connect(&etcd_server::shared().url)
         .await
         .expect("connect");
-    Suite::new(store).watchers_hear_releases().await;
+    let suite = Suite::new(store);
+    suite.watchers_hear_releases().await;
+    suite.watchers_hear_acquires().await;
 }
 
 #[test]

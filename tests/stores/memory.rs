@@ -13,5 +13,7 @@ async fn memory_store_tells_waiters() {
     let store = singleton_process::connect("memory:")
         .await
         .expect("connect");
-    Suite::new(store).watchers_hear_releases().await;
+    let suite = Suite::new(store);
+    suite.watchers_hear_releases().await;
+    suite.watchers_hear_acquires().await;
 }

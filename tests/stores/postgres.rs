@@ -24,13 +24,15 @@ async fn postgres_store_tells_waiters() {
     let store = singleton_process::connect(&shared().url())
         .await
         .expect("connect");
-    Suite::new(store).watchers_hear_releases().await;
+    let suite = Suite::new(store);
+    suite.watchers_hear_releases().await;
+    suite.watchers_hear_acquires().await;
 }
 
-/// A release notifies (and so takes PostgreSQL's commit-time notification lock) only when
-/// somebody waits for the name.
+/// An acquire and a release notify (and so take PostgreSQL's commit-time notification lock)
+/// only when somebody waits for the name.
 #[tokio::test]
-async fn releases_notify_only_names_somebody_waits_for() {
+async fn acquires_and_releases_notify_only_names_somebody_waits_for() {
     let store = singleton_process::connect(&shared().url())
         .await
         .expect("connect");
@@ -55,31 +57,40 @@ async fn releases_notify_only_names_somebody_waits_for() {
         let lease = must_acquire(&*store, &name).await;
         store.release(&lease).await.unwrap();
     };
+    // The payloads that name ours: the name alone from a release, the name and more from an
+    // acquire.
     let heard_name = |notices: &mut tokio::sync::mpsc::UnboundedReceiver<String>| {
-        let mut any = false;
+        let mut heard = Vec::new();
         while let Ok(payload) = notices.try_recv() {
-            any |= payload == name;
+            if payload.split('\t').next() == Some(name.as_str()) {
+                heard.push(payload);
+            }
         }
-        any
+        heard
     };
     cycle().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let heard = heard_name(&mut notices);
     assert!(
-        !heard_name(&mut notices),
-        "a release nobody waited for notified"
+        heard.is_empty(),
+        "a cycle nobody waited for notified: {heard:?}"
     );
     let _waiting = store.watch(&name).await.unwrap().expect("postgres watches");
     cycle().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        heard_name(&mut notices),
-        "a release somebody waits for did not notify"
+    let heard = heard_name(&mut notices);
+    assert_eq!(
+        heard.len(),
+        2,
+        "an acquire and a release somebody waits for notify once each: {heard:?}"
     );
+    assert_eq!(heard[1], name, "the release notifies the name alone");
 }
 
-/// A release whose notification fails still releases: here the waiters table is gone.
+/// An acquire and a release whose notification fails still take effect: here the waiters
+/// table is gone.
 #[tokio::test]
-async fn a_failed_notification_does_not_fail_the_release() {
+async fn a_failed_notification_does_not_fail_the_acquire_or_the_release() {
     let table = unique("quiet").replace('-', "_");
     let store = singleton_process::connect(&format!("{}&table={table}", shared().url()))
         .await

@@ -23,7 +23,9 @@ async fn redis_store_tells_waiters() {
     let store = singleton_process::connect(&redis_server::shared().url)
         .await
         .expect("connect");
-    Suite::new(store).watchers_hear_releases().await;
+    let suite = Suite::new(store);
+    suite.watchers_hear_releases().await;
+    suite.watchers_hear_acquires().await;
 }
 
 #[test]

@@ -2,7 +2,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use singleton_process::conformance::Suite;
-use singleton_process::{Acquire, Error, Holder, Store};
+use singleton_process::{Acquire, Error, Heard, Holder, Store};
 
 use crate::support::fuse::FuseMount;
 use crate::support::{SqliteStore, Test};
@@ -54,7 +54,11 @@ async fn a_conflicting_attempt_wakes_no_sqlite_waiter() {
     );
     holder.release(&lease).await.unwrap();
     let woke = tokio::time::timeout(Duration::from_secs(10), freed.next()).await;
-    assert_eq!(woke, Ok(true), "the release wakes the waiter");
+    assert_eq!(
+        woke,
+        Ok(Some(Heard::Changed)),
+        "the release wakes the waiter"
+    );
 }
 
 /// Sixteen separate connections to one file (as sixteen processes would have): one winner.

@@ -4,6 +4,11 @@
 //! Each waiter has a connection of its own, as a waiting process on another host would. Their
 //! store requests are counted on our side of the connection: every operation our code asks the
 //! store for (an acquire, an inspection, the set-up of listening) counts as one.
+//!
+//! For the hand-offs one more waiter joins, and each holder, once it has released, waits
+//! again only after half its hold: so N others wait at every release, as in a fleet whose
+//! holder's host is busy elsewhere for a while, and the releaser never takes the name back
+//! itself.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,7 +29,8 @@ pub struct Plan {
     pub settle: Duration,
     pub idle: Duration,
     pub handoffs: usize,
-    /// How long each waiter that acquires holds the lease before it releases.
+    /// How long each waiter that acquires holds the lease before it releases; it waits again
+    /// half of this later.
     pub hold: Duration,
 }
 
@@ -36,6 +42,8 @@ pub struct Report {
     idle_per_waiter: f64,
     /// Store requests of all waiters from one release to the next.
     per_handoff: f64,
+    /// Those of each hand-off in turn: in the first, no waiter has seen another take the name.
+    each: Vec<u64>,
     handoff: Percentiles,
 }
 
@@ -53,15 +61,14 @@ pub async fn run(url: &str, name: &str, plan: Plan) -> Result<Report, Error> {
     let requests = Arc::new(AtomicU64::new(0));
     let (held, mut handed) = mpsc::unbounded_channel::<(Instant, Instant)>();
     let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..plan.waiters {
+    let hold = plan.hold;
+    let waiter = async |held: mpsc::UnboundedSender<(Instant, Instant)>| {
         let store: Arc<dyn Store> = Arc::new(Counted::new(
             singleton_process::connect(url).await?,
             Arc::clone(&requests),
         ));
         let waiter = Singleton::new(name, store, Options::default())?;
-        let held = held.clone();
-        let hold = plan.hold;
-        tasks.spawn(async move {
+        Ok::<_, Error>(async move {
             loop {
                 if let Lock::Locked(guard) = waiter.lock_wait(None).await? {
                     let acquired = Instant::now();
@@ -71,9 +78,13 @@ pub async fn run(url: &str, name: &str, plan: Plan) -> Result<Report, Error> {
                     if held.send((acquired, releasing)).is_err() {
                         return Ok::<_, Error>(());
                     }
+                    tokio::time::sleep(hold / 2).await;
                 }
             }
-        });
+        })
+    };
+    for _ in 0..plan.waiters {
+        tasks.spawn(waiter(held.clone()).await?);
     }
     tokio::time::sleep(plan.settle).await;
     let before = requests.load(Ordering::Relaxed);
@@ -81,18 +92,26 @@ pub async fn run(url: &str, name: &str, plan: Plan) -> Result<Report, Error> {
     let idle = requests.load(Ordering::Relaxed) - before;
     let idle_per_waiter = idle as f64 / plan.idle.as_secs_f64() / plan.waiters.max(1) as f64;
 
+    // The one who will be away while the first new holder holds.
+    tasks.spawn(waiter(held.clone()).await?);
+    tokio::time::sleep(plan.settle).await;
     let before = requests.load(Ordering::Relaxed);
     let mut released = Instant::now();
     first.release().await?;
     let mut samples = Vec::with_capacity(plan.handoffs);
+    // The request count at each release: hand-off k's requests are those between release k
+    // and release k + 1 (its waiters' tries, and the rejoining holder's).
+    let mut counted = vec![before];
     while samples.len() < plan.handoffs {
         let Some((acquired, releasing)) = handed.recv().await else {
             break;
         };
+        counted.push(requests.load(Ordering::Relaxed));
         samples.push(acquired.saturating_duration_since(released));
         released = releasing;
     }
     let during = requests.load(Ordering::Relaxed) - before;
+    let each: Vec<u64> = counted.windows(2).map(|w| w[1] - w[0]).collect();
     tasks.abort_all();
     while let Some(ended) = tasks.join_next().await {
         if let Ok(Err(err)) = ended {
@@ -113,6 +132,7 @@ pub async fn run(url: &str, name: &str, plan: Plan) -> Result<Report, Error> {
         plan,
         idle_per_waiter,
         per_handoff: during as f64 / samples.len().max(1) as f64,
+        each,
         handoff: Percentiles::of(samples),
     })
 }
@@ -125,6 +145,7 @@ impl Report {
             "idle_requests_per_waiter_per_second": self.idle_per_waiter,
             "handoffs": self.plan.handoffs,
             "requests_per_handoff": self.per_handoff,
+            "requests_each_handoff": self.each,
             "handoff_us": self.handoff.json(),
         })
     }
@@ -138,12 +159,13 @@ impl Report {
             self.plan.idle.as_secs_f64()
         );
         say!(
-            "{:<28} p50 {:>10.1} µs   p99 {:>10.1} µs   {:.1} store requests each ({} hand-offs)",
+            "{:<28} p50 {:>10.1} µs   p99 {:>10.1} µs   {:.1} store requests each ({} hand-offs: {:?})",
             "hand-off to a waiter",
             micros(self.handoff.p50),
             micros(self.handoff.p99),
             self.per_handoff,
-            self.plan.handoffs
+            self.plan.handoffs,
+            self.each
         );
     }
 }

@@ -47,9 +47,8 @@ use std::time::{Duration, SystemTime};
 use self::url::host_of;
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, KeyValue,
-    LeaseGrantOptions, PutOptions, Txn, TxnOp, TxnOpResponse, TxnResponse, WatchFilterType,
-    WatchOptions,
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, KeyValue,
+    LeaseGrantOptions, PutOptions, Txn, TxnOp, TxnOpResponse, TxnResponse, WatchOptions,
 };
 
 mod doctor;
@@ -64,7 +63,7 @@ use super::kv;
 use super::reconnect::{Lent, Reconnecting};
 use super::tls::Tls;
 use super::{
-    Acquire, FencingToken, Finish, Freed, Holder, LastRun, Lease, Refusals, Released, Store,
+    Acquire, FencingToken, Finish, Freed, Heard, Holder, LastRun, Lease, Refusals, Released, Store,
     mask_password,
 };
 use crate::error::{Error, Result};
@@ -1224,11 +1223,12 @@ impl Store for EtcdStore {
         self.force_release_run(name).await
     }
 
-    /// A watch (on the client's gRPC channel) for deletions of the name's lease key: finish,
-    /// force-release and expiry alike.
+    /// A watch (on the client's gRPC channel) of the name's lease key: its deletion (finish,
+    /// force-release and expiry alike) may have freed the name, and its creation is an
+    /// acquire that took it.
     async fn watch(&self, name: &str) -> Result<Option<Freed>> {
         let client = self.lend("watch").await?;
-        let options = WatchOptions::new().with_filters([WatchFilterType::NoPut]);
+        let options = WatchOptions::new();
         let starting = async {
             let mut stream = until_sent(|| {
                 let (mut watcher, options) = (client.clone(), options.clone());
@@ -1261,8 +1261,22 @@ impl Store for EtcdStore {
                 if response.canceled() {
                     return;
                 }
-                if !response.events().is_empty() {
-                    let _ = heard.try_send(());
+                // The newest event counts; a put that is not the key's creation (none of
+                // ours) leaves it held by whoever held it.
+                let word =
+                    response
+                        .events()
+                        .iter()
+                        .rev()
+                        .find_map(|event| match event.event_type() {
+                            EventType::Delete => Some(Heard::Freed),
+                            EventType::Put => event
+                                .kv()
+                                .filter(|kv| kv.create_revision() == kv.mod_revision())
+                                .map(|_| Heard::Taken { expires: None }),
+                        });
+                if let Some(word) = word {
+                    heard.tell(word);
                 }
             }
         });

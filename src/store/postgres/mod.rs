@@ -41,7 +41,7 @@ use self::servers::Servers;
 use self::statements::Statements;
 use super::reconnect::{self, Lent, Reconnecting};
 use super::sql::{self, SqlUrl};
-use super::{Acquire, Finish, Freed, Holder, LastRun, Lease, Released, Store};
+use super::{Acquire, Finish, Freed, Heard, Holder, LastRun, Lease, Released, Store};
 use crate::error::{Error, Result};
 
 /// Connections kept at most; each operation holds one for one round trip.
@@ -274,6 +274,24 @@ impl PostgresStore {
         }
     }
 
+    /// Runs an acquire statement, which tells waiters if it takes the name; if the server
+    /// refuses the notification (or the waiters table is gone), the whole statement failed,
+    /// and the second one, the same without the notification, runs instead. A failure that
+    /// acquire tries again is returned as it is.
+    async fn acquiring(
+        &self,
+        (telling, quietly): (&str, &str),
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<Row>, QueryError> {
+        match self.query("acquire", telling, params).await {
+            Err(err @ QueryError::Driver(_)) if err.is_retryable() => Err(err),
+            Err(QueryError::Driver(err)) if err.as_db_error().is_some() => {
+                self.query("acquire", quietly, params).await
+            }
+            other => other,
+        }
+    }
+
     /// The live lease on `name`, if any; errors name `operation`.
     async fn live_lease(&self, operation: &'static str, name: &str) -> Result<Option<Lease>> {
         let rows = self.rows(operation, &self.sql.inspect, &[&name]).await?;
@@ -327,6 +345,24 @@ fn new_pool(url: &SqlUrl, servers: &Servers) -> Result<Pool> {
         .create_timeout(Some(url.connect_timeout))
         .build()
         .map_err(|e| url.error("connect", e))
+}
+
+/// What a notification on the table's channel says of the name `ours` (see `Statements`):
+/// the name alone, that it may have been freed; the name, `taken` and the new lease's expiry
+/// in microseconds (empty: none), tab-separated, that an acquire just took it. `None`: of
+/// another name.
+fn word_of(payload: &str, ours: &str) -> Option<Heard> {
+    let rest = payload.strip_prefix(ours)?;
+    if rest.is_empty() {
+        return Some(Heard::Freed);
+    }
+    let expires = rest.strip_prefix("\ttaken\t")?;
+    Some(Heard::Taken {
+        expires: expires
+            .parse::<u64>()
+            .ok()
+            .map(|us| SystemTime::UNIX_EPOCH + Duration::from_micros(us)),
+    })
 }
 
 /// A failed statement: the driver's error (which acquire may retry) or one already mapped.
@@ -422,7 +458,8 @@ impl Store for PostgresStore {
         ];
         // The common cases first, each one plain statement that locks nothing: take a
         // released row, or else report a live lease.
-        match self.query("acquire", &self.sql.acquire_free, &params).await {
+        let acquire_free = (&*self.sql.acquire_free, &*self.sql.acquire_free_quietly);
+        match self.acquiring(acquire_free, &params).await {
             Ok(rows) => {
                 let taken = match rows.first() {
                     Some(row) => {
@@ -449,7 +486,8 @@ impl Store for PostgresStore {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let rows = match self.query("acquire", &self.sql.acquire, &params).await {
+            let acquire = (&*self.sql.acquire, &*self.sql.acquire_quietly);
+            let rows = match self.acquiring(acquire, &params).await {
                 Err(err) if err.is_retryable() && attempt < ACQUIRE_ATTEMPTS => continue,
                 other => other.map_err(|e| e.into_error(self, "acquire"))?,
             };
@@ -621,8 +659,8 @@ impl Store for PostgresStore {
                 std::future::poll_fn(|cx| connection.poll_message(cx)).await
             {
                 if let AsyncMessage::Notification(notice) = message {
-                    if notice.payload() == listening_for {
-                        let _ = heard.try_send(());
+                    if let Some(word) = word_of(notice.payload(), &listening_for) {
+                        heard.tell(word);
                     }
                 }
             }

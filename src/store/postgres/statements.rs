@@ -54,7 +54,9 @@ fn record_unknown(l: &str, record: &str, ended: &str) -> String {
 pub(super) struct Statements {
     pub create: String,
     pub acquire_free: String,
+    pub acquire_free_quietly: String,
     pub acquire: String,
+    pub acquire_quietly: String,
     pub renew: String,
     pub release: String,
     pub release_quietly: String,
@@ -83,6 +85,17 @@ impl Statements {
             format!(
                 "(SELECT pg_notify('{table}', {name})::text FROM {w}
                   WHERE {w}.name = {name} AND until > now())"
+            )
+        };
+        // Tells them that `name` was just taken, until `expires` (NULL: never), which lets
+        // those who have not tried yet leave it: the name, a tab, `taken`, a tab and the
+        // expiry in microseconds since the epoch (a name has no control characters, so no
+        // release's notification reads so).
+        let notify_taken = |name: &str, expires: &str| {
+            format!(
+                "(SELECT pg_notify('{table}', {name} || E'\\ttaken\\t' || coalesce(
+                          (extract(epoch FROM {expires}) * 1000000)::bigint::text, ''))::text
+                  FROM {w} WHERE {w}.name = {name} AND until > now())"
             )
         };
         // $2 and $3 are our holder id and token, $4 the outcome, $5 the hold after the
@@ -197,6 +210,49 @@ impl Statements {
         let run_names = quoted_names(&RUN_COLUMNS.map(|(column, _)| column));
         // $6 is the lease length in microseconds; NULL makes expires_at NULL: never expires.
         let expiry = "now() + $6::bigint * interval '1 microsecond'";
+        // Takes a released row (no holder to report, its run on record already) without
+        // locking it first. A plain UPDATE re-evaluates its condition and token + 1 on the
+        // newest version should the row change under it.
+        let acquire_free = |and_notify: &str| {
+            format!(
+                "UPDATE {t}
+                 SET token = token + 1, holder_id = $2, host = $3, pid = $4, label = $5,
+                     created = now(), expires_at = {expiry}
+                 WHERE name = $1 AND holder_id IS NULL
+                 RETURNING token, created, expires_at{and_notify}"
+            )
+        };
+        // Taking over an expired lease records its run as unknown, ended when it expired,
+        // unless it was finished and kept.
+        let acquire = |and_notify: &str| {
+            format!(
+                "WITH old AS (
+                     SELECT {LEASE_COLUMNS}, {LIVE} AS live, {} AS unfinished
+                     FROM {t} AS o WHERE name = $1 FOR UPDATE
+                 ), taken AS (
+                     UPDATE {t} AS l
+                     SET {},
+                         token = old.token + 1, holder_id = $2, host = $3, pid = $4, label = $5,
+                         created = now(), expires_at = {expiry}
+                     FROM old WHERE l.name = $1 AND NOT old.live
+                     RETURNING l.token, l.created, l.expires_at
+                 ), inserted AS (
+                     INSERT INTO {t} (name, token, holder_id, host, pid, label, created, expires_at)
+                     SELECT $1, 1, $2, $3, $4, $5, now(), {expiry}
+                     WHERE NOT EXISTS (SELECT FROM old)
+                     ON CONFLICT (name) DO NOTHING
+                     RETURNING token, created, expires_at
+                 ), new AS (
+                     SELECT * FROM taken UNION ALL SELECT * FROM inserted
+                 )
+                 SELECT new.token, new.created, new.expires_at,
+                        old.token, old.holder_id, old.host, old.pid, old.label, old.created,
+                        old.expires_at, old.live, old.unfinished{and_notify}
+                 FROM (VALUES (1)) AS one (x) LEFT JOIN new ON true LEFT JOIN old ON true",
+                unrecorded("o"),
+                record_unknown("l", &unrecorded("l"), "l.expires_at")
+            )
+        };
         Statements {
             // A table of the previous version (the lease columns only) gets the run columns;
             // looked up first, so that connecting takes no lock on the table once it has them,
@@ -236,45 +292,13 @@ impl Statements {
                      until timestamptz NOT NULL   -- server clock; somebody waits until then
                  )"
             ),
-            // Takes a released row (no holder to report, its run on record already) without
-            // locking it first. A plain UPDATE re-evaluates its condition and token + 1 on the
-            // newest version should the row change under it.
-            acquire_free: format!(
-                "UPDATE {t}
-                 SET token = token + 1, holder_id = $2, host = $3, pid = $4, label = $5,
-                     created = now(), expires_at = {expiry}
-                 WHERE name = $1 AND holder_id IS NULL
-                 RETURNING token, created, expires_at"
-            ),
-            // Taking over an expired lease records its run as unknown, ended when it expired,
-            // unless it was finished and kept.
-            acquire: format!(
-                "WITH old AS (
-                     SELECT {LEASE_COLUMNS}, {LIVE} AS live, {} AS unfinished
-                     FROM {t} AS o WHERE name = $1 FOR UPDATE
-                 ), taken AS (
-                     UPDATE {t} AS l
-                     SET {},
-                         token = old.token + 1, holder_id = $2, host = $3, pid = $4, label = $5,
-                         created = now(), expires_at = {expiry}
-                     FROM old WHERE l.name = $1 AND NOT old.live
-                     RETURNING l.token, l.created, l.expires_at
-                 ), inserted AS (
-                     INSERT INTO {t} (name, token, holder_id, host, pid, label, created, expires_at)
-                     SELECT $1, 1, $2, $3, $4, $5, now(), {expiry}
-                     WHERE NOT EXISTS (SELECT FROM old)
-                     ON CONFLICT (name) DO NOTHING
-                     RETURNING token, created, expires_at
-                 ), new AS (
-                     SELECT * FROM taken UNION ALL SELECT * FROM inserted
-                 )
-                 SELECT new.token, new.created, new.expires_at,
-                        old.token, old.holder_id, old.host, old.pid, old.label, old.created,
-                        old.expires_at, old.live, old.unfinished
-                 FROM (VALUES (1)) AS one (x) LEFT JOIN new ON true LEFT JOIN old ON true",
-                unrecorded("o"),
-                record_unknown("l", &unrecorded("l"), "l.expires_at")
-            ),
+            acquire_free: acquire_free(&format!(", {}", notify_taken("$1", "expires_at"))),
+            acquire_free_quietly: acquire_free(""),
+            acquire: acquire(&format!(
+                ", CASE WHEN new.token IS NOT NULL THEN {} END",
+                notify_taken("$1", "new.expires_at")
+            )),
+            acquire_quietly: acquire(""),
             renew: format!(
                 "UPDATE {t}
                  SET expires_at = CASE WHEN expires_at IS NULL THEN NULL
@@ -310,10 +334,12 @@ impl Statements {
 
     /// Every statement an operation runs, prepared at connect so that a table of another shape
     /// is reported at once.
-    pub fn all(&self) -> [&str; 16] {
+    pub fn all(&self) -> [&str; 18] {
         [
             &self.acquire_free,
+            &self.acquire_free_quietly,
             &self.acquire,
+            &self.acquire_quietly,
             &self.renew,
             &self.release,
             &self.release_quietly,

@@ -60,7 +60,8 @@ mod scripts;
 mod sentinel;
 mod tls;
 use super::{
-    Acquire, FencingToken, Finish, Freed, LastRun, Lease, Released, Store, mask_password, redact,
+    Acquire, FencingToken, Finish, Freed, Heard, LastRun, Lease, Released, Store, mask_password,
+    redact,
 };
 use crate::error::{Error, Result};
 
@@ -798,6 +799,21 @@ fn decode_record(name: &str, value: &[u8]) -> Option<Lease> {
 
 /// Whether the server refused our credentials (a wrong password or user, none given where one
 /// is needed) or our access (an ACL that forbids a command or a key): [`Error::Refused`].
+/// What a message on a name's freed channel says: `taken:` and the new lease's expiry in
+/// server ms (empty: none) from an acquire; anything else, such as the empty message of a
+/// release, may mean the name was freed.
+fn word_of(message: &[u8]) -> Heard {
+    match message.strip_prefix(b"taken:") {
+        Some(expires) => Heard::Taken {
+            expires: std::str::from_utf8(expires)
+                .ok()
+                .and_then(|ms| ms.parse().ok())
+                .map(kv::from_unix_ms),
+        },
+        None => Heard::Freed,
+    }
+}
+
 fn is_refusal(err: &RedisError) -> bool {
     matches!(
         err.kind(),
@@ -854,7 +870,8 @@ impl Store for RedisStore {
             .arg(self.key(LEASE, name))
             .arg(self.key(FENCE, name))
             .arg(ttl_ms)
-            .arg(kv::encode_holder(holder));
+            .arg(kv::encode_holder(holder))
+            .arg(self.key(FREED, name));
         let wait = self.wait_for(ttl);
         let ((acquired, value, pttl, previous, previous_expires, now), replicated): (
             AcquireReply,
@@ -1072,8 +1089,8 @@ impl Store for RedisStore {
         let (heard, word) = Freed::channel();
         // The stream ends when the connection drops.
         let listener = Freed::listen(async move {
-            while messages.next().await.is_some() {
-                let _ = heard.try_send(());
+            while let Some(message) = messages.next().await {
+                heard.tell(word_of(message.get_payload_bytes()));
             }
         });
         Ok(Some(Freed::new(word, listener)))

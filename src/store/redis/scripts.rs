@@ -9,10 +9,11 @@
 //!
 //! Acquire and finish run on every cycle, and what a script costs the server is mostly its
 //! `redis.call`s (each goes through Redis's whole command path: about 1 µs warm, several on a
-//! busy host) and the values it builds, not the `EVALSHA` itself: their common paths make four
-//! and five calls (acquire: `TIME`, one `HMGET` for the counter and the copy, `SET NX`, one
-//! `HSET`; finish: `TIME`, `GET`, `DEL`, one `HSET`, `PUBLISH`) and acquire answers with the
-//! token alone, not the record the client already knows.
+//! busy host) and the values it builds, not the `EVALSHA` itself: their common paths make five
+//! calls each (acquire: `TIME`, one `HMGET` for the counter and the copy, `SET NX`, `PUBLISH`,
+//! one `HSET`; finish: `TIME`, `GET`, `DEL`, one `HSET`, `PUBLISH`) and acquire answers with
+//! the token alone, not the record the client already knows. A `PUBLISH` that nobody listens
+//! to costs the server next to nothing.
 
 use redis::Script;
 
@@ -23,8 +24,8 @@ local t = redis.call('TIME')
 local now = t[1] .. string.format('%03d', math.floor(t[2] / 1000))
 ";
 
-/// KEYS: lease, fence. ARGV: TTL in ms (0: never expires), the holder's encoded fields.
-/// Returns {acquired (0/1), the token if acquired else the lease's value, pttl (-1: never),
+/// KEYS: lease, fence. ARGV: TTL in ms (0: never expires), the holder's encoded fields, the
+/// name's freed channel. Returns {acquired (0/1), the token if acquired else the lease's value, pttl (-1: never),
 /// previous value, previous expiry ms, now}: the client knows the rest of its own record.
 ///
 /// The counter is read with the copy in one `HMGET` and written back with the new copy in one
@@ -33,7 +34,9 @@ local now = t[1] .. string.format('%03d', math.floor(t[2] / 1000))
 /// that is not `run` means that lease expired unfinished (a finish makes `run` the copy, a
 /// force-release clears it): it becomes the last run, with outcome unknown and its expiry as
 /// its end, in the same `HSET`, and is returned as the previous lease. A lease without TTL
-/// gets an empty `expires`, which reads as an unknown expiry, as a missing one did.
+/// gets an empty `expires`, which reads as an unknown expiry, as a missing one did. Waiters
+/// are told `taken:` and the expiry (with `pcall`, as finish tells them of a release), so
+/// that those who have not tried yet need not.
 const ACQUIRE: &str = "
 local f = redis.call('HMGET', KEYS[2], 'token', 'last', 'run', 'expires')
 local token = 1
@@ -55,6 +58,7 @@ end
 if not taken then
   return {0, redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1]), false, false, now}
 end
+redis.pcall('PUBLISH', ARGV[3], 'taken:' .. expires)
 if f[2] and f[2] ~= f[3] then
   redis.call('HSET', KEYS[2], 'token', token, 'last', value, 'expires', expires,
     'run', f[2], 'ended', f[4] or '', 'outcome', 'unknown')

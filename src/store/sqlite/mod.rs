@@ -849,7 +849,7 @@ impl Store for SqliteStore {
                         {
                             return;
                         }
-                        let _ = heard.try_send(());
+                        heard.changed();
                     }
                     Ok(Err(_)) => return,
                     Err(_would_block) => {}
