@@ -601,7 +601,9 @@ fn waiters_table(
          grows when its try loses or the name goes within a few round trips, and shrinks \
          when it wins or the name goes late), and does not try if told \
          meanwhile that the name was taken. SQLite's word (a commit to the database file) cannot tell an acquire from a \
-         release, so all its waiters try.\n"
+         release, so all its waiters try. Requests per hand-off is the mean of the 10, first \
+         ones included, in which the waiters have not yet seen each other take the name and \
+         all try (`--json` lists each hand-off's).\n"
     );
     let _ = writeln!(
         md,
