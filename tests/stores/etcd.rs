@@ -350,6 +350,16 @@ async fn keys_of_the_previous_version_keep_working() {
         (token, &old, created)
     );
     assert_eq!(store.last_run(&live).await.expect("last run"), None);
+    let listed = store.list().await.expect("list");
+    let expires = listed
+        .iter()
+        .find(|listed| listed.name == live)
+        .and_then(|listed| listed.expires)
+        .expect("list asks etcd for the expiry of a lease that has no record of it");
+    assert!(
+        expires <= SystemTime::now() + Duration::from_secs(31),
+        "{expires:?}"
+    );
     assert!(matches!(
         store
             .acquire(&live, &Holder::current("new"), Some(Duration::from_secs(5)))
@@ -543,6 +553,128 @@ async fn a_kept_lease_expires_whole_seconds_after_the_finish() {
             "a kept lease is not renewed"
         );
     }
+}
+
+/// `list` reads each lease's expiry from the record that its holder writes at the acquisition,
+/// at every renewal (in the background) and at a finish that keeps the lease, in the one read
+/// of all keys; it asks etcd instead when the record belongs to another lease (another etcd
+/// lease, or an earlier key of the name).
+#[tokio::test]
+async fn list_reads_the_expiries_that_holders_record() {
+    use etcd_client::PutOptions;
+
+    let url = kv::with_fresh_prefix(&etcd_server::shared().url, '/');
+    let prefix = url.rsplit_once("prefix=").expect("a prefix").1.to_owned();
+    let store = singleton_process::connect(&url).await.expect("connect");
+    let listed = |name: String| {
+        let store = store.clone();
+        async move {
+            let leases = store.list().await.expect("list");
+            let lease = leases.into_iter().find(|lease| lease.name == name);
+            lease
+                .and_then(|lease| lease.expires)
+                .expect("listed, with an expiry")
+        }
+    };
+    let to_ms = |at: SystemTime| {
+        at.duration_since(SystemTime::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_millis()
+    };
+    let ttl = Duration::from_secs(30);
+
+    let name = unique("recorded");
+    let Acquire::Acquired { lease, .. } = store
+        .acquire(&name, &Holder::current("t"), Some(ttl))
+        .await
+        .expect("acquire")
+    else {
+        panic!("{name} should be free");
+    };
+    let acquired = lease.expires.expect("an expiry");
+    assert_eq!(to_ms(listed(name.clone()).await), to_ms(acquired));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let renewed = store.renew(&lease, ttl).await.expect("renew");
+    let renewed = renewed.expires.expect("an expiry");
+    assert!(renewed > acquired + Duration::from_secs(1));
+    // The renewal writes its record in the background.
+    let mut shown = listed(name.clone()).await;
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(5);
+    while to_ms(shown) != to_ms(renewed) && tokio::time::Instant::now() < give_up {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        shown = listed(name.clone()).await;
+    }
+    assert_eq!(
+        to_ms(shown),
+        to_ms(renewed),
+        "list shows the renewal's expiry"
+    );
+
+    // Records that are not this lease's: on another etcd lease, then a later key on its own.
+    let mut raw = raw_client().await;
+    let key = format!("{prefix}expires/{name}");
+    let far = SystemTime::now() + Duration::from_secs(3600);
+    let far_record = record(&[&to_ms(far).to_string()]);
+    let ours = raw
+        .get(format!("{prefix}lease/{name}"), None)
+        .await
+        .expect("get")
+        .kvs()[0]
+        .lease();
+    let other = raw.lease_grant(60, None).await.expect("grant").id();
+    let before = SystemTime::now();
+    // Overwritten on another etcd lease (the key's create revision stays the lease key's),
+    // then deleted and written again on the lease key's etcd lease (a create revision of its
+    // own).
+    for (stale, delete_first) in [(other, false), (ours, true)] {
+        if delete_first {
+            raw.delete(key.clone(), None).await.expect("delete");
+        }
+        raw.put(
+            key.clone(),
+            far_record.clone(),
+            Some(PutOptions::new().with_lease(stale)),
+        )
+        .await
+        .expect("put");
+        let expires = listed(name.clone()).await;
+        assert!(
+            expires <= SystemTime::now() + ttl && expires + Duration::from_secs(2) >= before + ttl,
+            "a record on etcd lease {stale} that is not the lease's own was believed: {expires:?}"
+        );
+    }
+    store.release(&lease).await.expect("release");
+    assert!(
+        raw.get(key.clone(), None)
+            .await
+            .expect("get")
+            .kvs()
+            .is_empty(),
+        "a release deletes the record"
+    );
+
+    // A finish that keeps the lease records the kept lease's expiry.
+    let lease = super::must_acquire(&*store, &name).await;
+    let hold = Hold {
+        after_acquisition: Duration::from_secs(5),
+        remaining: Duration::from_secs(5),
+    };
+    let finish = Finish {
+        outcome: Outcome::Exit(0),
+        hold: Some(hold),
+    };
+    let Released::Kept {
+        expires: Some(kept),
+    } = store.finish(&lease, &finish).await.expect("finish")
+    else {
+        panic!("the lease must be kept");
+    };
+    assert_eq!(to_ms(listed(name.clone()).await), to_ms(kept));
+    store.force_release(&name).await.expect("force-release");
+    assert!(
+        raw.get(key, None).await.expect("get").kvs().is_empty(),
+        "a force-release deletes the record"
+    );
 }
 
 /// A holder that finishes after its lease expired, before anybody took the name over, still

@@ -7,9 +7,9 @@
 //! Connecting checks every member named in the URL for a server version with known lease bugs
 //! (see [`version`]) and refuses such a cluster unless `?allow_unsafe_version=true`.
 //!
-//! Per name there are three keys, told apart by the kind that follows the prefix:
+//! Per name there are four keys, told apart by the kind that follows the prefix:
 //! - `{prefix}lease/{name}`: the live lease. Its value is the holder id, and it is attached to
-//!   an etcd lease that nothing else is attached to, so the cluster (by its leader's clock)
+//!   an etcd lease that nothing but its expires key is attached to, so the cluster (by its leader's clock)
 //!   deletes it on expiry. Its create revision is the fencing token: revisions grow
 //!   cluster-wide, so a later acquisition of any name gets a larger one.
 //! - `{prefix}info/{name}`: the run that holds it (id, pid, host, label, created, granted TTL),
@@ -23,6 +23,13 @@
 //!   force-release, write that run there with outcome `unknown`. The acquire needs a second
 //!   transaction for that (see `acquire`); a name whose runs finish has no info key left, and
 //!   its acquire stays one transaction.
+//! - `{prefix}expires/{name}`: when the lease's etcd lease runs out, by the holder's clock
+//!   (etcd keeps a lease's TTL apart from its keys, one request per lease to ask), written by
+//!   the acquisition on the same etcd lease, by every renewal and by a finish that keeps the
+//!   lease, and deleted with the lease key: `list` reads it with all keys in one request, and
+//!   a conflicting acquire with the name's. Display and pacing only, never safety; it counts
+//!   only on the lease key's etcd lease with the lease key's create revision (see
+//!   [`records::expiry_of`]), else the TTL is asked for.
 //!
 //! etcd has no clock API: `created` (a run's start) is the acquiring client's wall clock, and
 //! a run's end is the finishing client's. A lease kept after its run (`Finish::hold`) moves its
@@ -74,7 +81,6 @@ pub const DEFAULT_PREFIX: &str = "singleton/";
 /// etcd's shortest lease with its default election timeout.
 pub const MIN_TTL: Duration = Duration::from_secs(2);
 
-/// etcd's longest lease (`MaxLeaseTTL`).
 /// The largest reply of the transaction that reads every name's keys (`list`, `list --all`):
 /// about 280 bytes a name, so room for some 900 000 names.
 const READ_ALL_LIMIT: usize = 256 * 1024 * 1024;
@@ -82,11 +88,19 @@ const READ_ALL_LIMIT: usize = 256 * 1024 * 1024;
 /// How many lease expiries `list` asks etcd for at once.
 const EXPIRIES_AT_ONCE: usize = 64;
 
+/// How long a renewal's write of its expires record may take before it is dropped (see
+/// `record_renewal`).
+const RECORD_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// etcd's longest lease (`MaxLeaseTTL`).
 const MAX_TTL_SECS: u64 = 9_000_000_000;
 
 const LEASE: &str = "lease/";
 const INFO: &str = "info/";
 const LAST: &str = "last/";
+const EXPIRES: &str = "expires/";
+/// Every kind of key, in the order of [`Keys::reads`].
+const KINDS: [&str; 4] = [LEASE, INFO, LAST, EXPIRES];
 const BENCH: &str = "bench/";
 
 /// How long, at least, connect waits for a member's version after the cluster has answered
@@ -102,16 +116,27 @@ struct Keys {
     lease: Vec<u8>,
     info: Vec<u8>,
     last: Vec<u8>,
+    expires: Vec<u8>,
 }
 
 impl Keys {
-    /// A transaction's reads of the three keys, in this order.
-    fn reads(&self) -> [TxnOp; 3] {
+    /// A transaction's reads of the keys, in this order: lease, info, last, expires.
+    fn reads(&self) -> [TxnOp; 4] {
         [
             TxnOp::get(self.lease.clone(), None),
             TxnOp::get(self.info.clone(), None),
             TxnOp::get(self.last.clone(), None),
+            TxnOp::get(self.expires.clone(), None),
         ]
+    }
+
+    /// The write of the expires record: `expires`, on etcd lease `id`.
+    fn record_expiry(&self, id: i64, expires: SystemTime) -> TxnOp {
+        TxnOp::put(
+            self.expires.clone(),
+            records::encode_expiry(expires),
+            Some(PutOptions::new().with_lease(id)),
+        )
     }
 }
 
@@ -389,15 +414,15 @@ impl EtcdStore {
             lease: self.key(LEASE, name),
             info: self.key(INFO, name),
             last: self.key(LAST, name),
+            expires: self.key(EXPIRES, name),
         }
     }
 
-    /// A transaction that reads every key of every kind, in one snapshot: lease keys, info keys
-    /// and last keys, in this order.
+    /// A transaction that reads every key of every kind, in one snapshot: lease keys, info
+    /// keys, last keys and expires keys, in this order.
     fn read_all(&self) -> Txn {
         Txn::new().and_then(
-            [LEASE, INFO, LAST]
-                .map(|kind| TxnOp::get(self.key(kind, ""), Some(GetOptions::new().with_prefix()))),
+            KINDS.map(|kind| TxnOp::get(self.key(kind, ""), Some(GetOptions::new().with_prefix()))),
         )
     }
 
@@ -421,9 +446,9 @@ impl EtcdStore {
 
     /// The results of [`read_all`](Self::read_all) by name, one map per kind; keys that are
     /// not ours (another kind, prefix or program) are left out.
-    fn by_name<'f>(&self, found: &'f [Vec<KeyValue>]) -> [BTreeMap<&'f str, &'f KeyValue>; 3] {
-        let mut maps = [BTreeMap::new(), BTreeMap::new(), BTreeMap::new()];
-        for ((map, kind), kvs) in maps.iter_mut().zip([LEASE, INFO, LAST]).zip(found) {
+    fn by_name<'f>(&self, found: &'f [Vec<KeyValue>]) -> [BTreeMap<&'f str, &'f KeyValue>; 4] {
+        let mut maps = [(); 4].map(|()| BTreeMap::new());
+        for ((map, kind), kvs) in maps.iter_mut().zip(KINDS).zip(found) {
             for kv in kvs {
                 if let Some(name) = kv::name_of_key(kv.key(), &self.prefix, kind) {
                     map.insert(name, kv);
@@ -677,6 +702,44 @@ impl EtcdStore {
         Ok(Some(
             SystemTime::now() + Duration::from_secs(left.max(0).unsigned_abs()),
         ))
+    }
+
+    /// Records `expires` as the expiry of `lease`, renewed on etcd lease `id`, for `list` to
+    /// read with the keys instead of asking etcd for each lease's time to live: written only
+    /// while the lease key is still ours and on that etcd lease.
+    ///
+    /// The write is sent in the background, bounded by [`RECORD_TIMEOUT`], on the current
+    /// client without borrowing it (see [`Reconnecting::peek`]): the renewal is done already,
+    /// and neither a slow write nor one cut off by a partition may delay the holder's next
+    /// renewal or make its next request connect afresh. `list` falls back to asking etcd when
+    /// the record is missing or not the lease key's own, and a record that lags (a write lost
+    /// or overtaken) only shows an earlier expiry than the lease has.
+    fn record_renewal(&self, lease: &Lease, keys: &Keys, id: i64, expires: SystemTime) {
+        let (Ok(mut still_ours), Ok(token)) = (ours(&keys.lease, lease), token_of(lease)) else {
+            return;
+        };
+        let (Ok(runtime), Some(mut client)) =
+            (tokio::runtime::Handle::try_current(), self.clients.peek())
+        else {
+            return;
+        };
+        // The record the acquisition wrote, on the same etcd lease as the lease key.
+        still_ours.extend([
+            Compare::lease(keys.lease.clone(), CompareOp::Equal, id),
+            Compare::create_revision(keys.expires.clone(), CompareOp::Equal, token),
+        ]);
+        let txn = Txn::new()
+            .when(still_ours)
+            .and_then([keys.record_expiry(id, expires)]);
+        let (url, name) = (self.url.clone(), lease.name.clone());
+        runtime.spawn(async move {
+            let why = match tokio::time::timeout(RECORD_TIMEOUT, client.txn(txn)).await {
+                Ok(Ok(_)) => return,
+                Ok(Err(err)) => flattened(&err),
+                Err(_) => format!("no answer within {RECORD_TIMEOUT:?}"),
+            };
+            tracing::debug!(store = %url, name = %name, error = %why, "could not record a renewed lease's expiry for list");
+        });
     }
 
     /// Revokes an etcd lease whose key is already gone or was never written. Only tidiness
@@ -961,8 +1024,9 @@ impl Store for EtcdStore {
         let created = SystemTime::now();
         let created_ms = unix_ms(created);
         let info = Info::encode(holder, created_ms, secs.map_or(0, i64::unsigned_abs));
+        let expires = secs.map(|secs| created + Duration::from_secs(secs.unsigned_abs()));
         // Creates the lease key if there is none and the info key is as last seen (`seen`: its
-        // mod revision, 0 for none), writing `record` as the last run; else reads all three.
+        // mod revision, 0 for none), writing `record` as the last run; else reads the keys.
         let txn = |lease_id: i64, seen: i64, record: Option<Vec<u8>>| {
             let put = (lease_id != 0).then(|| PutOptions::new().with_lease(lease_id));
             let mut writes: Vec<TxnOp> = record
@@ -971,6 +1035,9 @@ impl Store for EtcdStore {
                 .collect();
             writes.push(TxnOp::put(keys.lease.clone(), holder.id.as_bytes(), put));
             writes.push(TxnOp::put(keys.info.clone(), info.clone(), None));
+            if let (true, Some(expires)) = (lease_id != 0, expires) {
+                writes.push(keys.record_expiry(lease_id, expires));
+            }
             Txn::new()
                 .when([
                     Compare::create_revision(keys.lease.clone(), CompareOp::Equal, 0),
@@ -1016,10 +1083,12 @@ impl Store for EtcdStore {
                         expires: created + Duration::from_secs(secs.unsigned_abs()),
                     });
                 }
-                let expires = self.expiry("acquire", held.lease()).await;
                 let mut lease = records::lease_of(name, held, first(&found, 1), first(&found, 2))
                     .ok_or_else(|| self.malformed("acquire", name))?;
-                lease.expires = expires?;
+                lease.expires = match records::expiry_of(held, first(&found, 3)) {
+                    Some(recorded) => Some(recorded),
+                    None => self.expiry("acquire", held.lease()).await?,
+                };
                 return Ok(Acquire::Held(lease));
             }
             if attempts == MAX_ATTEMPTS {
@@ -1061,7 +1130,7 @@ impl Store for EtcdStore {
             holder: holder.clone(),
             token: FencingToken(token),
             created: kv::from_unix_ms(created_ms),
-            expires: secs.map(|secs| created + Duration::from_secs(secs.unsigned_abs())),
+            expires,
         };
         Ok(Acquire::Acquired { lease, took_over })
     }
@@ -1128,7 +1197,9 @@ impl Store for EtcdStore {
             }
             Err(err) => return Err(self.error("renew", err)),
         }
-        renewed.expires = Some(sent + Duration::from_secs(info.granted_secs));
+        let expires = sent + Duration::from_secs(info.granted_secs);
+        self.record_renewal(lease, &keys, id, expires);
+        renewed.expires = Some(expires);
         Ok(renewed)
     }
 
@@ -1149,7 +1220,7 @@ impl Store for EtcdStore {
 
     async fn last_runs(&self) -> Result<Vec<LastRun>> {
         let found = results(&self.read_everything("last-runs").await?);
-        let [leases, infos, lasts] = self.by_name(&found);
+        let [leases, infos, lasts, _] = self.by_name(&found);
         // Every name with a run on record has an info key or a last key; keys (and so these
         // maps) are ordered by the names' bytes, which is the names' order.
         let names: std::collections::BTreeSet<&str> =
@@ -1188,7 +1259,7 @@ impl Store for EtcdStore {
         // One snapshot of every kind of key; a range over "{prefix}lease/" can only hold lease
         // keys, and every key is parsed strictly.
         let found = results(&self.read_everything("list").await?);
-        let [leases, infos, lasts] = self.by_name(&found);
+        let [leases, infos, lasts, expiries] = self.by_name(&found);
         let mut listed = Vec::with_capacity(leases.len());
         // In name order, as the keys are.
         for (name, lease_kv) in &leases {
@@ -1202,18 +1273,25 @@ impl Store for EtcdStore {
                 .ok_or_else(|| self.malformed("list", name))?,
             );
         }
-        // Each expiry is a request of its own (etcd keeps the TTL with the lease, not the key):
-        // many at once over the one connection, or a long list takes a round trip per name.
+        // The holders record each lease's expiry as they renew it; a lease without a record of
+        // its own (taken by a previous version, or whose last record failed) costs a request
+        // for its time to live (etcd keeps the TTL with the lease, not the key): many at once
+        // over the one connection, or a long list would take a round trip per name.
         use futures_util::StreamExt as _;
         let asking: Vec<_> = leases
-            .values()
-            .map(|kv| self.expiry("list", kv.lease()))
+            .iter()
+            .zip(&mut listed)
+            .filter_map(|((name, lease_kv), lease)| {
+                lease.expires = records::expiry_of(lease_kv, expiries.get(name).copied());
+                (lease.expires.is_none() && lease_kv.lease() != 0)
+                    .then_some(async { (lease, self.expiry("list", lease_kv.lease()).await) })
+            })
             .collect();
-        let expiries: Vec<Result<Option<SystemTime>>> = futures_util::stream::iter(asking)
-            .buffered(EXPIRIES_AT_ONCE)
+        let asked: Vec<_> = futures_util::stream::iter(asking)
+            .buffer_unordered(EXPIRIES_AT_ONCE)
             .collect()
             .await;
-        for (lease, expires) in listed.iter_mut().zip(expiries) {
+        for (lease, expires) in asked {
             lease.expires = expires?;
         }
         Ok(listed)

@@ -67,6 +67,32 @@ impl Info {
     }
 }
 
+/// The `expires` record: when the lease's etcd lease runs out at the earliest, by the clock of
+/// the holder that granted or last kept it alive (Unix milliseconds, one field). It is attached
+/// to that etcd lease, and it counts only next to a lease key with the same create revision on
+/// the same etcd lease (see [`expiry_of`]).
+pub(super) fn encode_expiry(expires: SystemTime) -> Vec<u8> {
+    let mut out = Vec::new();
+    kv::push_field(&mut out, unix_ms(expires).to_string().as_bytes());
+    out
+}
+
+/// The expiry that `expires_kv` records for the lease key `lease_kv`: `None` when the record is
+/// not that lease's (written for an earlier lease of the name, or by a previous version, which
+/// wrote none) or cannot be read.
+pub(super) fn expiry_of(lease_kv: &KeyValue, expires_kv: Option<&KeyValue>) -> Option<SystemTime> {
+    let expires_kv = expires_kv?;
+    if lease_kv.lease() == 0
+        || expires_kv.lease() != lease_kv.lease()
+        || expires_kv.create_revision() != lease_kv.create_revision()
+    {
+        return None;
+    }
+    let mut fields = Fields::new(expires_kv.value());
+    let ms = fields.number()?;
+    fields.is_done().then(|| kv::from_unix_ms(ms))
+}
+
 /// The `last` record: fields token, holder (id, pid, host, label), started and ended (Unix
 /// milliseconds; ended empty when unknown) and the outcome as text. Token and holder id come
 /// first, so that [`run_prefix`] identifies the run.

@@ -38,15 +38,21 @@ impl EtcdStore {
         };
         let run = LastRun::of(lease, Some(SystemTime::now()), finish.outcome);
         let record = records::encode_run(&run);
-        let lease_op = match &kept {
-            None => TxnOp::delete(
-                keys.lease.clone(),
-                Some(DeleteOptions::new().with_prev_key()),
+        let (lease_op, expires_op) = match &kept {
+            None => (
+                TxnOp::delete(
+                    keys.lease.clone(),
+                    Some(DeleteOptions::new().with_prev_key()),
+                ),
+                TxnOp::delete(keys.expires.clone(), None),
             ),
-            Some(kept) => TxnOp::put(
-                keys.lease.clone(),
-                lease.holder.id.as_bytes(),
-                Some(PutOptions::new().with_lease(kept.id).with_prev_key()),
+            Some(kept) => (
+                TxnOp::put(
+                    keys.lease.clone(),
+                    lease.holder.id.as_bytes(),
+                    Some(PutOptions::new().with_lease(kept.id).with_prev_key()),
+                ),
+                keys.record_expiry(kept.id, kept.expires),
             ),
         };
         let txn = Txn::new()
@@ -58,6 +64,7 @@ impl EtcdStore {
                     Some(DeleteOptions::new().with_prev_key()),
                 ),
                 TxnOp::put(keys.last.clone(), record.clone(), None),
+                expires_op,
             ])
             .or_else([TxnOp::txn(not_ours(&keys, lease, record)?)]);
         let response = match self.txn("finish", txn).await {
@@ -145,6 +152,7 @@ impl EtcdStore {
             let mut writes = vec![
                 TxnOp::delete(keys.lease.clone(), None),
                 TxnOp::delete(keys.info.clone(), None),
+                TxnOp::delete(keys.expires.clone(), None),
             ];
             if info_kv.is_some_and(|info| info.mod_revision() == lease_kv.create_revision()) {
                 let run = LastRun::of(&lease, Some(SystemTime::now()), Outcome::Unknown);
