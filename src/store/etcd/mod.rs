@@ -9,8 +9,8 @@
 //!
 //! Per name there are four keys, told apart by the kind that follows the prefix:
 //! - `{prefix}lease/{name}`: the live lease. Its value is the holder id, and it is attached to
-//!   an etcd lease that nothing but its expires key is attached to, so the cluster (by its leader's clock)
-//!   deletes it on expiry. Its create revision is the fencing token: revisions grow
+//!   an etcd lease that nothing but its expires key is attached to, so the cluster (by its
+//!   leader's clock) deletes it on expiry. Its create revision is the fencing token: revisions grow
 //!   cluster-wide, so a later acquisition of any name gets a larger one.
 //! - `{prefix}info/{name}`: the run that holds it (id, pid, host, label, created, granted TTL),
 //!   written in the same transaction and attached to no lease. Its mod revision is the token of
@@ -708,19 +708,14 @@ impl EtcdStore {
     /// read with the keys instead of asking etcd for each lease's time to live: written only
     /// while the lease key is still ours and on that etcd lease.
     ///
-    /// The write is sent in the background, bounded by [`RECORD_TIMEOUT`], on the current
-    /// client without borrowing it (see [`Reconnecting::peek`]): the renewal is done already,
-    /// and neither a slow write nor one cut off by a partition may delay the holder's next
-    /// renewal or make its next request connect afresh. `list` falls back to asking etcd when
+    /// The write is sent in the background (see [`in_background`](Self::in_background)),
+    /// bounded by [`RECORD_TIMEOUT`]: the renewal is done already, and neither a slow write nor
+    /// one cut off by a partition may delay the holder's next renewal or make its next request
+    /// connect afresh. `list` falls back to asking etcd when
     /// the record is missing or not the lease key's own, and a record that lags (a write lost
     /// or overtaken) only shows an earlier expiry than the lease has.
     fn record_renewal(&self, lease: &Lease, keys: &Keys, id: i64, expires: SystemTime) {
         let (Ok(mut still_ours), Ok(token)) = (ours(&keys.lease, lease), token_of(lease)) else {
-            return;
-        };
-        let (Ok(runtime), Some(mut client)) =
-            (tokio::runtime::Handle::try_current(), self.clients.peek())
-        else {
             return;
         };
         // The record the acquisition wrote, on the same etcd lease as the lease key.
@@ -732,7 +727,7 @@ impl EtcdStore {
             .when(still_ours)
             .and_then([keys.record_expiry(id, expires)]);
         let (url, name) = (self.url.clone(), lease.name.clone());
-        runtime.spawn(async move {
+        self.in_background(move |mut client| async move {
             let why = match tokio::time::timeout(RECORD_TIMEOUT, client.txn(txn)).await {
                 Ok(Ok(_)) => return,
                 Ok(Err(err)) => flattened(&err),
@@ -767,12 +762,23 @@ impl EtcdStore {
         if id == 0 {
             return;
         }
-        if let (Ok(runtime), Some(mut client)) =
+        self.in_background(move |mut client| async move {
+            let _ = client.lease_revoke(id).await;
+        });
+    }
+
+    /// Runs `work` on the current client in the background, without borrowing the client (see
+    /// [`Reconnecting::peek`]): for requests whose outcome nobody waits for, which must neither
+    /// delay the caller nor, should they hang, make the next request connect afresh. Without a
+    /// runtime or a client, `work` is skipped.
+    fn in_background<F>(&self, work: impl FnOnce(Client) -> F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        if let (Ok(runtime), Some(client)) =
             (tokio::runtime::Handle::try_current(), self.clients.peek())
         {
-            runtime.spawn(async move {
-                let _ = client.lease_revoke(id).await;
-            });
+            runtime.spawn(work(client));
         }
     }
 }
