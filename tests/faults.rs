@@ -358,13 +358,17 @@ pub fn random_kills(store: &str, ttl: &str, dir: &Path, contenders: usize, acqui
         Fenced::shell_function(),
         history::recording_script(Duration::from_millis(30))
     );
+    let lease = humantime::parse_duration(ttl).expect("a lease");
     let started = std::sync::atomic::AtomicUsize::new(0);
+    let kills = std::sync::atomic::AtomicUsize::new(0);
+    let slowest_death = std::sync::atomic::AtomicU64::new(0);
     let logs: Vec<PathBuf> = (0..contenders)
         .map(|i| dir.join(format!("kills-{i}.log")))
         .collect();
     std::thread::scope(|scope| {
         for log in &logs {
             let (name, script, started, fenced) = (&name, &script, &started, &fenced);
+            let (kills, slowest_death) = (&kills, &slowest_death);
             scope.spawn(move || {
                 while started.load(std::sync::atomic::Ordering::SeqCst) < acquisitions {
                     let running = Test::new()
@@ -384,19 +388,27 @@ pub fn random_kills(store: &str, ttl: &str, dir: &Path, contenders: usize, acqui
                         .args(["--", "sh", "-c", script])
                         .spawn();
                     if fastrand::u8(0..5) == 0 {
-                        // Kill this one while (or before) its job runs. Its job must die at
-                        // once; note the time by which it certainly has.
+                        // Kill this one while (or before) its job runs. Its job must die with
+                        // it, well before the lease could pass to anyone else.
                         std::thread::sleep(Duration::from_millis(fastrand::u64(0..60)));
                         running.signal(Signal::SIGKILL);
-                        std::thread::sleep(DEATH_MARGIN);
-                        let ns = std::time::SystemTime::now()
-                            .duration_since(std::time::UNIX_EPOCH)
-                            .expect("clock")
-                            .as_nanos();
-                        append(&log.with_extension("killed"), &format!("{ns}\n"));
+                        let took = wait_until_gone(log, lease);
+                        assert!(
+                            took < lease,
+                            "{log:?}: a job ran on for {took:?} after its supervisor was \
+                             SIGKILLed, with a lease of {ttl}"
+                        );
+                        slowest_death.fetch_max(
+                            took.as_micros() as u64,
+                            std::sync::atomic::Ordering::SeqCst,
+                        );
+                        kills.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        append(&ended(log), &format!("{}\n", now_ns()));
                         drop(running);
                     } else {
                         let done = running.finish(90 * SECOND);
+                        // Whatever it ran has ended by now, also a job stopped unfinished (76).
+                        append(&ended(log), &format!("{}\n", now_ns()));
                         // 76: on a loaded machine a renewal can miss its deadline; the job was
                         // then stopped, which is the safe outcome, and the history shows it.
                         // 69 after the job: its release did not get through before the lease's
@@ -427,29 +439,64 @@ pub fn random_kills(store: &str, ttl: &str, dir: &Path, contenders: usize, acqui
     let checked = history::check(intervals);
     assert!(checked.len() >= acquisitions, "{} jobs ran", checked.len());
     let writes = fenced.check();
-    let kills: usize = logs
-        .iter()
-        .map(|log| {
-            std::fs::read_to_string(log.with_extension("killed"))
-                .map_or(0, |text| text.lines().count())
-        })
-        .sum();
     eprintln!(
-        "random kills ({}), lease {ttl}: {contenders} contenders, {} jobs, {kills} supervisors \
-         SIGKILLed, 0 overlaps, tokens increasing, {} fenced writes, {} rejected",
+        "random kills ({}), lease {ttl}: {contenders} contenders, {} jobs, {} supervisors \
+         SIGKILLed (their processes gone within {:?} at most), 0 overlaps, tokens increasing, \
+         {} fenced writes, {} rejected",
         kind(store),
         checked.len(),
+        kills.into_inner(),
+        Duration::from_micros(slowest_death.into_inner()),
         writes.len(),
         writes.iter().filter(|w| !w.accepted).count()
     );
 }
 
-/// How long after its supervisor was SIGKILLed a job may still run: the watchdog kills it at
-/// once; this allows for scheduling.
-const DEATH_MARGIN: Duration = Duration::from_millis(100);
+/// Where a contender notes when each of its runs had ended, all its processes gone.
+fn ended(log: &Path) -> PathBuf {
+    log.with_extension("ended")
+}
 
-/// One contender's job intervals. A job whose supervisor was killed has a start and no stop; it
-/// is taken to hold the lease until the kill was recorded, a margin after the kill.
+fn now_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos()
+}
+
+/// Waits until no live process carries `LOG=log` in its environment: the SIGKILLed supervisor
+/// of a contender and anything it started, its job included, are gone. How long that took;
+/// gives up after `limit`.
+fn wait_until_gone(log: &Path, limit: Duration) -> Duration {
+    let mut mark = b"LOG=".to_vec();
+    mark.extend_from_slice(log.as_os_str().as_encoded_bytes());
+    mark.push(0);
+    let started = Instant::now();
+    let carries = |environ: &[u8]| environ.split_inclusive(|&b| b == 0).any(|var| var == mark);
+    loop {
+        let alive = std::fs::read_dir("/proc")
+            .expect("/proc")
+            .filter_map(Result::ok)
+            .filter(|entry| {
+                entry
+                    .file_name()
+                    .to_str()
+                    .is_some_and(|n| n.parse::<i32>().is_ok())
+            })
+            .any(|entry| {
+                // A zombie's environment reads empty.
+                std::fs::read(entry.path().join("environ")).is_ok_and(|environ| carries(&environ))
+            });
+        if !alive || started.elapsed() >= limit {
+            return started.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// One contender's job intervals. A job that was stopped before it finished (its supervisor
+/// SIGKILLed, or its lease lost) has a start and no stop; it is taken to hold the lease until its
+/// run was seen to have ended.
 fn intervals_of(log: &Path) -> Vec<history::Interval> {
     let mut events: Vec<(u128, Option<(&'static str, u64)>)> = Vec::new();
     for line in std::fs::read_to_string(log).unwrap_or_default().lines() {
@@ -463,12 +510,8 @@ fn intervals_of(log: &Path) -> Vec<history::Interval> {
         };
         events.push((ns, Some((kind, token))));
     }
-    let kills = std::fs::read_to_string(log.with_extension("killed")).unwrap_or_default();
-    events.extend(
-        kills
-            .lines()
-            .map(|ns| (ns.parse().expect("kill time"), None)),
-    );
+    let ends = std::fs::read_to_string(ended(log)).unwrap_or_default();
+    events.extend(ends.lines().map(|ns| (ns.parse().expect("end time"), None)));
     events.sort_by_key(|(ns, _)| *ns);
     let mut intervals = Vec::new();
     let mut open: Option<(u64, u128)> = None;
@@ -480,7 +523,7 @@ fn intervals_of(log: &Path) -> Vec<history::Interval> {
             }
             Some((_, token)) => {
                 let Some((started, start_ns)) = open.take() else {
-                    panic!("{log:?}: job {token} outlived its killed supervisor");
+                    panic!("{log:?}: job {token} outlived its run");
                 };
                 assert_eq!(started, token, "{log:?}");
                 intervals.push(history::Interval {
@@ -490,7 +533,7 @@ fn intervals_of(log: &Path) -> Vec<history::Interval> {
                     end_ns: ns,
                 });
             }
-            // The kill of a run whose job never started closes nothing.
+            // The end of a run whose job never started, or finished, closes nothing.
             None => {
                 if let Some((token, start_ns)) = open.take() {
                     intervals.push(history::Interval {
@@ -505,7 +548,7 @@ fn intervals_of(log: &Path) -> Vec<history::Interval> {
     }
     assert!(
         open.is_none(),
-        "{log:?}: a job neither stopped nor was killed"
+        "{log:?}: a job neither stopped nor ended with its run"
     );
     intervals
 }
