@@ -362,13 +362,14 @@ pub fn random_kills(store: &str, ttl: &str, dir: &Path, contenders: usize, acqui
     let started = std::sync::atomic::AtomicUsize::new(0);
     let kills = std::sync::atomic::AtomicUsize::new(0);
     let slowest_death = std::sync::atomic::AtomicU64::new(0);
+    let lost = std::sync::atomic::AtomicUsize::new(0);
     let logs: Vec<PathBuf> = (0..contenders)
         .map(|i| dir.join(format!("kills-{i}.log")))
         .collect();
     std::thread::scope(|scope| {
         for log in &logs {
             let (name, script, started, fenced) = (&name, &script, &started, &fenced);
-            let (kills, slowest_death) = (&kills, &slowest_death);
+            let (kills, slowest_death, lost) = (&kills, &slowest_death, &lost);
             scope.spawn(move || {
                 while started.load(std::sync::atomic::Ordering::SeqCst) < acquisitions {
                     let running = Test::new()
@@ -430,6 +431,9 @@ pub fn random_kills(store: &str, ttl: &str, dir: &Path, contenders: usize, acqui
                         if done.code == 0 {
                             started.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                         }
+                        if done.code == 76 {
+                            lost.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
                     }
                 }
             });
@@ -441,12 +445,13 @@ pub fn random_kills(store: &str, ttl: &str, dir: &Path, contenders: usize, acqui
     let writes = fenced.check();
     eprintln!(
         "random kills ({}), lease {ttl}: {contenders} contenders, {} jobs, {} supervisors \
-         SIGKILLed (their processes gone within {:?} at most), 0 overlaps, tokens increasing, \
-         {} fenced writes, {} rejected",
+         SIGKILLed (their processes gone within {:?} at most), {} runs that lost their lease, \
+         0 overlaps, tokens increasing, {} fenced writes, {} rejected",
         kind(store),
         checked.len(),
         kills.into_inner(),
         Duration::from_micros(slowest_death.into_inner()),
+        lost.into_inner(),
         writes.len(),
         writes.iter().filter(|w| !w.accepted).count()
     );
