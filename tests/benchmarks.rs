@@ -66,13 +66,13 @@ fn regenerate_benchmarks_md() {
 
     // With SINGLETON_BENCH_BASELINE=/path/to/an/older/singleton, each store is also measured
     // with that build, right after this one, on the same server: before/after in one run.
-    let baseline = std::env::var("SINGLETON_BENCH_BASELINE").ok();
+    let baseline = Baseline::from_env("SINGLETON_BENCH_BASELINE");
     let mut before = Vec::new();
     let mut measured = Vec::new();
     for (label, url) in &stores {
         measured.push(bench(label, url));
-        if let Some(program) = &baseline {
-            before.push(baseline_bench(program, label, url));
+        if let Some(baseline) = &baseline {
+            before.push(baseline_bench(&baseline.program, label, url));
         }
     }
     // The same servers' kinds over TLS (verify-full with the test CA), next to the plain ones.
@@ -95,8 +95,8 @@ fn regenerate_benchmarks_md() {
     let short = bench_stores(&sqlite);
     let waiting = waiters_table(
         &short,
-        waiters_baseline().as_deref(),
-        herd_baseline().as_deref(),
+        waiters_baseline().as_ref(),
+        herd_baseline().as_ref(),
     );
     let many = names_table(&short);
 
@@ -107,8 +107,8 @@ fn regenerate_benchmarks_md() {
     markdown.push_str(&redlock);
     markdown.push_str(&waiting);
     markdown.push_str(&many);
-    if let Some(program) = &baseline {
-        markdown.push_str(&against_baseline(program, &measured, &before));
+    if let Some(baseline) = &baseline {
+        markdown.push_str(&against_baseline(baseline, &measured, &before));
     }
     std::fs::write(root.join("BENCHMARKS.md"), &markdown).expect("write BENCHMARKS.md");
     println!("{markdown}");
@@ -134,8 +134,8 @@ fn regenerate_sections() {
             }
             "waiters" => waiters_table(
                 &bench_stores(&sqlite),
-                waiters_baseline().as_deref(),
-                herd_baseline().as_deref(),
+                waiters_baseline().as_ref(),
+                herd_baseline().as_ref(),
             ),
             "names" => names_table(&bench_stores(&sqlite)),
             #[cfg(feature = "redis")]
@@ -528,24 +528,42 @@ fn waiters_curve() {
         "{}",
         waiters_table(
             &stores,
-            waiters_baseline().as_deref(),
-            herd_baseline().as_deref()
+            waiters_baseline().as_ref(),
+            herd_baseline().as_ref()
         )
     );
 }
 
 /// The build whose waiters are measured next to ours: `SINGLETON_BENCH_WAITERS_BASELINE`, else
 /// `SINGLETON_BENCH_BASELINE` (a build without `bench --waiters` is skipped).
-fn waiters_baseline() -> Option<String> {
-    std::env::var("SINGLETON_BENCH_WAITERS_BASELINE")
-        .or_else(|_| std::env::var("SINGLETON_BENCH_BASELINE"))
-        .ok()
+fn waiters_baseline() -> Option<Baseline> {
+    Baseline::from_env("SINGLETON_BENCH_WAITERS_BASELINE")
+        .or_else(|| Baseline::from_env("SINGLETON_BENCH_BASELINE"))
 }
 
 /// The build whose hand-offs to 100 waiters are measured next to ours:
 /// `SINGLETON_BENCH_HERD_BASELINE`, if set.
-fn herd_baseline() -> Option<String> {
-    std::env::var("SINGLETON_BENCH_HERD_BASELINE").ok()
+fn herd_baseline() -> Option<Baseline> {
+    Baseline::from_env("SINGLETON_BENCH_HERD_BASELINE")
+}
+
+/// A build to measure next to this one: its path, from the variable `var`, and the words that
+/// name it in BENCHMARKS.md, from `{var}_ABOUT` (say, "main from just before waiters were told
+/// of acquires (f8e3dc5)"), else its path, which means nothing on another machine.
+struct Baseline {
+    program: String,
+    about: String,
+}
+
+impl Baseline {
+    fn from_env(var: &str) -> Option<Baseline> {
+        let program = std::env::var(var).ok()?;
+        let about = match std::env::var(format!("{var}_ABOUT")) {
+            Ok(words) => format!("a baseline build of {words}"),
+            Err(_) => format!("the baseline build `{program}`"),
+        };
+        Some(Baseline { program, about })
+    }
 }
 
 /// How many waiters the hand-off is compared with a baseline build at.
@@ -575,8 +593,8 @@ fn waiters_bench(program: Test, label: &str, url: &str, waiters: u32) -> Option<
 /// hand-off to 100 waiters against `herd`, where given.
 fn waiters_table(
     stores: &[(&'static str, String)],
-    baseline: Option<&str>,
-    herd: Option<&str>,
+    baseline: Option<&Baseline>,
+    herd: Option<&Baseline>,
 ) -> String {
     let mut md = String::new();
     let _ = writeln!(
@@ -631,15 +649,16 @@ fn waiters_table(
             );
         }
     }
-    if let Some(program) = herd {
-        herd_table(&mut md, stores, program);
+    if let Some(herd) = herd {
+        herd_table(&mut md, stores, herd);
     }
-    let Some(program) = baseline else {
+    let Some(baseline) = baseline else {
         return md;
     };
     let _ = writeln!(
         md,
-        "\nWith 10 waiters, against the baseline build `{program}` on the same servers:\n"
+        "\nWith 10 waiters, against {}, on the same servers:\n",
+        baseline.about
     );
     let _ = writeln!(
         md,
@@ -647,7 +666,7 @@ fn waiters_table(
     );
     let _ = writeln!(md, "|---|---:|---:|---:|---:|");
     for (label, url) in stores {
-        let Some(before) = waiters_bench(Test::program(program), label, url, 10) else {
+        let Some(before) = waiters_bench(Test::program(&baseline.program), label, url, 10) else {
             continue;
         };
         let Some(after) = waiters_bench(Test::new(), label, url, 10) else {
@@ -675,12 +694,13 @@ fn waiters_table(
     md
 }
 
-/// Hand-offs to [`HERD`] waiters with the baseline build `program` and with this one, each
-/// pair measured one after the other on the same server.
-fn herd_table(md: &mut String, stores: &[(&'static str, String)], program: &str) {
+/// Hand-offs to [`HERD`] waiters with the baseline build and with this one, each pair measured
+/// one after the other on the same server.
+fn herd_table(md: &mut String, stores: &[(&'static str, String)], baseline: &Baseline) {
     let _ = writeln!(
         md,
-        "\nWith {HERD} waiters, against the baseline build `{program}` on the same servers:\n"
+        "\nWith {HERD} waiters, against {}, on the same servers:\n",
+        baseline.about
     );
     let _ = writeln!(
         md,
@@ -688,7 +708,7 @@ fn herd_table(md: &mut String, stores: &[(&'static str, String)], program: &str)
     );
     let _ = writeln!(md, "|---|---:|---:|---:|---:|");
     for (label, url) in stores {
-        let Some(before) = waiters_bench(Test::program(program), label, url, HERD) else {
+        let Some(before) = waiters_bench(Test::program(&baseline.program), label, url, HERD) else {
             continue;
         };
         let Some(after) = waiters_bench(Test::new(), label, url, HERD) else {
@@ -1065,11 +1085,12 @@ fn baseline_bench(program: &str, label: &'static str, url: &str) -> Option<Measu
 }
 
 /// The before/after table of a run with `SINGLETON_BENCH_BASELINE`.
-fn against_baseline(program: &str, now: &[Measured], before: &[Option<Measured>]) -> String {
+fn against_baseline(baseline: &Baseline, now: &[Measured], before: &[Option<Measured>]) -> String {
     let mut md = String::new();
     let _ = writeln!(
         md,
-        "\n## Against a baseline build\n\nThe same servers, measured right after this build with `{program}` (`SINGLETON_BENCH_BASELINE`).\n"
+        "\n## Against a baseline build\n\nThe same servers, measured right after this build with {}, given as `SINGLETON_BENCH_BASELINE`.\n",
+        baseline.about
     );
     let _ = writeln!(
         md,
